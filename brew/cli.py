@@ -1,0 +1,120 @@
+"""The `brew` command: score a request, evaluate the model, rebuild the demo.
+
+    brew score --request examples/request.json [--engine vllm|torch|naive] [--model DIR]
+    brew eval [--task T] [--engine torch|vllm|naive]
+    brew train-demo [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+from brew import defaults
+from brew.engines import EngineKind
+from brew.errors import BrewError
+
+
+def _add_model_options(parser: argparse.ArgumentParser, default_engine: EngineKind) -> None:
+    parser.add_argument("--model", type=Path, default=defaults.DEMO_MODEL_DIR,
+                        help="Hugging Face checkpoint directory (default: the bundled demo model)")
+    parser.add_argument("--prompts", type=Path, default=defaults.PROMPTS_DIR,
+                        help="prompts directory with the task templates (default: %(default)s)")
+    parser.add_argument("--engine", type=EngineKind, choices=list(EngineKind), default=default_engine,
+                        help="scoring engine (default: %(default)s)")
+    parser.add_argument("--dtype", default="float32", help="model dtype (default: %(default)s)")
+    parser.add_argument("--device", default="cpu", help="torch device for torch engines (default: %(default)s)")
+
+
+async def _score(args: argparse.Namespace) -> int:
+    from brew.runtime import build_ranker
+    from brew.wire import message_to_json, parse_request_json, request_from_proto, response_to_proto
+
+    request = request_from_proto(parse_request_json(args.request.read_text(encoding="utf-8")))
+    ranker = await build_ranker(args.model, args.prompts, args.engine, dtype=args.dtype, device=args.device)
+    try:
+        response = await ranker.score(request)
+    finally:
+        await ranker.engine.close()
+    print(message_to_json(response_to_proto(response)))
+    return 0
+
+
+async def _eval(args: argparse.Namespace) -> int:
+    from brew.demo.evaluate import evaluate_engine
+    from brew.demo.world import DEMO_TASKS
+    from brew.runtime import build_ranker
+
+    ranker = await build_ranker(args.model, args.prompts, args.engine, dtype=args.dtype, device=args.device)
+    try:
+        reports = await evaluate_engine(
+            ranker.engine, ranker.verbalizer, args.task or list(DEMO_TASKS), args.members, args.candidates
+        )
+    finally:
+        await ranker.engine.close()
+    if args.json:
+        print(json.dumps([{**r.__dict__, "lift_share": r.lift_share} for r in reports], indent=2))
+        return 0
+    print(f"held-out synthetic data, engine {args.engine.value}, model {args.model}")
+    print(f"{'task':<18}{'candidates':>11}{'positives':>10}{'model AUC':>11}{'truth AUC':>11}{'lift share':>12}")
+    for r in reports:
+        print(f"{r.task:<18}{r.candidates:>11}{r.positives:>10}{r.model_auc:>11.4f}{r.truth_auc:>11.4f}{r.lift_share:>12.1%}")
+    return 0
+
+
+def _train_demo(args: argparse.Namespace) -> int:
+    from brew.demo.train import TrainConfig, train_demo
+
+    config = TrainConfig(out_dir=args.out, prompts_dir=args.prompts, seed=args.seed, steps=args.steps,
+                         threads=args.threads)
+    summary = train_demo(config, progress=not args.quiet)
+    print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="brew", description="Brew: rank candidates with an LLM that reads text.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    score = commands.add_parser("score", help="score one request file and print the response as JSON")
+    score.add_argument("--request", type=Path, default=defaults.EXAMPLE_REQUEST,
+                       help="request in the JSON mapping of brew.v1.ScoreCandidatesRequest")
+    _add_model_options(score, EngineKind.VLLM)
+    score.set_defaults(run=lambda a: asyncio.run(_score(a)))
+
+    evaluate = commands.add_parser("eval", help="per-task AUC of the model and of the ground truth, held out")
+    evaluate.add_argument("--task", action="append", help="task to evaluate (repeatable; default: all demo tasks)")
+    evaluate.add_argument("--members", type=int, default=400, help="held-out members per task")
+    evaluate.add_argument("--candidates", type=int, default=10, help="candidates per member")
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_model_options(evaluate, EngineKind.TORCH)
+    evaluate.set_defaults(run=lambda a: asyncio.run(_eval(a)))
+
+    train = commands.add_parser("train-demo", help="train the demo model from scratch on the synthetic world")
+    train.add_argument("--out", type=Path, default=defaults.DEMO_MODEL_DIR, help="checkpoint directory to write")
+    train.add_argument("--prompts", type=Path, default=defaults.PROMPTS_DIR)
+    train.add_argument("--steps", type=int, default=1800)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(run=_train_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # vLLM logs to stdout by default; stdout is for the JSON answer.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except BrewError as error:
+        print(f"brew {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Train the demo model from scratch on the synthetic world, on CPU.
+
+Each step draws fresh members (the world is endless, so there is no
+overfitting to fight), verbalizes them with the shipped templates, packs one
+context with all its candidates per row, and trains the next-token loss at
+each candidate's last position towards the sampled outcome's label token. The
+model never sees the hidden probabilities, only sampled actions, as a real
+ranker only sees logged actions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from brew.demo.checkpoint import ModelShape, build_model, train_tokenizer
+from brew.demo.examples import corpus_texts, draw_group
+from brew.demo.packing import pack_groups, packed_last_logits
+from brew.demo.world import DEMO_TASKS, World
+from brew.tasks import load_tasks
+from brew.tokenization import PromptTokenizer
+from brew.verbalize import Verbalizer
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    out_dir: Path
+    prompts_dir: Path
+    seed: int = 0
+    steps: int = 1800
+    groups_per_step: int = 12
+    candidates_per_group: int = 8
+    learning_rate: float = 3e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    tokenizer_members: int = 3000
+    vocab_size: int = 1024
+    threads: int | None = None
+    shape: ModelShape = field(default_factory=ModelShape)
+
+
+def learning_rate_at(step: int, config: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak."""
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train_demo(config: TrainConfig, progress: bool = True) -> dict[str, object]:
+    """Train and save a checkpoint directory; returns the training summary."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    started = time.perf_counter()
+    tasks = load_tasks(config.prompts_dir)
+    hf_tokenizer = train_tokenizer(
+        corpus_texts(World(config.seed + 1), tasks, config.tokenizer_members), config.vocab_size
+    )
+    tokenizer = PromptTokenizer(hf_tokenizer)
+    model = build_model(hf_tokenizer, config.shape)
+    verbalizer = Verbalizer(tasks, tokenizer, config.shape.max_position_embeddings)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, betas=(0.9, 0.95)
+    )
+    world = World(config.seed)
+    model.train()
+    smoothed = None
+    bar = tqdm(range(config.steps), desc="train-demo", disable=not progress, unit="step")
+    for step in bar:
+        groups = [
+            draw_group(world, verbalizer, DEMO_TASKS[(step * config.groups_per_step + i) % len(DEMO_TASKS)],
+                       config.candidates_per_group)
+            for i in range(config.groups_per_step)
+        ]
+        batch = pack_groups([g.prepared.group for g in groups], hf_tokenizer.pad_token_id)
+        targets = torch.tensor([t for g in groups for t in g.target_ids])
+        loss = torch.nn.functional.cross_entropy(packed_last_logits(model, batch), targets)
+        for group_ in optimizer.param_groups:
+            group_["lr"] = learning_rate_at(step, config)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        smoothed = loss.item() if smoothed is None else 0.98 * smoothed + 0.02 * loss.item()
+        bar.set_postfix(loss=f"{smoothed:.4f}")
+    model.eval()
+    config.out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(config.out_dir)
+    hf_tokenizer.save_pretrained(config.out_dir)
+    summary = {
+        "final_loss_smoothed": smoothed,
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "candidates_seen": config.steps * config.groups_per_step * config.candidates_per_group,
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+    }
+    (config.out_dir / "brew_training.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,36 @@
+"""Errors of the core, each one a precise answer to the caller.
+
+The gRPC layer maps them to status codes by class (see serving), so the
+message must say what is wrong and how to fix it: it reaches the caller as is.
+"""
+
+from __future__ import annotations
+
+
+class BrewError(Exception):
+    """Base class of every error Brew raises on purpose."""
+
+
+class InvalidRequestError(BrewError):
+    """The request cannot be scored as given (maps to INVALID_ARGUMENT)."""
+
+
+class UnknownTaskError(InvalidRequestError):
+    """The request names a task that is not loaded."""
+
+
+class EmptyCandidatesError(InvalidRequestError):
+    """A task of the request has no candidates."""
+
+
+class TemplateFieldError(InvalidRequestError):
+    """A template uses a field that the request data does not have."""
+
+
+class PromptTooLongError(InvalidRequestError):
+    """A rendered prompt exceeds a token budget or the model's maximum length."""
+
+
+class TaskConfigError(BrewError):
+    """A task definition in the prompts directory is broken (bad config,
+    template syntax, or label words that are not single tokens)."""

@@ -1,0 +1,33 @@
+"""Assemble a ready Ranker from a model directory, a prompts directory and an
+engine choice: the start-up path shared by the CLI and the server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from brew.engines import EngineKind, create_engine
+from brew.ranker import Ranker
+from brew.tasks import load_tasks
+from brew.tokenization import PromptTokenizer
+from brew.verbalize import Verbalizer
+
+
+async def build_ranker(
+    model_dir: Path,
+    prompts_dir: Path,
+    engine: EngineKind,
+    *,
+    dtype: str = "float32",
+    device: str = "cpu",
+    vllm_options: object | None = None,
+) -> Ranker:
+    """Load tasks and tokenizer first (fast, fail early on a bad label), then
+    start the engine (slow)."""
+    tasks = load_tasks(prompts_dir)
+    tokenizer = PromptTokenizer.from_pretrained(model_dir)
+    for name, task in tasks.items():
+        tokenizer.label_ids(name, task.labels)
+    scoring_engine = await create_engine(
+        engine, model_dir, dtype=dtype, device=device, vllm_options=vllm_options
+    )
+    return Ranker(Verbalizer(tasks, tokenizer, scoring_engine.max_model_len), scoring_engine)

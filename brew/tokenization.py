@@ -1,0 +1,68 @@
+"""The model's tokenizer, used the one way scoring needs it.
+
+Text is tokenized in parts (context, each candidate) without special tokens,
+and the parts are concatenated as ids with one BOS at the very start. Label
+words must each be exactly one token, distinct from each other: the score is
+read from one position, so a two-token label cannot be scored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from brew.errors import TaskConfigError
+
+
+class PromptTokenizer:
+    """A thin wrapper over a Hugging Face tokenizer with Brew's conventions."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self._tokenizer = tokenizer
+        bos = tokenizer.bos_token_id
+        self.bos_ids: tuple[int, ...] = () if bos is None else (int(bos),)
+
+    @classmethod
+    def from_pretrained(cls, model_dir: Path | str) -> PromptTokenizer:
+        """Load the tokenizer stored in a checkpoint directory (never a hub)."""
+        return cls(AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._tokenizer)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of one text part, no special tokens added."""
+        return list(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of several parts in one call (the fast tokenizer batches)."""
+        if not texts:
+            return []
+        encoded = self._tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return [list(ids) for ids in encoded]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._tokenizer.decode(list(ids), skip_special_tokens=False)
+
+    def label_ids(self, task_name: str, labels: Sequence[str]) -> tuple[int, ...]:
+        """The single token id of each label word, or a TaskConfigError naming
+        the word that is not one token or that collides with another."""
+        ids: list[int] = []
+        for word in labels:
+            word_ids = self.encode(word)
+            if len(word_ids) != 1:
+                pieces = [self.decode([token]) for token in word_ids]
+                raise TaskConfigError(
+                    f"task {task_name}: label word {word!r} is {len(word_ids)} tokens "
+                    f"{pieces} in this model's tokenizer; each label must be a single "
+                    f"token (mind the leading space, e.g. ' Yes')"
+                )
+            ids.append(word_ids[0])
+        if len(set(ids)) != len(ids):
+            raise TaskConfigError(
+                f"task {task_name}: label words {list(labels)} map to repeated token ids {ids}"
+            )
+        return tuple(ids)

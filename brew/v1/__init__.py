@@ -1,0 +1,5 @@
+"""Generated code of the brew.v1 API (proto/brew/v1/ranking.proto).
+
+Do not edit: regenerate with `python proto/generate.py`; a test fails when
+these files are stale.
+"""

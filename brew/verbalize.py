@@ -1,0 +1,174 @@
+"""Verbalize a request into scoring groups: text per part, ids per part.
+
+For each (member, task) the context is rendered ONCE: history selected by the
+task's policy, each item rendered and cut to its token budget, the oldest
+dropped until the history fits, then the context block. Each candidate block
+is rendered and tokenized on its own, and the prompt of a candidate is
+`BOS + context ids + candidate ids`. Every candidate of a member therefore
+shares the exact same prefix ids, which is what lets the engine's prefix cache
+compute a member's history once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from brew.errors import EmptyCandidatesError, PromptTooLongError
+from brew.history import fit_token_budget, truncate_tokens
+from brew.tasks import Task, TaskRegistry
+from brew.tokenization import PromptTokenizer
+from brew.types import Interaction, Item, Member, ScoringGroup, TaskRequest
+
+
+class HistoryOutcome(str, Enum):
+    """What the history budget did to one selected item."""
+
+    KEPT = "kept"
+    TRUNCATED = "truncated"
+    DROPPED_FOR_BUDGET = "dropped_for_budget"
+
+
+@dataclass(frozen=True)
+class HistoryLine:
+    """One rendered history item and what its budget did to it."""
+
+    interaction: Interaction
+    text: str
+    tokens: int
+    outcome: HistoryOutcome
+
+
+@dataclass(frozen=True)
+class RenderedContext:
+    """The shared part of one (member, task): its text and how it was built."""
+
+    text: str
+    history: tuple[HistoryLine, ...]
+
+
+@dataclass(frozen=True)
+class PreparedTask:
+    """A task request turned into the group an engine scores."""
+
+    task: Task
+    item_ids: tuple[str, ...]
+    group: ScoringGroup
+    context: RenderedContext
+    candidate_texts: tuple[str, ...]
+
+
+class Verbalizer:
+    """Turns (member, task request) into token ids with one tokenizer and one
+    set of tasks. Label words are checked against the tokenizer when the
+    verbalizer is built, so a bad label fails at start-up, not per request."""
+
+    def __init__(self, tasks: TaskRegistry, tokenizer: PromptTokenizer, max_model_len: int) -> None:
+        self.tasks = tasks
+        self.tokenizer = tokenizer
+        self.max_model_len = max_model_len
+        self._label_ids = {
+            name: tokenizer.label_ids(name, task.labels) for name, task in tasks.items()
+        }
+
+    def label_ids(self, task_name: str) -> tuple[int, ...]:
+        self.tasks[task_name]  # raises UnknownTaskError with the known names
+        return self._label_ids[task_name]
+
+    def prepare(self, member: Member, request: TaskRequest) -> PreparedTask:
+        """Render and tokenize one task request (CPU work; no engine call)."""
+        task = self.tasks[request.task]
+        if not request.candidates:
+            raise EmptyCandidatesError(f"task {task.name}: candidates is empty; send at least one")
+        context = self.render_context(member, task)
+        prefix_ids = self.tokenizer.bos_ids + tuple(self.tokenizer.encode(context.text))
+        candidate_texts = tuple(self.render_candidate(member, task, item) for item in request.candidates)
+        suffixes = tuple(tuple(ids) for ids in self.tokenizer.encode_many(candidate_texts))
+        self._check_lengths(task, request.candidates, prefix_ids, suffixes)
+        return PreparedTask(
+            task=task,
+            item_ids=tuple(item.item_id for item in request.candidates),
+            group=ScoringGroup(prefix_ids, suffixes, self._label_ids[task.name]),
+            context=context,
+            candidate_texts=candidate_texts,
+        )
+
+    def render_context(self, member: Member, task: Task) -> RenderedContext:
+        """The shared context text; sees the member, never a candidate."""
+        history = self._budget_history(task, task.history.select(member.history))
+        text = task.template.render_block(
+            "context",
+            {
+                "profile": dict(member.profile),
+                "history": [line.text for line in history if line.outcome != HistoryOutcome.DROPPED_FOR_BUDGET],
+                "task": task.name,
+            },
+        )
+        return RenderedContext(text=text, history=tuple(history))
+
+    def render_candidate(self, member: Member, task: Task, item: Item) -> str:
+        """The candidate block. Trailing whitespace is removed: the label word
+        carries its own leading space (' Yes')."""
+        text = task.template.render_block(
+            "candidate",
+            {
+                "candidate": dict(item.fields),
+                "entity_type": item.entity_type,
+                "profile": dict(member.profile),
+                "task": task.name,
+            },
+        )
+        return text.rstrip()
+
+    def _budget_history(self, task: Task, selected: Sequence[Interaction]) -> list[HistoryLine]:
+        policy = task.history
+        texts = [
+            task.template.render_block("history_item", _history_variables(interaction))
+            for interaction in selected
+        ]
+        lines: list[HistoryLine] = []
+        for interaction, text, ids in zip(selected, texts, self.tokenizer.encode_many(texts)):
+            if len(ids) > policy.max_item_tokens:
+                ids = truncate_tokens(ids, policy.max_item_tokens)
+                lines.append(HistoryLine(interaction, self.tokenizer.decode(ids), len(ids), HistoryOutcome.TRUNCATED))
+            else:
+                lines.append(HistoryLine(interaction, text, len(ids), HistoryOutcome.KEPT))
+        first_kept = fit_token_budget([line.tokens for line in lines], policy.max_tokens)
+        for index in range(first_kept):
+            line = lines[index]
+            lines[index] = HistoryLine(line.interaction, line.text, line.tokens, HistoryOutcome.DROPPED_FOR_BUDGET)
+        return lines
+
+    def _check_lengths(
+        self,
+        task: Task,
+        candidates: Sequence[Item],
+        prefix_ids: tuple[int, ...],
+        suffixes: Sequence[tuple[int, ...]],
+    ) -> None:
+        for item, suffix in zip(candidates, suffixes):
+            if not suffix:
+                raise PromptTooLongError(
+                    f"task {task.name}: candidate {item.item_id!r} renders to an empty block"
+                )
+            if len(suffix) > task.max_candidate_tokens:
+                raise PromptTooLongError(
+                    f"task {task.name}: candidate {item.item_id!r} is {len(suffix)} tokens, over "
+                    f"the task's max_candidate_tokens={task.max_candidate_tokens}; shorten its fields"
+                )
+            # One position stays free: the engine reads the logits of the next token.
+            if len(prefix_ids) + len(suffix) >= self.max_model_len:
+                raise PromptTooLongError(
+                    f"task {task.name}: candidate {item.item_id!r} makes a prompt of "
+                    f"{len(prefix_ids) + len(suffix)} tokens; the model accepts fewer than "
+                    f"{self.max_model_len}; lower the task's history budget"
+                )
+
+
+def _history_variables(interaction: Interaction) -> Mapping[str, object]:
+    return {
+        "action": interaction.action,
+        "entity_type": interaction.item.entity_type,
+        "item": dict(interaction.item.fields),
+    }

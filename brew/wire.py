@@ -1,0 +1,110 @@
+"""The edge between the brew.v1 API messages and the domain types.
+
+Every conversion lives here and only here (no `to_pb()` on domain types):
+the gRPC servicer and the CLI both read requests through `request_from_proto`
+and write responses through `response_to_proto`. The request JSON files are
+the proto's canonical JSON mapping, so one file works with `brew score`,
+grpcurl and the load generator.
+"""
+
+from __future__ import annotations
+
+from google.protobuf import json_format
+
+from brew.errors import InvalidRequestError
+from brew.tasks import Task, TaskRegistry
+from brew.types import Interaction, Item, Member, ScoreRequest, ScoreResponse, TaskRequest
+from brew.v1 import ranking_pb2 as pb
+
+
+def parse_request_json(text: str) -> pb.ScoreCandidatesRequest:
+    """A ScoreCandidatesRequest from its JSON mapping (camelCase or snake_case)."""
+    try:
+        return json_format.Parse(text, pb.ScoreCandidatesRequest())
+    except json_format.ParseError as error:
+        raise InvalidRequestError(f"request JSON does not match brew.v1.ScoreCandidatesRequest: {error}") from error
+
+
+def message_to_json(message) -> str:  # type: ignore[no-untyped-def]
+    """Any API message as indented JSON in the proto's mapping."""
+    return json_format.MessageToJson(message, indent=2)
+
+
+def item_from_proto(item: pb.Item) -> Item:
+    return Item(item_id=item.item_id, entity_type=item.entity_type, fields=dict(item.fields))
+
+
+def request_from_proto(request: pb.ScoreCandidatesRequest) -> ScoreRequest:
+    """Domain request from the API message; structural checks only (tasks and
+    templates are checked when verbalized)."""
+    if not request.HasField("member"):
+        raise InvalidRequestError("member is missing; every request scores for one member")
+    if not request.tasks:
+        raise InvalidRequestError("tasks is empty; name at least one task with its candidates")
+    history = tuple(
+        Interaction(
+            action=interaction.action,
+            item=item_from_proto(interaction.item),
+            timestamp=interaction.time.seconds + interaction.time.nanos / 1e9,
+        )
+        for interaction in request.member.history
+    )
+    member = Member(
+        member_id=request.member.member_id, profile=dict(request.member.profile), history=history
+    )
+    tasks = tuple(
+        TaskRequest(task=task.task, candidates=tuple(item_from_proto(c) for c in task.candidates))
+        for task in request.tasks
+    )
+    return ScoreRequest(request_id=request.request_id, member=member, tasks=tasks)
+
+
+def response_to_proto(response: ScoreResponse, queue_seconds: float = 0.0, total_seconds: float = 0.0) -> pb.ScoreCandidatesResponse:
+    results = [
+        pb.TaskScores(
+            task=result.task,
+            template_version=result.template_version,
+            labels=list(result.labels),
+            positive_label=result.positive_label,
+            scores=[
+                pb.CandidateScore(
+                    item_id=c.item_id,
+                    score=c.score,
+                    label_probs=list(c.label_probs),
+                    label_logprobs=list(c.label_logprobs),
+                )
+                for c in result.candidates
+            ],
+            tokens=pb.TokenCounts(
+                prefix_tokens=result.prefix_tokens,
+                prompt_tokens=result.prompt_tokens,
+                cached_prompt_tokens=result.cached_prompt_tokens,
+            ),
+        )
+        for result in response.results
+    ]
+    return pb.ScoreCandidatesResponse(
+        request_id=response.request_id,
+        results=results,
+        model=response.model,
+        timing=pb.ServerTiming(
+            queue_seconds=queue_seconds,
+            prepare_seconds=response.prepare_seconds,
+            engine_seconds=response.engine_seconds,
+            total_seconds=total_seconds,
+        ),
+    )
+
+
+def task_info(task: Task) -> pb.TaskInfo:
+    return pb.TaskInfo(
+        name=task.name,
+        description=task.description,
+        version=task.version,
+        labels=list(task.labels),
+        positive_label=task.positive_label,
+    )
+
+
+def list_tasks_response(tasks: TaskRegistry, model: str) -> pb.ListTasksResponse:
+    return pb.ListTasksResponse(tasks=[task_info(t) for t in tasks.values()], model=model)

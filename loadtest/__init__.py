@@ -1,0 +1,1 @@
+"""Load generator, workloads, reports and plots for a running Brew service."""
