@@ -25,6 +25,7 @@ class PackedBatch:
     attention_mask: torch.Tensor  # (rows, 1, length, length) bool, True = may attend
     last_rows: torch.Tensor  # (candidates,) row of each candidate's last token
     last_columns: torch.Tensor  # (candidates,) column of each candidate's last token
+    next_token_targets: torch.Tensor  # (rows, length) next token within a segment, -100 elsewhere
 
 
 def pack_groups(groups: Sequence[ScoringGroup], pad_id: int) -> PackedBatch:
@@ -35,6 +36,7 @@ def pack_groups(groups: Sequence[ScoringGroup], pad_id: int) -> PackedBatch:
     position_ids = torch.zeros((rows, width), dtype=torch.long)
     # Pads attend to themselves only, so no softmax row is empty.
     mask = torch.eye(width, dtype=torch.bool).repeat(rows, 1, 1)
+    next_tokens = torch.full((rows, width), -100, dtype=torch.long)
     last_rows: list[int] = []
     last_columns: list[int] = []
     for row, group in enumerate(groups):
@@ -42,6 +44,7 @@ def pack_groups(groups: Sequence[ScoringGroup], pad_id: int) -> PackedBatch:
         input_ids[row, :prefix] = torch.tensor(group.prefix_ids)
         position_ids[row, :prefix] = torch.arange(prefix)
         mask[row, :prefix, :prefix] = torch.ones(prefix, prefix, dtype=torch.bool).tril()
+        next_tokens[row, : prefix - 1] = input_ids[row, 1:prefix]
         start = prefix
         for suffix in group.suffix_ids:
             end = start + len(suffix)
@@ -49,6 +52,7 @@ def pack_groups(groups: Sequence[ScoringGroup], pad_id: int) -> PackedBatch:
             position_ids[row, start:end] = torch.arange(prefix, prefix + len(suffix))
             mask[row, start:end, :prefix] = True
             mask[row, start:end, start:end] = torch.ones(len(suffix), len(suffix), dtype=torch.bool).tril()
+            next_tokens[row, start : end - 1] = input_ids[row, start + 1 : end]
             last_rows.append(row)
             last_columns.append(end - 1)
             start = end
@@ -58,15 +62,21 @@ def pack_groups(groups: Sequence[ScoringGroup], pad_id: int) -> PackedBatch:
         attention_mask=mask.unsqueeze(1),
         last_rows=torch.tensor(last_rows),
         last_columns=torch.tensor(last_columns),
+        next_token_targets=next_tokens,
     )
 
 
-def packed_last_logits(model: torch.nn.Module, batch: PackedBatch) -> torch.Tensor:
-    """fp32 logits at every candidate's last token, (candidates, vocab)."""
+def packed_logits(model: torch.nn.Module, batch: PackedBatch) -> torch.Tensor:
+    """fp32 logits at every position, (rows, length, vocab)."""
     output = model(
         input_ids=batch.input_ids,
         position_ids=batch.position_ids,
         attention_mask=batch.attention_mask,
         use_cache=False,
     )
-    return output.logits[batch.last_rows, batch.last_columns].float()
+    return output.logits.float()
+
+
+def packed_last_logits(model: torch.nn.Module, batch: PackedBatch) -> torch.Tensor:
+    """fp32 logits at every candidate's last token, (candidates, vocab)."""
+    return packed_logits(model, batch)[batch.last_rows, batch.last_columns]

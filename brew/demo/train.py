@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from brew.demo.checkpoint import ModelShape, build_model, train_tokenizer
 from brew.demo.examples import corpus_texts, draw_group
-from brew.demo.packing import pack_groups, packed_last_logits
+from brew.demo.examples import LabeledGroup
+from brew.demo.packing import PackedBatch, pack_groups, packed_logits
 from brew.demo.world import DEMO_TASKS, World
 from brew.tasks import load_tasks
 from brew.tokenization import PromptTokenizer
@@ -42,6 +43,14 @@ class TrainConfig:
     tokenizer_members: int = 3000
     vocab_size: int = 1024
     threads: int | None = None
+    # Weight of the next-token loss over prompt tokens: a dense signal that
+    # teaches the network the structure of the prompts long before the sparse
+    # label loss alone would.
+    language_model_weight: float = 0.3
+    # "sampled": learn from one sampled outcome per candidate (what a real
+    # ranker sees in its logs); "truth": from the world's label distribution
+    # (the same optimum, far less variance per example).
+    targets: str = "sampled"
     shape: ModelShape = field(default_factory=ModelShape)
 
 
@@ -51,6 +60,32 @@ def learning_rate_at(step: int, config: TrainConfig) -> float:
         return config.learning_rate * (step + 1) / config.warmup_steps
     progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
     return config.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def label_targets(groups: list[LabeledGroup], vocab_size: int, kind: str) -> torch.Tensor:
+    """Per-candidate targets over the vocabulary: class ids or distributions."""
+    if kind == "sampled":
+        return torch.tensor([t for g in groups for t in g.target_ids])
+    if kind != "truth":
+        raise ValueError(f"targets must be 'sampled' or 'truth', got {kind!r}")
+    rows = [(g.prepared.group.label_ids, probs) for g in groups for probs in g.true_probs]
+    dense = torch.zeros(len(rows), vocab_size)
+    for index, (label_ids, probs) in enumerate(rows):
+        dense[index, list(label_ids)] = torch.tensor(probs, dtype=torch.float32)
+    return dense
+
+
+def training_loss(model: torch.nn.Module, batch: PackedBatch, groups: list[LabeledGroup], config: TrainConfig) -> torch.Tensor:
+    """Label loss at each candidate's last token, plus the weighted next-token loss."""
+    logits = packed_logits(model, batch)
+    last = logits[batch.last_rows, batch.last_columns]
+    loss = torch.nn.functional.cross_entropy(last, label_targets(groups, last.shape[-1], config.targets))
+    if config.language_model_weight:
+        language = torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1), batch.next_token_targets.flatten(), ignore_index=-100
+        )
+        loss = loss + config.language_model_weight * language
+    return loss
 
 
 def train_demo(config: TrainConfig, progress: bool = True) -> dict[str, object]:
@@ -80,8 +115,7 @@ def train_demo(config: TrainConfig, progress: bool = True) -> dict[str, object]:
             for i in range(config.groups_per_step)
         ]
         batch = pack_groups([g.prepared.group for g in groups], hf_tokenizer.pad_token_id)
-        targets = torch.tensor([t for g in groups for t in g.target_ids])
-        loss = torch.nn.functional.cross_entropy(packed_last_logits(model, batch), targets)
+        loss = training_loss(model, batch, groups, config)
         for group_ in optimizer.param_groups:
             group_["lr"] = learning_rate_at(step, config)
         optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,36 @@
+"""Load a Hugging Face causal LM from a local checkpoint directory.
+
+Shared by the two transformers engines so that both read exactly the same
+weights in exactly the same dtype; parity between engines depends on it.
+Nothing is fetched from a hub: serving must never download at start-up.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel
+
+_DTYPES: dict[str, torch.dtype | str] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "auto": "auto",  # whatever the checkpoint's config says
+}
+
+
+def torch_dtype_from_name(name: str) -> torch.dtype | str:
+    """The torch dtype for a dtype name as the CLI and vLLM spell it."""
+    try:
+        return _DTYPES[name]
+    except KeyError:
+        raise ValueError(f"unknown dtype {name!r}: use one of {', '.join(_DTYPES)}") from None
+
+
+def load_causal_lm(model_dir: str | Path, dtype: str = "float32", device: str = "cpu") -> PreTrainedModel:
+    """The model on `device`, in eval mode (no dropout), from local files only."""
+    model = AutoModelForCausalLM.from_pretrained(
+        str(model_dir), dtype=torch_dtype_from_name(dtype), local_files_only=True
+    )
+    return model.to(device).eval()

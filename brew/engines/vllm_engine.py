@@ -1,0 +1,167 @@
+"""The serving engine: vLLM's AsyncLLM in-process, one request per candidate.
+
+Every candidate prompt goes to vLLM as its own request, all at once; vLLM's
+scheduler batches them and its automatic prefix caching computes each shared
+prefix once (the first request of a group computes it, later ones hit the
+cache block by block). Each request generates one token and asks for the
+logprobs of exactly the label ids (`logprob_token_ids`).
+
+Facts of vLLM 0.32 this module relies on (read in its source):
+- Logprobs are fp32 full-vocabulary log-softmax of the raw logits: with the
+  default `logprobs_mode="raw_logprobs"` the sampler computes
+  `logits.log_softmax(dim=-1, dtype=torch.float32)` before any temperature or
+  penalty (vllm/v1/sample/sampler.py), then gathers the requested ids.
+- The answer is `output.outputs[0].logprobs[0]`: a dict token id -> Logprob
+  holding the requested ids plus the sampled token.
+- `AsyncLLM.generate` aborts its request in vLLM when the iterating task is
+  cancelled (`except (asyncio.CancelledError, GeneratorExit): await
+  self.abort(...)` in vllm/v1/engine/async_llm.py). It cannot abort a request
+  cancelled while still being added (its collector is not yet returned), so
+  `score` also aborts all its request ids by external id when cancelled;
+  aborting an id that is already gone is a no-op.
+- On CPU, `kv_cache_memory_bytes` sizes the KV cache just as the legacy
+  `VLLM_CPU_KVCACHE_SPACE` variable does (the variable, if set, overrides it;
+  it only takes whole GiB), so no environment variable is changed here.
+- The engine core runs in a spawned process: scripts that start this engine
+  need an `if __name__ == "__main__":` guard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from vllm import SamplingParams
+from vllm.engine.arg_utils import AsyncEngineArgs
+from vllm.inputs import TokensPrompt
+from vllm.platforms import current_platform
+from vllm.v1.engine.async_llm import AsyncLLM
+
+from brew.types import CandidateLogprobs, GroupResult, ScoringGroup
+
+_GIB = 1 << 30
+# On CPU this is the share of the NUMA node's memory vLLM reserves; vLLM's
+# default (0.92) refuses to start next to anything else.
+CPU_MEMORY_UTILIZATION = 0.3
+
+
+@dataclass(frozen=True)
+class VllmOptions:
+    """How to start vLLM. None means vLLM's own default.
+
+    `gpu_memory_utilization` None means CPU_MEMORY_UTILIZATION on CPU and
+    vLLM's default on GPU. Prefix caching is always on: it is what makes
+    scoring many candidates behind one prefix cheap.
+    """
+
+    dtype: str = "float32"
+    max_model_len: int | None = None
+    kv_cache_gib: float = 1.0
+    gpu_memory_utilization: float | None = None
+    tensor_parallel_size: int = 1
+    quantization: str | None = None
+    enforce_eager: bool = True
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kv_cache_gib <= 0:
+            raise ValueError(f"kv_cache_gib must be positive, got {self.kv_cache_gib}")
+        if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        for name in ("tensor_parallel_size", "max_model_len", "max_num_seqs", "max_num_batched_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+
+    def engine_args(self, model_dir: str | Path, *, on_cpu: bool) -> AsyncEngineArgs:
+        """The AsyncEngineArgs for these options; unset ones keep vLLM's defaults."""
+        options = asdict(self)
+        kv_cache_gib = options.pop("kv_cache_gib")
+        if options["gpu_memory_utilization"] is None and on_cpu:
+            options["gpu_memory_utilization"] = CPU_MEMORY_UTILIZATION
+        return AsyncEngineArgs(
+            model=str(model_dir),
+            kv_cache_memory_bytes=int(kv_cache_gib * _GIB),
+            enable_prefix_caching=True,
+            # Token ids in, logprobs out: vLLM never needs the tokenizer.
+            skip_tokenizer_init=True,
+            disable_log_stats=True,
+            **{name: value for name, value in options.items() if value is not None},
+        )
+
+
+def _sampling_params(label_ids: Sequence[int]) -> SamplingParams:
+    """One greedy token, with the logprobs of exactly the label ids."""
+    return SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=list(label_ids), detokenize=False)
+
+
+class VllmEngine:
+    """ScoringEngine over an in-process vLLM AsyncLLM."""
+
+    def __init__(self, llm: AsyncLLM, model_name: str) -> None:
+        self._llm = llm
+        self._model_name = model_name
+
+    @classmethod
+    async def start(cls, model_dir: str | Path, options: VllmOptions | None = None) -> VllmEngine:
+        """Start vLLM (tens of seconds on CPU) on a worker thread: AsyncLLM can
+        be built outside the event loop and starts its output task lazily."""
+        args = (options or VllmOptions()).engine_args(model_dir, on_cpu=current_platform.is_cpu())
+        llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
+        return cls(llm, Path(model_dir).name)
+
+    @property
+    def model_name(self) -> str:
+        return self._model_name
+
+    @property
+    def max_model_len(self) -> int:
+        return int(self._llm.model_config.max_model_len)
+
+    @property
+    def num_unfinished_requests(self) -> int:
+        """Requests vLLM still holds: zero when idle, also after a cancelled score."""
+        return self._llm.get_num_unfinished_requests()
+
+    async def _score_prompt(self, request_id: str, ids: Sequence[int], label_ids: Sequence[int]) -> CandidateLogprobs:
+        prompt = TokensPrompt(prompt_token_ids=list(ids))
+        final = None
+        async for output in self._llm.generate(prompt, _sampling_params(label_ids), request_id):
+            final = output
+        if final is None:
+            raise RuntimeError(f"vLLM returned no output for request {request_id}")
+        logprobs = final.outputs[0].logprobs[0]  # first generated position: token id -> Logprob
+        return CandidateLogprobs(
+            label_logprobs=tuple(logprobs[token_id].logprob for token_id in label_ids),
+            prompt_tokens=len(ids),
+            cached_tokens=final.num_cached_tokens or 0,
+        )
+
+    async def score(self, groups: Sequence[ScoringGroup]) -> list[GroupResult]:
+        jobs = [
+            (uuid.uuid4().hex, group.prompt_ids(index), group.label_ids)
+            for group in groups
+            for index in range(group.num_candidates)
+        ]
+        try:
+            # A TaskGroup cancels the other requests when one fails, and all
+            # of them when this task is cancelled; cancelling generate() aborts.
+            async with asyncio.TaskGroup() as requests:
+                tasks = [requests.create_task(self._score_prompt(*job)) for job in jobs]
+        except asyncio.CancelledError:
+            # Catches requests cancelled while being added (see module docstring).
+            await self._llm.abort([request_id for request_id, _, _ in jobs])
+            raise
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0]  # callers map errors by class, not by group
+
+        outputs = iter(task.result() for task in tasks)
+        return [GroupResult(tuple(next(outputs) for _ in range(group.num_candidates))) for group in groups]
+
+    async def close(self) -> None:
+        # shutdown() joins the engine process: keep that off the event loop.
+        await asyncio.to_thread(self._llm.shutdown)
