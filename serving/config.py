@@ -1,0 +1,163 @@
+"""The server's configuration: one typed, frozen object.
+
+Built from an optional TOML file, then CLI flags on top. Every setting is
+validated when the object is built, with a message that says how to fix it,
+so a bad setting fails at start, not under load. A TOML file mirrors the
+sections below:
+
+    engine = "vllm"            # vllm | torch | naive
+    model = "brew/demo/model"
+    [server]   host, port, metrics_port, grace_seconds, max_message_bytes, ...
+    [batching] max_batch_candidates, collect_window_ms, max_queue_candidates, ...
+    [limits]   max_candidates_per_request, max_tasks_per_request, max_history_items
+    [vllm]     kv_cache_gib, max_model_len, gpu_memory_utilization, ...
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from brew import defaults
+from brew.engines import EngineKind
+from serving.batcher import BatcherConfig
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-request limits; a request over one gets INVALID_ARGUMENT naming it."""
+
+    max_candidates_per_request: int = 1024
+    max_tasks_per_request: int = 8
+    max_history_items: int = 1000
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    engine: EngineKind = EngineKind.VLLM
+    model: Path = defaults.DEMO_MODEL_DIR
+    prompts: Path = defaults.PROMPTS_DIR
+    dtype: str = "float32"
+    device: str = "cpu"
+    host: str = "127.0.0.1"
+    port: int = 50051
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9400
+    slo_seconds: float = 0.5
+    grace_seconds: float = 10.0
+    max_message_bytes: int = 4 * 1024 * 1024
+    keepalive_time_seconds: float = 60.0
+    keepalive_timeout_seconds: float = 20.0
+    stats_interval_seconds: float = 10.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    auth_token: str | None = None
+    batching: BatcherConfig = field(default_factory=BatcherConfig)
+    limits: Limits = field(default_factory=Limits)
+    vllm: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = list(_problems(self))
+        if problems:
+            raise ConfigError("invalid server configuration:\n  - " + "\n  - ".join(problems))
+
+
+def _problems(config: ServerConfig):  # type: ignore[no-untyped-def]
+    if not (config.model / "config.json").is_file():
+        yield f"model {config.model} is not a checkpoint directory (no config.json); pass --model DIR"
+    if not config.prompts.is_dir():
+        yield f"prompts {config.prompts} is not a directory; pass --prompts DIR"
+    for name in ("port", "metrics_port"):
+        value = getattr(config, name)
+        if not 0 <= value <= 65535:
+            yield f"{name}={value} is not a TCP port; use 0-65535 (0 picks a free one)"
+    if config.port and config.port == config.metrics_port and config.host == config.metrics_host:
+        yield f"port and metrics_port are both {config.port}; give metrics its own port"
+    for name in ("slo_seconds", "grace_seconds", "keepalive_time_seconds", "keepalive_timeout_seconds",
+                 "stats_interval_seconds"):
+        if getattr(config, name) <= 0:
+            yield f"{name} must be > 0, got {getattr(config, name)}"
+    if config.max_message_bytes < 1024:
+        yield f"max_message_bytes={config.max_message_bytes} is too small; use at least 1024"
+    if (config.tls_cert is None) != (config.tls_key is None):
+        yield "TLS needs both tls_cert and tls_key (or neither)"
+    for name in ("tls_cert", "tls_key"):
+        path = getattr(config, name)
+        if path is not None and not path.is_file():
+            yield f"{name} {path} does not exist"
+    if config.auth_token is not None and not config.auth_token:
+        yield "auth_token is empty; give a token or leave it out"
+    batching = config.batching
+    if batching.max_batch_candidates < 1:
+        yield f"batching.max_batch_candidates must be >= 1, got {batching.max_batch_candidates}"
+    if batching.collect_window_seconds < 0:
+        yield f"batching.collect_window_ms must be >= 0, got {batching.collect_window_seconds * 1000}"
+    if batching.max_queue_candidates < batching.max_batch_candidates:
+        yield (f"batching.max_queue_candidates ({batching.max_queue_candidates}) must be at least "
+               f"max_batch_candidates ({batching.max_batch_candidates})")
+    if batching.max_inflight_batches < 1:
+        yield f"batching.max_inflight_batches must be >= 1, got {batching.max_inflight_batches}"
+    for limit in fields(Limits):
+        if getattr(config.limits, limit.name) < 1:
+            yield f"limits.{limit.name} must be >= 1, got {getattr(config.limits, limit.name)}"
+    if config.limits.max_candidates_per_request > batching.max_queue_candidates:
+        yield (f"limits.max_candidates_per_request ({config.limits.max_candidates_per_request}) exceeds "
+               f"batching.max_queue_candidates ({batching.max_queue_candidates}): such a request could never be admitted")
+
+
+SERVER_KEYS = {f.name for f in fields(ServerConfig)} - {"batching", "limits", "vllm", "engine", "model", "prompts"}
+
+
+def load_config(toml_file: Path | None = None, **overrides: Any) -> ServerConfig:
+    """TOML file (optional) first, then the overrides that are not None."""
+    values: dict[str, Any] = {}
+    if toml_file is not None:
+        try:
+            raw = tomllib.loads(Path(toml_file).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise ConfigError(f"cannot read config file {toml_file}: {error}") from error
+        values = _from_toml(raw)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    batching = values.pop("batching", {})
+    limits = values.pop("limits", {})
+    try:
+        for key in ("engine",):
+            if key in values:
+                values[key] = EngineKind(values[key])
+        for key in ("model", "prompts", "tls_cert", "tls_key"):
+            if values.get(key) is not None:
+                values[key] = Path(values[key])
+        return ServerConfig(
+            batching=replace(BatcherConfig(), **batching), limits=replace(Limits(), **limits), **values
+        )
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"invalid server configuration: {error}") from error
+
+
+def _from_toml(raw: Mapping[str, Any]) -> dict[str, Any]:
+    known_top = {"engine", "model", "prompts", "dtype", "device", "server", "batching", "limits", "vllm"}
+    unknown = sorted(set(raw) - known_top)
+    if unknown:
+        raise ConfigError(f"config file: unknown key(s) {unknown}; known: {sorted(known_top)}")
+    values = {k: raw[k] for k in ("engine", "model", "prompts", "dtype", "device") if k in raw}
+    server = dict(raw.get("server", {}))
+    unknown = sorted(set(server) - SERVER_KEYS)
+    if unknown:
+        raise ConfigError(f"config file [server]: unknown key(s) {unknown}; known: {sorted(SERVER_KEYS)}")
+    values.update(server)
+    batching = dict(raw.get("batching", {}))
+    if "collect_window_ms" in batching:
+        batching["collect_window_seconds"] = float(batching.pop("collect_window_ms")) / 1000.0
+    values["batching"] = batching
+    values["limits"] = dict(raw.get("limits", {}))
+    values["vllm"] = dict(raw.get("vllm", {}))
+    return values

@@ -1,0 +1,171 @@
+"""The three engines compute the same function, on a tiny random Llama.
+
+The naive engine (one plain forward pass per prompt) is the reference. The
+torch engine (prefix once, KV cache copied into right-padded batches) and the
+vLLM engine (one request per candidate, prefix caching) must give the same
+fp32 label logprobs within PARITY_TOLERANCE, on groups with prefixes and
+suffixes of different lengths, more candidates than one batch holds, and
+empty suffixes. The vLLM tests also check what serving relies on: repeated
+prefixes are served from vLLM's cache, and a cancelled score aborts its
+requests without harming the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+
+import pytest
+import pytest_asyncio
+from tiny_model import VOCAB_SIZE, build_tiny_llama
+
+from brew.engines import EngineKind, create_engine
+from brew.engines.torch_engine import TorchEngine
+from brew.types import GroupResult, ScoringGroup
+
+pytestmark = pytest.mark.integration
+
+PARITY_TOLERANCE = 1e-4
+TORCH_BATCH = 16  # smaller than the largest group, so it is split into several chunks
+FIRST_REAL_ID = 3  # ids 0-2 are <s>, </s>, <pad>
+
+
+def random_groups(seed: int) -> list[ScoringGroup]:
+    """Hand-made shapes: (prefix length, candidates, labels), suffixes 1-30 tokens."""
+    rng = random.Random(seed)
+
+    def ids(length: int) -> tuple[int, ...]:
+        return tuple(rng.randrange(FIRST_REAL_ID, VOCAB_SIZE) for _ in range(length))
+
+    def group(prefix_len: int, candidates: int, labels: int) -> ScoringGroup:
+        return ScoringGroup(
+            prefix_ids=ids(prefix_len),
+            suffix_ids=tuple(ids(rng.randint(1, 30)) for _ in range(candidates)),
+            label_ids=tuple(rng.sample(range(FIRST_REAL_ID, VOCAB_SIZE), labels)),
+        )
+
+    with_empty_suffixes = ScoringGroup(ids(33), ((), ids(5), (), ids(1)), (10, 20))
+    return [group(20, 1, 2), group(200, 70, 4), group(77, 9, 2), with_empty_suffixes]
+
+
+GROUPS = random_groups(seed=0)
+
+
+def max_gap(left: Sequence[GroupResult], right: Sequence[GroupResult]) -> float:
+    return max(
+        abs(a - b)
+        for group_left, group_right in zip(left, right, strict=True)
+        for cand_left, cand_right in zip(group_left.candidates, group_right.candidates, strict=True)
+        for a, b in zip(cand_left.label_logprobs, cand_right.label_logprobs, strict=True)
+    )
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def naive_engine(model_dir):
+    engine = await create_engine(EngineKind.NAIVE, model_dir)
+    yield engine
+    await engine.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def reference(naive_engine) -> list[GroupResult]:
+    return await naive_engine.score(GROUPS)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def torch_engine(model_dir):
+    engine = await TorchEngine.start(model_dir, max_batch_candidates=TORCH_BATCH)
+    yield engine
+    await engine.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def vllm_engine(model_dir):
+    engine = await create_engine(EngineKind.VLLM, model_dir)
+    yield engine
+    await engine.close()
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_reference_scores_vary_enough_for_parity_to_mean_something(reference):
+    """A near-uniform model would pass any parity test; this one is far from it."""
+    first_label = [c.label_logprobs[0] for c in reference[1].candidates]
+    assert max(first_label) - min(first_label) > 1000 * PARITY_TOLERANCE
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_naive_engine_reports_whole_prompts_and_no_cache(reference):
+    for group, result in zip(GROUPS, reference, strict=True):
+        assert [c.prompt_tokens for c in result.candidates] == [
+            len(group.prompt_ids(i)) for i in range(group.num_candidates)
+        ]
+        assert all(c.cached_tokens == 0 for c in result.candidates)
+        assert all(len(c.label_logprobs) == len(group.label_ids) for c in result.candidates)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_torch_engine_matches_plain_forward_passes(torch_engine, reference):
+    results = await torch_engine.score(GROUPS)
+    assert max_gap(results, reference) < PARITY_TOLERANCE
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_torch_engine_counts_the_prefix_as_cached_after_the_first_candidate(torch_engine):
+    for group, result in zip(GROUPS, await torch_engine.score(GROUPS), strict=True):
+        prefix_len = len(group.prefix_ids)
+        assert [c.cached_tokens for c in result.candidates] == [0] + [prefix_len] * (group.num_candidates - 1)
+        assert [c.prompt_tokens for c in result.candidates] == [prefix_len + len(s) for s in group.suffix_ids]
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_create_engine_rejects_an_unknown_kind(model_dir):
+    with pytest.raises(ValueError, match="not a valid EngineKind"):
+        await create_engine("tensorrt", model_dir)
+
+
+@pytest.mark.vllm
+@pytest.mark.asyncio(loop_scope="module")
+async def test_vllm_engine_matches_plain_forward_passes(vllm_engine, reference):
+    results = await vllm_engine.score(GROUPS)
+    assert max_gap(results, reference) < PARITY_TOLERANCE
+    for group, result in zip(GROUPS, results, strict=True):
+        assert [c.prompt_tokens for c in result.candidates] == [
+            len(group.prompt_ids(i)) for i in range(group.num_candidates)
+        ]
+
+
+@pytest.mark.vllm
+@pytest.mark.asyncio(loop_scope="module")
+async def test_vllm_serves_repeated_prefixes_from_its_cache(vllm_engine, reference):
+    await vllm_engine.score(GROUPS)
+    again = await vllm_engine.score(GROUPS)
+    # vLLM caches whole KV blocks (128 tokens on CPU, 16 on GPU): the
+    # 200-token prefix has at least one; the shorter ones may have none.
+    long_prefix = again[1].candidates
+    assert all(0 < c.cached_tokens <= len(GROUPS[1].prefix_ids) for c in long_prefix)
+    assert max_gap(again, reference) < PARITY_TOLERANCE
+
+
+async def _wait_until(condition, timeout: float = 30.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+@pytest.mark.vllm
+@pytest.mark.asyncio(loop_scope="module")
+async def test_cancelled_score_aborts_its_requests_and_the_engine_keeps_working(vllm_engine, reference):
+    task = asyncio.create_task(vllm_engine.score(random_groups(seed=1) * 4))  # fresh prefixes: no cache hits
+    await _wait_until(lambda: vllm_engine.num_unfinished_requests > 0)
+    assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert vllm_engine.num_unfinished_requests == 0
+    assert max_gap(await vllm_engine.score(GROUPS), reference) < PARITY_TOLERANCE
