@@ -3,6 +3,7 @@
     brew score --request examples/request.json [--engine vllm|torch|naive] [--model DIR]
     brew eval [--task T] [--engine torch|vllm|naive]
     brew train-demo [--out DIR]
+    brew serve [--config FILE] [--engine vllm|torch|naive] [--port N] [--metrics-port N] ...
 """
 
 from __future__ import annotations
@@ -76,6 +77,67 @@ def _train_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from serving.config import ConfigError, load_config
+    from serving.server import serve
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(
+            args.config, engine=args.engine, model=args.model, prompts=args.prompts, dtype=args.dtype,
+            device=args.device, host=args.host, port=args.port, metrics_host=args.metrics_host,
+            metrics_port=args.metrics_port,
+            slo_seconds=None if args.slo_ms is None else args.slo_ms / 1000.0,
+            grace_seconds=args.grace_seconds, tls_cert=args.tls_cert, tls_key=args.tls_key,
+            auth_token=os.environ.get(args.auth_token_env) if args.auth_token_env else None,
+            batching={
+                "max_batch_candidates": args.max_batch_candidates,
+                "collect_window_seconds": None if args.collect_window_ms is None else args.collect_window_ms / 1000.0,
+                "max_queue_candidates": args.max_queue_candidates,
+            },
+        )
+    except ConfigError as error:
+        print(f"brew serve: {error}", file=sys.stderr)
+        return 2
+    if args.auth_token_env and config.auth_token is None:
+        print(f"brew serve: --auth-token-env {args.auth_token_env}: that variable is not set", file=sys.stderr)
+        return 2
+    asyncio.run(serve(config))
+    return 0
+
+
+def _add_serve_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    serve = commands.add_parser(
+        "serve", help="run the gRPC RankingService (flags override the --config TOML file)",
+        description="Run brew.v1.RankingService. Settings come from --config (TOML, see serving/config.py), "
+                    "then these flags; unset flags keep the file's or the built-in defaults.",
+    )
+    serve.add_argument("--config", type=Path, help="TOML configuration file")
+    serve.add_argument("--engine", choices=[k.value for k in EngineKind], help="scoring engine (default: vllm)")
+    serve.add_argument("--model", type=Path, help="checkpoint directory (default: the bundled demo model)")
+    serve.add_argument("--prompts", type=Path, help="prompts directory (default: the bundled prompts/)")
+    serve.add_argument("--dtype", help="model dtype (default: float32)")
+    serve.add_argument("--device", help="torch device for the torch engines (default: cpu)")
+    serve.add_argument("--host", help="gRPC listen address (default: 127.0.0.1; 0.0.0.0 for all interfaces)")
+    serve.add_argument("--port", type=int, help="gRPC port (default: 50051; 0 picks a free one)")
+    serve.add_argument("--metrics-host", help="metrics listen address (default: 127.0.0.1)")
+    serve.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (default: 9400)")
+    serve.add_argument("--slo-ms", type=float, help="latency SLO in ms; a histogram bucket sits there (default: 500)")
+    serve.add_argument("--grace-seconds", type=float, help="drain time for in-flight calls on SIGTERM (default: 10)")
+    serve.add_argument("--max-batch-candidates", type=int, help="engine batch size limit in candidates")
+    serve.add_argument("--collect-window-ms", type=float, help="how long a batch waits for more callers")
+    serve.add_argument("--max-queue-candidates", type=int, help="queue limit in candidates (then RESOURCE_EXHAUSTED)")
+    serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve TLS (with --tls-key)")
+    serve.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
+    serve.add_argument("--auth-token-env", metavar="VAR",
+                       help="require 'authorization: Bearer <token>' with the token read from this "
+                            "environment variable (kept off the command line)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(run=_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="brew", description="Brew: rank candidates with an LLM that reads text.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(run=_train_demo)
+
+    _add_serve_parser(commands)
     return parser
 
 

@@ -26,6 +26,14 @@ from brew.engines import EngineKind
 from serving.batcher import BatcherConfig
 
 
+# The [vllm] settings passed through to brew.engines.vllm_engine.VllmOptions
+# (a unit test keeps this list equal to its fields; vLLM is not imported here).
+VLLM_OPTION_KEYS = frozenset({
+    "max_model_len", "kv_cache_gib", "gpu_memory_utilization", "tensor_parallel_size", "quantization",
+    "enforce_eager", "max_num_seqs", "max_num_batched_tokens", "block_size",
+})
+
+
 class ConfigError(ValueError):
     """A setting is invalid; the message says which and how to fix it."""
 
@@ -72,6 +80,9 @@ class ServerConfig:
 def _problems(config: ServerConfig):  # type: ignore[no-untyped-def]
     if not (config.model / "config.json").is_file():
         yield f"model {config.model} is not a checkpoint directory (no config.json); pass --model DIR"
+    unknown_vllm = sorted(set(config.vllm) - VLLM_OPTION_KEYS)
+    if unknown_vllm:
+        yield f"[vllm] unknown setting(s) {unknown_vllm}; known: {sorted(VLLM_OPTION_KEYS)}"
     if not config.prompts.is_dir():
         yield f"prompts {config.prompts} is not a directory; pass --prompts DIR"
     for name in ("port", "metrics_port"):
@@ -116,7 +127,11 @@ SERVER_KEYS = {f.name for f in fields(ServerConfig)} - {"batching", "limits", "v
 
 
 def load_config(toml_file: Path | None = None, **overrides: Any) -> ServerConfig:
-    """TOML file (optional) first, then the overrides that are not None."""
+    """TOML file (optional) first, then the overrides that are not None.
+
+    `batching` and `limits` overrides are dicts merged key by key over the
+    file's sections, so one flag does not reset the rest of a section.
+    """
     values: dict[str, Any] = {}
     if toml_file is not None:
         try:
@@ -124,9 +139,9 @@ def load_config(toml_file: Path | None = None, **overrides: Any) -> ServerConfig
         except (OSError, tomllib.TOMLDecodeError) as error:
             raise ConfigError(f"cannot read config file {toml_file}: {error}") from error
         values = _from_toml(raw)
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    batching = values.pop("batching", {})
-    limits = values.pop("limits", {})
+    batching = {**values.pop("batching", {}), **_given(overrides.pop("batching", {}))}
+    limits = {**values.pop("limits", {}), **_given(overrides.pop("limits", {}))}
+    values.update(_given(overrides))
     try:
         for key in ("engine",):
             if key in values:
@@ -141,6 +156,11 @@ def load_config(toml_file: Path | None = None, **overrides: Any) -> ServerConfig
         raise
     except (TypeError, ValueError) as error:
         raise ConfigError(f"invalid server configuration: {error}") from error
+
+
+def _given(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings actually given (CLI flags left out are None)."""
+    return {k: v for k, v in settings.items() if v is not None}
 
 
 def _from_toml(raw: Mapping[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,11 @@ Facts of vLLM 0.32 this module relies on (read in its source):
 - On CPU, `kv_cache_memory_bytes` sizes the KV cache just as the legacy
   `VLLM_CPU_KVCACHE_SPACE` variable does (the variable, if set, overrides it;
   it only takes whole GiB), so no environment variable is changed here.
+- vLLM caches prefixes in whole KV blocks, and its CPU backend defaults to
+  128-token blocks: a shared prefix shorter than a block is never cached,
+  and up to a block of every prefix is recomputed per candidate. Scoring
+  lives on shared prefixes, so on CPU the default here is 32 tokens (the
+  smallest size the CPU backend prefers); on GPU vLLM's default (16) stays.
 - The engine core runs in a spawned process: scripts that start this engine
   need an `if __name__ == "__main__":` guard.
 """
@@ -46,6 +51,8 @@ _GIB = 1 << 30
 # On CPU this is the share of the NUMA node's memory vLLM reserves; vLLM's
 # default (0.92) refuses to start next to anything else.
 CPU_MEMORY_UTILIZATION = 0.3
+# KV block size on CPU, where vLLM's own default (128) wastes shared prefixes.
+CPU_BLOCK_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,7 @@ class VllmOptions:
     """How to start vLLM. None means vLLM's own default.
 
     `gpu_memory_utilization` None means CPU_MEMORY_UTILIZATION on CPU and
+    vLLM's default on GPU; `block_size` None means CPU_BLOCK_SIZE on CPU and
     vLLM's default on GPU. Prefix caching is always on: it is what makes
     scoring many candidates behind one prefix cheap.
     """
@@ -66,13 +74,15 @@ class VllmOptions:
     enforce_eager: bool = True
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
+    block_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.kv_cache_gib <= 0:
             raise ValueError(f"kv_cache_gib must be positive, got {self.kv_cache_gib}")
         if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
-        for name in ("tensor_parallel_size", "max_model_len", "max_num_seqs", "max_num_batched_tokens"):
+        for name in ("tensor_parallel_size", "max_model_len", "max_num_seqs", "max_num_batched_tokens",
+                     "block_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
@@ -83,6 +93,8 @@ class VllmOptions:
         kv_cache_gib = options.pop("kv_cache_gib")
         if options["gpu_memory_utilization"] is None and on_cpu:
             options["gpu_memory_utilization"] = CPU_MEMORY_UTILIZATION
+        if options["block_size"] is None and on_cpu:
+            options["block_size"] = CPU_BLOCK_SIZE
         return AsyncEngineArgs(
             model=str(model_dir),
             kv_cache_memory_bytes=int(kv_cache_gib * _GIB),

@@ -1,0 +1,133 @@
+"""An asyncio client for brew.v1.RankingService, with deadlines and safe retries.
+
+Every call has a deadline (the `timeout`, in seconds, covers all attempts).
+Only UNAVAILABLE is retried: it means the call did no work (server starting,
+draining, or its engine down), so another attempt cannot score twice. Every
+other code is the answer and is raised at once as grpc.aio.AioRpcError.
+Retries back off exponentially with full jitter and never outlive the
+deadline.
+
+    async with RankingClient("127.0.0.1:50051") as client:
+        response = await client.score(request, timeout=1.0)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from brew.v1 import ranking_pb2 as pb
+from brew.v1 import ranking_pb2_grpc
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """UNAVAILABLE-only retries: at most `max_attempts` in all."""
+
+    max_attempts: int = 3
+    initial_backoff_seconds: float = 0.05
+    max_backoff_seconds: float = 1.0
+
+    def backoff(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(max, initial * 2**attempt)]."""
+        return random.uniform(0, min(self.max_backoff_seconds, self.initial_backoff_seconds * 2**attempt))
+
+
+NO_RETRY = RetryPolicy(max_attempts=1)
+
+
+class RankingClient:
+    """One channel to one server; cheap to share between many concurrent calls."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        tls_root_cert: Path | bytes | None = None,
+        tls_server_name: str | None = None,
+        token: str | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+        max_message_bytes: int = 8 * 1024 * 1024,
+    ) -> None:
+        options: list[tuple[str, object]] = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+        if tls_server_name:
+            options.append(("grpc.ssl_target_name_override", tls_server_name))
+        if tls_root_cert is not None:
+            root = tls_root_cert.read_bytes() if isinstance(tls_root_cert, Path) else tls_root_cert
+            self._channel = grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root), options=options)
+        else:
+            self._channel = grpc.aio.insecure_channel(target, options=options)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._retry = retry
+        self._ranking = ranking_pb2_grpc.RankingServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    async def __aenter__(self) -> RankingClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def score(self, request: pb.ScoreCandidatesRequest, timeout: float = 5.0) -> pb.ScoreCandidatesResponse:
+        """ScoreCandidates within `timeout` seconds, retrying UNAVAILABLE only."""
+        return await self._with_retries(
+            lambda remaining: self._ranking.ScoreCandidates(request, timeout=remaining, metadata=self._metadata),
+            timeout,
+        )
+
+    async def list_tasks(self, timeout: float = 5.0) -> pb.ListTasksResponse:
+        return await self._with_retries(
+            lambda remaining: self._ranking.ListTasks(pb.ListTasksRequest(), timeout=remaining,
+                                                      metadata=self._metadata),
+            timeout,
+        )
+
+    async def health(self, service: str = "", timeout: float = 5.0) -> int:
+        """The health status (health_pb2.HealthCheckResponse.SERVING, ...); no retries."""
+        response = await self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        return response.status
+
+    async def wait_until_serving(self, timeout: float) -> None:
+        """Poll health until SERVING; TimeoutError after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if await self.health(timeout=1.0) == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError as error:
+                if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"server not SERVING after {timeout}s")
+            await asyncio.sleep(0.2)
+
+    async def _with_retries(self, call: Callable[[float], Awaitable[T]], timeout: float) -> T:
+        deadline = time.monotonic() + timeout
+        attempt = 0
+        while True:
+            try:
+                return await call(max(0.0, deadline - time.monotonic()))
+            except grpc.aio.AioRpcError as error:
+                attempt += 1
+                if error.code() is not grpc.StatusCode.UNAVAILABLE or attempt >= self._retry.max_attempts:
+                    raise
+                pause = self._retry.backoff(attempt)
+                if time.monotonic() + pause >= deadline:
+                    raise
+                await asyncio.sleep(pause)

@@ -1,0 +1,145 @@
+"""The service's Prometheus metrics, on their own registry and HTTP port.
+
+Every metric is named `brew_*` and labelled only by bounded values: task names
+the server has loaded (anything else is "unknown"), gRPC status code names and
+rejection reasons from the status table. Never member or item ids.
+
+Throughput is first-class: the `*_total` counters (requests, candidates,
+prompt tokens, cached prompt tokens) give rates with PromQL's `rate()`, and
+`Totals` keeps the same numbers as plain integers for the periodic log line
+(serving.stats_log), so that line never reads Prometheus internals.
+
+Latency histograms (queue, engine, end-to-end) all carry a bucket at the
+configured SLO, so `le="<slo>"` gives the share of requests within it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+# Seconds: fine below 100 ms where a ranking SLO usually sits, coarse above.
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75,
+    1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0,
+)
+BATCH_CANDIDATE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+def latency_buckets(slo_seconds: float) -> tuple[float, ...]:
+    """The standard buckets plus one exactly at the SLO."""
+    return tuple(sorted(set(LATENCY_BUCKETS) | {slo_seconds}))
+
+
+@dataclass
+class Totals:
+    """Running totals since start, for the throughput log line."""
+
+    requests: int = 0
+    candidates: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    batches: int = 0
+    batch_candidates: int = 0
+
+
+class ServiceMetrics:
+    """All of the service's own metrics; the servicer and batcher report here."""
+
+    def __init__(self, slo_seconds: float, model: str, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.totals = Totals()
+        self._lock = threading.Lock()
+        self._http: tuple[WSGIServer, threading.Thread] | None = None
+        buckets = latency_buckets(slo_seconds)
+        r = self.registry
+        self.info = Gauge("brew_model_info", "The model being served (value 1).", ["model"], registry=r)
+        self.info.labels(model=model).set(1)
+        self.slo = Gauge("brew_slo_seconds", "The configured latency SLO (a histogram bucket sits here).", registry=r)
+        self.slo.set(slo_seconds)
+        self.requests = Counter("brew_requests", "ScoreCandidates calls finished, by gRPC status.",
+                                ["status"], registry=r)
+        self.task_requests = Counter("brew_task_requests", "Tasks scored or failed, by task and gRPC status.",
+                                     ["task", "status"], registry=r)
+        self.candidates = Counter("brew_candidates", "Candidates scored or failed, by task and gRPC status.",
+                                  ["task", "status"], registry=r)
+        self.rejections = Counter("brew_rejections", "Requests refused or failed, by reason.", ["reason"],
+                                  registry=r)
+        self.prompt_tokens = Counter("brew_prompt_tokens", "Prompt tokens scored, by task.", ["task"], registry=r)
+        self.cached_tokens = Counter("brew_cached_prompt_tokens",
+                                     "Prompt tokens served from the prefix cache, by task.", ["task"], registry=r)
+        self.queue_seconds = Histogram("brew_queue_seconds", "Time a request waited for its engine batch.",
+                                       buckets=buckets, registry=r)
+        self.engine_seconds = Histogram("brew_engine_seconds", "Engine time of a request's batch.",
+                                        buckets=buckets, registry=r)
+        self.request_seconds = Histogram("brew_request_seconds",
+                                         "End-to-end ScoreCandidates time in the server, by gRPC status.",
+                                         ["status"], buckets=buckets, registry=r)
+        self.batch_candidates = Histogram("brew_batch_candidates", "Candidates per engine batch.",
+                                          buckets=BATCH_CANDIDATE_BUCKETS, registry=r)
+        self.inflight = Gauge("brew_inflight_requests", "ScoreCandidates calls being handled.", registry=r)
+        self.queued_candidates = Gauge("brew_queued_candidates", "Candidates waiting for an engine batch.",
+                                       registry=r)
+
+    # --- reported by the servicer -----------------------------------------
+
+    def request_started(self) -> None:
+        self.inflight.inc()
+
+    def request_finished(self, status: str, seconds: float) -> None:
+        self.inflight.dec()
+        self.requests.labels(status=status).inc()
+        self.request_seconds.labels(status=status).observe(seconds)
+        with self._lock:
+            self.totals.requests += 1
+
+    def rejected(self, reason: str) -> None:
+        self.rejections.labels(reason=reason).inc()
+
+    def task_failed(self, task: str, candidates: int, status: str) -> None:
+        self.task_requests.labels(task=task, status=status).inc()
+        self.candidates.labels(task=task, status=status).inc(candidates)
+
+    def task_scored(self, task: str, candidates: int, prompt_tokens: int, cached_tokens: int) -> None:
+        self.task_requests.labels(task=task, status="OK").inc()
+        self.candidates.labels(task=task, status="OK").inc(candidates)
+        self.prompt_tokens.labels(task=task).inc(prompt_tokens)
+        self.cached_tokens.labels(task=task).inc(cached_tokens)
+        with self._lock:
+            self.totals.candidates += candidates
+            self.totals.prompt_tokens += prompt_tokens
+            self.totals.cached_tokens += cached_tokens
+
+    def queue_and_engine(self, queue_seconds: float, engine_seconds: float) -> None:
+        self.queue_seconds.observe(queue_seconds)
+        self.engine_seconds.observe(engine_seconds)
+
+    # --- reported by the batcher ------------------------------------------
+
+    def batch_dispatched(self, candidates: int) -> None:
+        self.batch_candidates.observe(candidates)
+        with self._lock:
+            self.totals.batches += 1
+            self.totals.batch_candidates += candidates
+
+    def snapshot(self) -> Totals:
+        with self._lock:
+            return Totals(**vars(self.totals))
+
+    # --- exposition ---------------------------------------------------------
+
+    def start_http_server(self, port: int, host: str) -> int:
+        """Serve /metrics on a background thread; returns the bound port."""
+        self._http = start_http_server(port, addr=host, registry=self.registry)
+        return int(self._http[0].server_port)
+
+    def close(self) -> None:
+        if self._http is not None:
+            server, thread = self._http
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+            self._http = None

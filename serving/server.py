@@ -1,0 +1,186 @@
+"""`brew serve`: the gRPC server, its lifecycle and its signals.
+
+Start-up: the port opens first with health NOT_SERVING (so orchestrators see
+a live but unready server), then the model loads and a warm-up request runs,
+then health turns SERVING. SIGTERM drains: health NOT_SERVING, new calls
+UNAVAILABLE, in-flight calls get `grace_seconds` to finish. An engine failure
+turns health NOT_SERVING and calls UNAVAILABLE; it never hangs callers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from brew import defaults
+from brew.engines import EngineKind
+from brew.runtime import build_ranker
+from brew.v1 import ranking_pb2, ranking_pb2_grpc
+from brew.wire import parse_request_json, request_from_proto
+from serving.batcher import Batcher
+from serving.config import ServerConfig
+from serving.grpc_metrics import GrpcServerMetricsInterceptor
+from serving.metrics import ServiceMetrics
+from serving.security import BearerTokenInterceptor, server_credentials
+from serving.servicer import RankingServicer, ServingState
+from serving.stats_log import ThroughputLogger
+
+log = logging.getLogger("brew.serving")
+
+SERVICE_NAME = ranking_pb2.DESCRIPTOR.services_by_name["RankingService"].full_name
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    grpc_port: int
+    metrics_port: int
+
+
+class BrewServer:
+    """One server: gRPC + health + reflection + metrics over one ranker."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.state = ServingState()
+        self.metrics = ServiceMetrics(slo_seconds=config.slo_seconds, model=config.model.name)
+        self.health = health_aio.HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self._stats: ThroughputLogger | None = None
+        self._stats_task: asyncio.Task[None] | None = None
+        self.endpoints: Endpoints | None = None
+
+    def _grpc_options(self) -> list[tuple[str, int]]:
+        config = self.config
+        # The transport allows twice the limit so an oversized request reaches
+        # the servicer and gets INVALID_ARGUMENT naming the limit.
+        return [
+            ("grpc.max_receive_message_length", 2 * config.max_message_bytes),
+            ("grpc.max_send_message_length", 2 * config.max_message_bytes),
+            ("grpc.keepalive_time_ms", int(config.keepalive_time_seconds * 1000)),
+            ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout_seconds * 1000)),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ]
+
+    async def start(self) -> Endpoints:
+        """Open the ports, load and warm the model, then report SERVING."""
+        config = self.config
+        interceptors: list[grpc.aio.ServerInterceptor] = [
+            GrpcServerMetricsInterceptor(self.metrics.registry, config.slo_seconds)
+        ]
+        if config.auth_token:
+            interceptors.append(BearerTokenInterceptor(config.auth_token))
+        server = grpc.aio.server(interceptors=interceptors, options=self._grpc_options())
+        ranking_pb2_grpc.add_RankingServiceServicer_to_server(
+            RankingServicer(self.state, self.metrics, config.limits, config.max_message_bytes), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            server,
+        )
+        await self._set_health(NOT_SERVING)
+        address = f"{config.host}:{config.port}"
+        if config.tls_cert and config.tls_key:
+            port = server.add_secure_port(address, server_credentials(config.tls_cert, config.tls_key))
+        else:
+            port = server.add_insecure_port(address)
+        await server.start()
+        self._server = server
+        metrics_port = self.metrics.start_http_server(config.metrics_port, config.metrics_host)
+        self.endpoints = Endpoints(grpc_port=port, metrics_port=metrics_port)
+        log.info("listening on %s:%d (health NOT_SERVING until warm); metrics on http://%s:%d/metrics",
+                 config.host, port, config.metrics_host, self.endpoints.metrics_port)
+        await self._load_and_warm()
+        return self.endpoints
+
+    async def _load_and_warm(self) -> None:
+        config = self.config
+        vllm_options = None
+        if config.engine is EngineKind.VLLM:
+            from brew.engines.vllm_engine import VllmOptions  # imports vLLM: only when used
+
+            vllm_options = VllmOptions(dtype=config.dtype, **config.vllm)
+        ranker = await build_ranker(
+            config.model, config.prompts, config.engine, dtype=config.dtype, device=config.device,
+            vllm_options=vllm_options,
+        )
+        batcher = Batcher(ranker.engine, config.batching, on_batch=self.metrics.batch_dispatched,
+                          on_engine_failure=self._engine_failed)
+        batcher.start()
+        self.metrics.queued_candidates.set_function(lambda: batcher.stats.queued_candidates)
+        await self._warm_up(ranker)
+        self.state.ranker, self.state.batcher = ranker, batcher
+        self.state.ready = True
+        self._stats = ThroughputLogger(self.metrics, config.stats_interval_seconds,
+                                       queued=lambda: batcher.stats.queued_candidates,
+                                       inflight=lambda: batcher.stats.inflight_candidates)
+        self._stats_task = asyncio.create_task(self._stats.run())
+        await self._set_health(SERVING)
+        log.info("model %s ready on engine %s; health SERVING", ranker.model_name, config.engine.value)
+
+    async def _warm_up(self, ranker) -> None:  # type: ignore[no-untyped-def]
+        """Score one request so the first caller does not pay for lazy
+        initialisation. Uses the bundled example when its tasks are loaded."""
+        example = request_from_proto(parse_request_json(defaults.EXAMPLE_REQUEST.read_text()))
+        tasks = tuple(t for t in example.tasks if t.task in ranker.verbalizer.tasks)
+        if tasks:
+            await ranker.score(type(example)(example.request_id, example.member, tasks))
+
+    def _engine_failed(self, error: BaseException) -> None:
+        self.state.ready = False
+        self.state.not_ready_reason = f"engine failed: {error}"
+        asyncio.get_running_loop().create_task(self._set_health(NOT_SERVING))
+
+    async def _set_health(self, status: int) -> None:
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, status)
+
+    async def stop(self, grace_seconds: float | None = None) -> None:
+        """Drain: NOT_SERVING, refuse new calls, let in-flight ones finish."""
+        grace = self.config.grace_seconds if grace_seconds is None else grace_seconds
+        self.state.ready = False
+        self.state.not_ready_reason = "server is shutting down"
+        await self.health.enter_graceful_shutdown()
+        if self.state.batcher is not None:
+            self.state.batcher.stop_admitting()
+        if self._server is not None:
+            await self._server.stop(grace)
+        if self._stats is not None:
+            self._stats.stop()
+        if self._stats_task is not None:
+            await asyncio.gather(self._stats_task, return_exceptions=True)
+        if self.state.batcher is not None:
+            await self.state.batcher.close()
+        if self.state.ranker is not None:
+            await self.state.ranker.engine.close()
+        self.metrics.close()
+        log.info("server stopped")
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
+async def serve(config: ServerConfig) -> None:
+    """Run until SIGTERM or SIGINT, then drain within the grace period."""
+    server = BrewServer(config)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await server.start()
+    assert server.endpoints is not None
+    print(f"brew: serving brew.v1.RankingService on {config.host}:{server.endpoints.grpc_port}; "
+          f"metrics on http://{config.metrics_host}:{server.endpoints.metrics_port}/metrics", flush=True)
+    await stopping.wait()
+    log.info("signal received: draining for up to %.1fs", config.grace_seconds)
+    await server.stop()
