@@ -55,6 +55,14 @@ class TaskRegistry(Mapping[str, Task]):
             known = ", ".join(self._tasks) or "none"
             raise UnknownTaskError(f"unknown task {name!r}; known tasks: {known}") from None
 
+    # __getitem__ raises UnknownTaskError, not KeyError, so the Mapping
+    # defaults of these two would raise instead of answering.
+    def __contains__(self, name: object) -> bool:
+        return name in self._tasks
+
+    def get(self, name: str, default: Task | None = None) -> Task | None:  # type: ignore[override]
+        return self._tasks.get(name, default)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._tasks)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,9 @@ from brew.types import GroupResult, ScoringGroup
 from serving.collect import Queued, collect_batch
 
 log = logging.getLogger(__name__)
+
+# Weight of the newest batch in the moving average of engine time per batch.
+BATCH_TIME_SMOOTHING = 0.3
 
 
 class QueueFullError(BrewError):
@@ -101,7 +105,7 @@ class Batcher:
         self._slots = asyncio.Semaphore(config.max_inflight_batches)
         self._loop_task: asyncio.Task[None] | None = None
         self._accepting = True
-        self._recent_engine_seconds_per_candidate = 0.0
+        self._recent_batch_seconds = 0.0  # moving average of engine time per batch
         self.stats = BatcherStats()
 
     def start(self) -> None:
@@ -123,8 +127,11 @@ class Batcher:
         self._accepting = False
 
     def expected_wait_seconds(self, extra_candidates: int = 0) -> float:
-        """A rough forecast: queued candidates times recent engine time per candidate."""
-        return (self.stats.queued_candidates + extra_candidates) * self._recent_engine_seconds_per_candidate
+        """A rough forecast of when `extra_candidates` joining the queue now
+        would be scored: the batches needed to clear the queue up to and
+        including them, at the recent engine time per batch."""
+        batches = math.ceil((self.stats.queued_candidates + extra_candidates) / self._config.max_batch_candidates)
+        return batches * self._recent_batch_seconds
 
     async def score(self, groups: Sequence[ScoringGroup], deadline: float | None = None) -> BatchOutcome:
         """Queue the groups, wait for their batch; `deadline` is time.monotonic()-based."""
@@ -212,7 +219,7 @@ class Batcher:
             pending.discard(task)
             if not pending:
                 elapsed = time.monotonic() - started
-                self._recent_engine_seconds_per_candidate = elapsed / max(1, candidates)
+                self._recent_batch_seconds += BATCH_TIME_SMOOTHING * (elapsed - self._recent_batch_seconds)
                 self.stats.inflight_candidates -= candidates
                 self._slots.release()
 

@@ -6,7 +6,7 @@ so a bad setting fails at start, not under load. A TOML file mirrors the
 sections below:
 
     engine = "vllm"            # vllm | torch | naive
-    model = "brew/demo/model"
+    model = "brew/demo/brew-demo"
     [server]   host, port, metrics_port, grace_seconds, max_message_bytes, ...
     [batching] max_batch_candidates, collect_window_ms, max_queue_candidates, ...
     [limits]   max_candidates_per_request, max_tasks_per_request, max_history_items
