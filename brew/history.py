@@ -70,7 +70,7 @@ def order_chronologically(history: Sequence[Interaction]) -> list[Interaction]:
 
 def most_recent(history: Sequence[Interaction], max_items: int) -> list[Interaction]:
     """The last `max_items` of a chronologically ordered history."""
-    return list(history[len(history) - max_items :]) if max_items else []
+    return list(history[-max_items:]) if max_items > 0 else []
 
 
 def _priority_rank(action: str, priority: Sequence[str]) -> int:

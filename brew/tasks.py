@@ -106,8 +106,16 @@ def load_task(config_path: Path, environment: jinja2.Environment, partials: Sequ
     labels, positive = _parse_labels(config_path, config.get("labels", {}))
     try:
         history = _parse_history(config.get("history", {}))
+    except KeyError as error:
+        raise TaskConfigError(f"{config_path}: [history] downsample: a rule lacks {error}") from error
+    except TaskConfigError as error:
+        raise TaskConfigError(f"{config_path}: [history] {error}") from error
     except (TypeError, ValueError) as error:
         raise TaskConfigError(f"{config_path}: [history]: {error}") from error
+    try:
+        max_candidate_tokens = int(config.get("max_candidate_tokens", 128))
+    except (TypeError, ValueError) as error:
+        raise TaskConfigError(f"{config_path}: max_candidate_tokens must be an integer: {error}") from error
     version = str(config.get("version") or content_version(config_path, template_path, *partials))
     return Task(
         name=name,
@@ -116,7 +124,7 @@ def load_task(config_path: Path, environment: jinja2.Environment, partials: Sequ
         labels=labels,
         positive_label=positive,
         history=history,
-        max_candidate_tokens=int(config.get("max_candidate_tokens", 128)),
+        max_candidate_tokens=max_candidate_tokens,
         template=template,
     )
 
@@ -139,7 +147,9 @@ def content_version(*paths: Path) -> str:
 
 
 def _parse_labels(config_path: Path, labels: Mapping[str, Any]) -> tuple[tuple[str, ...], str]:
-    words = tuple(labels.get("words", ()))
+    if "words" not in labels:
+        raise TaskConfigError(f"{config_path}: [labels] words is missing; give at least two label words")
+    words = _string_list(labels["words"], f"{config_path}: [labels] words")
     if len(words) < 2:
         raise TaskConfigError(f"{config_path}: [labels] words needs at least two label words")
     if len(set(words)) != len(words):
@@ -152,6 +162,13 @@ def _parse_labels(config_path: Path, labels: Mapping[str, Any]) -> tuple[tuple[s
     return words, positive
 
 
+def _string_list(value: Any, what: str) -> tuple[str, ...]:
+    """A TOML list of strings; a bare string would otherwise split into characters."""
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise TaskConfigError(f"{what} must be a list of strings, got {value!r}")
+    return tuple(value)
+
+
 def _parse_history(section: Mapping[str, Any]) -> HistoryPolicy:
     downsample = tuple(
         Downsample(action=str(rule["action"]), keep_rate=float(rule["keep_rate"]))
@@ -161,6 +178,6 @@ def _parse_history(section: Mapping[str, Any]) -> HistoryPolicy:
         max_item_tokens=int(section.get("max_item_tokens", 32)),
         max_tokens=int(section.get("max_tokens", 256)),
         max_items=int(section.get("max_items", 50)),
-        action_priority=tuple(section.get("action_priority", ())),
+        action_priority=_string_list(section.get("action_priority", []), "action_priority"),
         downsample=downsample,
     )

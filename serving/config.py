@@ -77,7 +77,29 @@ class ServerConfig:
             raise ConfigError("invalid server configuration:\n  - " + "\n  - ".join(problems))
 
 
+NUMBER_SETTINGS = (
+    "port", "metrics_port", "slo_seconds", "grace_seconds", "max_message_bytes", "keepalive_time_seconds",
+    "keepalive_timeout_seconds", "stats_interval_seconds",
+)
+
+
+def _wrong_types(config: ServerConfig):  # type: ignore[no-untyped-def]
+    """Settings that are not numbers where numbers are needed (e.g. port = "50051" in TOML)."""
+    sections = [("", config, NUMBER_SETTINGS),
+                ("batching.", config.batching, [f.name for f in fields(BatcherConfig)]),
+                ("limits.", config.limits, [f.name for f in fields(Limits)])]
+    for prefix, section, names in sections:
+        for name in names:
+            value = getattr(section, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                yield f"{prefix}{name} must be a number, got {value!r}"
+
+
 def _problems(config: ServerConfig):  # type: ignore[no-untyped-def]
+    wrong_types = list(_wrong_types(config))
+    if wrong_types:
+        yield from wrong_types
+        return
     if not (config.model / "config.json").is_file():
         yield f"model {config.model} is not a checkpoint directory (no config.json); pass --model DIR"
     unknown_vllm = sorted(set(config.vllm) - VLLM_OPTION_KEYS)
@@ -143,9 +165,10 @@ def load_config(toml_file: Path | None = None, **overrides: Any) -> ServerConfig
     limits = {**values.pop("limits", {}), **_given(overrides.pop("limits", {}))}
     values.update(_given(overrides))
     try:
-        for key in ("engine",):
-            if key in values:
-                values[key] = EngineKind(values[key])
+        if "engine" in values:
+            if values["engine"] not in {kind.value for kind in EngineKind}:
+                raise ConfigError(f"engine {values['engine']!r} is not one of {[k.value for k in EngineKind]}")
+            values["engine"] = EngineKind(values["engine"])
         for key in ("model", "prompts", "tls_cert", "tls_key"):
             if values.get(key) is not None:
                 values[key] = Path(values[key])
@@ -158,6 +181,13 @@ def load_config(toml_file: Path | None = None, **overrides: Any) -> ServerConfig
         raise ConfigError(f"invalid server configuration: {error}") from error
 
 
+def _reject_unknown(section: str, settings: Mapping[str, Any], known: set[str]) -> None:
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        where = f" {section}" if section else ""
+        raise ConfigError(f"config file{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+
+
 def _given(settings: Mapping[str, Any]) -> dict[str, Any]:
     """The settings actually given (CLI flags left out are None)."""
     return {k: v for k, v in settings.items() if v is not None}
@@ -165,19 +195,18 @@ def _given(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 def _from_toml(raw: Mapping[str, Any]) -> dict[str, Any]:
     known_top = {"engine", "model", "prompts", "dtype", "device", "server", "batching", "limits", "vllm"}
-    unknown = sorted(set(raw) - known_top)
-    if unknown:
-        raise ConfigError(f"config file: unknown key(s) {unknown}; known: {sorted(known_top)}")
+    _reject_unknown("", raw, known_top)
     values = {k: raw[k] for k in ("engine", "model", "prompts", "dtype", "device") if k in raw}
     server = dict(raw.get("server", {}))
-    unknown = sorted(set(server) - SERVER_KEYS)
-    if unknown:
-        raise ConfigError(f"config file [server]: unknown key(s) {unknown}; known: {sorted(SERVER_KEYS)}")
+    _reject_unknown("[server]", server, SERVER_KEYS)
     values.update(server)
     batching = dict(raw.get("batching", {}))
+    known_batching = {f.name for f in fields(BatcherConfig)} - {"collect_window_seconds"} | {"collect_window_ms"}
+    _reject_unknown("[batching]", batching, known_batching)
     if "collect_window_ms" in batching:
         batching["collect_window_seconds"] = float(batching.pop("collect_window_ms")) / 1000.0
     values["batching"] = batching
     values["limits"] = dict(raw.get("limits", {}))
+    _reject_unknown("[limits]", values["limits"], {f.name for f in fields(Limits)})
     values["vllm"] = dict(raw.get("vllm", {}))
     return values

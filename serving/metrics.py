@@ -38,7 +38,8 @@ def latency_buckets(slo_seconds: float) -> tuple[float, ...]:
 class Totals:
     """Running totals since start, for the throughput log line."""
 
-    requests: int = 0
+    requests: int = 0  # finished
+    inflight_requests: int = 0
     candidates: int = 0
     prompt_tokens: int = 0
     cached_tokens: int = 0
@@ -88,6 +89,8 @@ class ServiceMetrics:
 
     def request_started(self) -> None:
         self.inflight.inc()
+        with self._lock:
+            self.totals.inflight_requests += 1
 
     def request_finished(self, status: str, seconds: float) -> None:
         self.inflight.dec()
@@ -95,6 +98,7 @@ class ServiceMetrics:
         self.request_seconds.labels(status=status).observe(seconds)
         with self._lock:
             self.totals.requests += 1
+            self.totals.inflight_requests -= 1
 
     def rejected(self, reason: str) -> None:
         self.rejections.labels(reason=reason).inc()

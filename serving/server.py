@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -37,6 +38,7 @@ log = logging.getLogger("brew.serving")
 SERVICE_NAME = ranking_pb2.DESCRIPTOR.services_by_name["RankingService"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+DRAIN_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -147,13 +149,19 @@ class BrewServer:
     async def stop(self, grace_seconds: float | None = None) -> None:
         """Drain: NOT_SERVING, refuse new calls, let in-flight ones finish."""
         grace = self.config.grace_seconds if grace_seconds is None else grace_seconds
+        deadline = time.monotonic() + grace
         self.state.ready = False
         self.state.not_ready_reason = "server is shutting down"
         await self.health.enter_graceful_shutdown()
+        # Drain with the port still open, so that new calls get UNAVAILABLE from
+        # the servicer and probes see NOT_SERVING: calls that reach a gRPC server
+        # already stopping are answered CANCELLED (grpc/grpc#41785), which
+        # clients rightly do not retry.
+        await self._wait_for_inflight_calls(deadline)
         if self.state.batcher is not None:
             self.state.batcher.stop_admitting()
         if self._server is not None:
-            await self._server.stop(grace)
+            await self._server.stop(max(0.0, deadline - time.monotonic()))
         if self._stats is not None:
             self._stats.stop()
         if self._stats_task is not None:
@@ -164,6 +172,13 @@ class BrewServer:
             await self.state.ranker.engine.close()
         self.metrics.close()
         log.info("server stopped")
+
+    async def _wait_for_inflight_calls(self, deadline: float) -> None:
+        """Until no ScoreCandidates call is being handled, or `deadline` (monotonic)."""
+        while time.monotonic() < deadline:
+            if not self.metrics.snapshot().inflight_requests:
+                return
+            await asyncio.sleep(DRAIN_POLL_SECONDS)
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:

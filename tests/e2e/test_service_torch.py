@@ -16,7 +16,8 @@ import grpc
 import pytest
 import pytest_asyncio
 from grpc_health.v1 import health_pb2
-from live_server import client_for, example_request, job_request, running_server, scrape, scores
+from live_server import client_for, running_server, scrape
+from service_wire import example_request, job_request, scores
 
 from brew import defaults
 from brew.errors import BrewError

@@ -1,0 +1,44 @@
+"""Shared fixtures of the unit tests: the shipped tasks, the demo model's
+tokenizer (the tokenizer only, no weights), and a writer of small prompts
+directories for tests that need a task of their own."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from brew import defaults
+from brew.tasks import TaskRegistry, load_tasks
+from brew.tokenization import PromptTokenizer
+
+WritePrompts = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def shipped_tasks() -> TaskRegistry:
+    return load_tasks(defaults.PROMPTS_DIR)
+
+
+@pytest.fixture(scope="session")
+def demo_tokenizer() -> PromptTokenizer:
+    return PromptTokenizer.from_pretrained(defaults.DEMO_MODEL_DIR)
+
+
+@pytest.fixture
+def write_prompts(tmp_path: Path) -> WritePrompts:
+    """`write_prompts(name=(toml, jinja), ..., **partials)` writes one task per
+    keyword into tmp_path/prompts and returns that directory."""
+
+    def write(files: dict[str, str] | None = None, **tasks: tuple[str, str]) -> Path:
+        prompts = tmp_path / "prompts"
+        prompts.mkdir(exist_ok=True)
+        for name, (config, template) in tasks.items():
+            (prompts / f"{name}.toml").write_text(config, encoding="utf-8")
+            (prompts / f"{name}.jinja").write_text(template, encoding="utf-8")
+        for file_name, text in (files or {}).items():
+            (prompts / file_name).write_text(text, encoding="utf-8")
+        return prompts
+
+    return write

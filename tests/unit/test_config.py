@@ -1,0 +1,166 @@
+"""Server configuration: file, then flags; every invalid setting is refused
+at start with a message that says how to fix it."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from brew import defaults
+from brew.engines import EngineKind
+from serving.batcher import BatcherConfig
+from serving.config import VLLM_OPTION_KEYS, ConfigError, Limits, ServerConfig, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "server.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_no_file_and_no_flags_give_the_defaults():
+    config = load_config()
+    assert config.engine is EngineKind.VLLM
+    assert config.model == defaults.DEMO_MODEL_DIR and config.prompts == defaults.PROMPTS_DIR
+    assert (config.host, config.port, config.metrics_port) == ("127.0.0.1", 50051, 9400)
+    assert config.batching == BatcherConfig() and config.limits == Limits()
+    assert config.auth_token is None and dict(config.vllm) == {}
+
+
+def test_the_example_file_loads(monkeypatch):
+    monkeypatch.chdir(REPO)  # its paths are relative to the working directory
+    config = load_config(REPO / "examples" / "server.toml")
+    assert config.engine is EngineKind.VLLM and config.model == Path("brew/demo/brew-demo")
+    assert config.batching == BatcherConfig(max_batch_candidates=256, collect_window_seconds=0.004,
+                                            max_queue_candidates=4096, max_inflight_batches=2)
+    assert config.limits == Limits(1024, 8, 1000)
+    assert dict(config.vllm) == {"kv_cache_gib": 1.0}
+
+
+def test_flags_override_the_file_key_by_key(tmp_path):
+    path = write_toml(tmp_path, 'engine = "torch"\n[server]\nport = 6000\nslo_seconds = 0.25\n'
+                                "[batching]\ncollect_window_ms = 10\nmax_queue_candidates = 2048\n")
+    config = load_config(path, port=7000, host=None, engine=None,
+                         batching={"max_batch_candidates": 64, "max_queue_candidates": None})
+    assert config.engine is EngineKind.TORCH  # a flag left out (None) keeps the file's value
+    assert (config.port, config.slo_seconds) == (7000, 0.25)
+    assert config.batching == BatcherConfig(max_batch_candidates=64, collect_window_seconds=0.01,
+                                            max_queue_candidates=2048, max_inflight_batches=2)
+
+
+def test_paths_become_paths():
+    config = load_config(model=str(defaults.DEMO_MODEL_DIR), prompts=str(defaults.PROMPTS_DIR))
+    assert config.model == defaults.DEMO_MODEL_DIR and isinstance(config.prompts, Path)
+
+
+def test_the_config_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        load_config().port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"model": "/nonexistent"},
+         "model /nonexistent is not a checkpoint directory (no config.json); pass --model DIR"),
+        ({"prompts": "/nonexistent"}, "prompts /nonexistent is not a directory; pass --prompts DIR"),
+        ({"port": 70000}, "port=70000 is not a TCP port; use 0-65535 (0 picks a free one)"),
+        ({"metrics_port": -1}, "metrics_port=-1 is not a TCP port"),
+        ({"port": 9400}, "port and metrics_port are both 9400; give metrics its own port"),
+        ({"slo_seconds": 0}, "slo_seconds must be > 0, got 0"),
+        ({"grace_seconds": -1.0}, "grace_seconds must be > 0, got -1.0"),
+        ({"max_message_bytes": 100}, "max_message_bytes=100 is too small; use at least 1024"),
+        ({"tls_key": "/nonexistent.key"}, "TLS needs both tls_cert and tls_key (or neither)"),
+        ({"auth_token": ""}, "auth_token is empty; give a token or leave it out"),
+        ({"batching": {"max_batch_candidates": 0}}, "batching.max_batch_candidates must be >= 1, got 0"),
+        ({"batching": {"collect_window_seconds": -0.002}},
+         "batching.collect_window_ms must be >= 0, got -2.0"),
+        ({"batching": {"max_queue_candidates": 100}},
+         "batching.max_queue_candidates (100) must be at least max_batch_candidates (256)"),
+        ({"batching": {"max_inflight_batches": 0}}, "batching.max_inflight_batches must be >= 1, got 0"),
+        ({"limits": {"max_tasks_per_request": 0}}, "limits.max_tasks_per_request must be >= 1, got 0"),
+        ({"limits": {"max_candidates_per_request": 5000}},
+         "limits.max_candidates_per_request (5000) exceeds batching.max_queue_candidates (4096)"),
+    ],
+)
+def test_an_invalid_setting_is_named_with_the_fix(overrides, message):
+    with pytest.raises(ConfigError) as caught:
+        load_config(**overrides)
+    assert message in str(caught.value)
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(ConfigError) as caught:
+        load_config(port=70000, slo_seconds=0, tls_cert="/nonexistent.pem")
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "invalid server configuration:"
+    assert len(lines) == 5 and all(line.startswith("  - ") for line in lines[1:])
+    assert "tls_cert /nonexistent.pem does not exist" in lines[-1]
+
+
+def test_tls_with_both_files_is_accepted(tmp_path):
+    (tmp_path / "c.pem").write_text("cert")
+    (tmp_path / "k.pem").write_text("key")
+    config = load_config(tls_cert=tmp_path / "c.pem", tls_key=tmp_path / "k.pem", auth_token="s3cret")
+    assert config.tls_cert == tmp_path / "c.pem" and config.auth_token == "s3cret"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("color = 1\n", "config file: unknown key(s) ['color']; known: ['batching', 'device'"),
+        ("[server]\nmodel = 'x'\n", "config file [server]: unknown key(s) ['model']; known: ['auth_token'"),
+        ("[vllm]\nswap_space = 4\n", "[vllm] unknown setting(s) ['swap_space']; known: ['block_size'"),
+        ("[server\nport = 1\n", "cannot read config file"),
+    ],
+)
+def test_a_bad_file_is_refused_with_the_reason(tmp_path, text, message):
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_toml(tmp_path, text))
+    assert message in str(caught.value)
+
+
+def test_a_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file .*missing.toml"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_the_vllm_keys_are_the_vllm_options():
+    # Read from the source: importing the module would import vLLM.
+    source = (REPO / "brew" / "engines" / "vllm_engine.py").read_text(encoding="utf-8")
+    (options,) = [node for node in ast.walk(ast.parse(source))
+                  if isinstance(node, ast.ClassDef) and node.name == "VllmOptions"]
+    fields = {node.target.id for node in options.body if isinstance(node, ast.AnnAssign)}
+    assert VLLM_OPTION_KEYS == fields - {"dtype"}  # dtype is a setting of its own
+
+
+def test_server_config_validates_when_built_directly():
+    with pytest.raises(ConfigError, match="port=-5 is not a TCP port"):
+        ServerConfig(port=-5)
+
+
+def test_a_setting_of_the_wrong_type_is_named(tmp_path):
+    # Regression: the message was "'<=' not supported between instances of 'int' and 'str'".
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_toml(tmp_path, '[server]\nport = "50051"\n'))
+    assert "port must be a number, got '50051'" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[batching]\nmax_batch = 8\n",
+         "config file [batching]: unknown key(s) ['max_batch']; known: ['collect_window_ms'"),
+        ("[limits]\nmax_tasks = 2\n",
+         "config file [limits]: unknown key(s) ['max_tasks']; known: ['max_candidates_per_request'"),
+    ],
+)
+def test_an_unknown_key_of_a_section_lists_the_known_ones(tmp_path, text, message):
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_toml(tmp_path, text))
+    assert message in str(caught.value)

@@ -1,0 +1,159 @@
+"""Task templates: three blocks, rendered alone, in an immutable sandbox with
+StrictUndefined."""
+
+from __future__ import annotations
+
+import jinja2
+import pytest
+from jinja2.exceptions import SecurityError
+
+from brew.errors import TaskConfigError, TemplateFieldError
+from brew.templates import TaskTemplate, make_environment
+
+# A minimal valid task template: every block, one field each.
+MINIMAL_TEMPLATE = (
+    "{% block context %}member: {{ profile.title }}{% endblock %}"
+    "{% block history_item %}{{ action }} {{ item.title }}{% endblock %}"
+    "{% block candidate %}job: {{ candidate.title }}{% endblock %}"
+)
+PROFILE = {
+    "title": "data analyst",
+    "seniority": "mid",
+    "location": "berlin",
+    "skills": "sql, python",
+    "company": "acme",
+    "school": "tum",
+}
+JOB = {"title": "ml engineer", "seniority": "mid", "location": "berlin", "company": "hooli",
+       "remote": "yes", "skills": "python"}
+
+
+def template_from(tmp_path, source: str, name: str = "t.jinja") -> TaskTemplate:
+    (tmp_path / name).write_text(source, encoding="utf-8")
+    return TaskTemplate.from_file(tmp_path / name, make_environment(tmp_path))
+
+
+def with_context(expression: str) -> str:
+    return (
+        "{% block context %}" + expression + "{% endblock %}"
+        "{% block history_item %}-{% endblock %}{% block candidate %}-{% endblock %}"
+    )
+
+
+# --- the shipped template, block by block ----------------------------------------
+
+def test_the_context_block_renders_profile_and_history(shipped_tasks):
+    text = shipped_tasks["job_apply"].template.render_block(
+        "context",
+        {"profile": PROFILE, "history": ["viewed job: mid ml engineer, berlin", "liked post: video on ai"],
+         "task": "job_apply"},
+    )
+    assert text == (
+        "task: job apply, answer applied, viewed, dismissed or none\n"
+        "member: mid data analyst at acme, berlin, tum\n"
+        "skills: sql, python\n"
+        "history:\n"
+        "viewed job: mid ml engineer, berlin\n"
+        "liked post: video on ai\n"
+    )
+
+
+def test_the_history_item_block_renders_one_interaction(shipped_tasks):
+    template = shipped_tasks["feed_engagement"].template
+    job = {"action": "viewed", "entity_type": "job", "item": {"title": "ml engineer", "seniority": "mid",
+                                                               "location": "berlin"}}
+    post = {"action": "liked", "entity_type": "post",
+            "item": {"format": "video", "topic": "ai", "author": "colleague", "description": "a long text"}}
+    assert template.render_block("history_item", job) == "viewed job: mid ml engineer, berlin"
+    assert template.render_block("history_item", post) == "liked post: video on ai by colleague. a long text"
+
+
+def test_the_candidate_block_ends_at_the_answer(shipped_tasks):
+    text = shipped_tasks["job_apply"].template.render_block(
+        "candidate", {"candidate": JOB, "entity_type": "job", "profile": PROFILE, "task": "job_apply"}
+    )
+    assert text == "job: mid ml engineer at hooli, berlin, remote\nskills: python\noutcome:\n"
+
+
+def test_request_data_is_a_value_never_template_code(shipped_tasks):
+    profile = dict(PROFILE, title="{{ 7 * 7 }}", company="{% raw %}")
+    text = shipped_tasks["job_apply"].template.render_block(
+        "context", {"profile": profile, "history": ["{{ profile }}"], "task": "job_apply"}
+    )
+    assert "member: mid {{ 7 * 7 }} at {% raw %}, berlin, tum\n" in text
+    assert "{{ profile }}\n" in text and "49" not in text
+
+
+# --- the sandbox -----------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("expression", "attribute"),
+    [
+        ("{{ ''.__class__.__mro__ }}", "__class__"),
+        ("{{ profile.__init__.__globals__ }}", "__init__"),
+        ("{{ profile.update(title='x') }}", "update"),  # the immutable sandbox: no mutation
+        ("{{ [].append(1) }}", "append"),
+    ],
+)
+def test_unsafe_template_code_is_refused(tmp_path, expression, attribute):
+    template = template_from(tmp_path, with_context(expression))
+    with pytest.raises(TaskConfigError, match=f"attribute '{attribute}'.*unsafe") as caught:
+        template.render_block("context", {"profile": dict(PROFILE)})
+    assert isinstance(caught.value.__cause__, SecurityError)
+
+
+# --- StrictUndefined -----------------------------------------------------------------
+
+def test_a_missing_field_is_an_error_naming_it(tmp_path):
+    template = template_from(tmp_path, MINIMAL_TEMPLATE)
+    with pytest.raises(TemplateFieldError, match=r"template t.jinja, block candidate: .*'title'") as caught:
+        template.render_block("candidate", {"candidate": {"company": "acme"}})
+    assert "lacks a field" in str(caught.value)
+
+
+def test_a_missing_variable_is_an_error_not_an_empty_string(tmp_path):
+    template = template_from(tmp_path, with_context("[{{ nothing }}]"))
+    with pytest.raises(TemplateFieldError, match="'nothing' is undefined"):
+        template.render_block("context", {})
+
+
+def test_the_context_cannot_see_the_candidate(shipped_tasks, tmp_path):
+    # The verbalizer renders the context with profile, history and task only.
+    template = template_from(tmp_path, with_context("{{ candidate.title }}"))
+    with pytest.raises(TemplateFieldError, match="'candidate' is undefined"):
+        template.render_block("context", {"profile": PROFILE, "history": [], "task": "t"})
+
+
+def test_is_defined_still_works_for_optional_fields(tmp_path):
+    expression = "{% if profile.bio is defined %}{{ profile.bio }}{% else %}-{% endif %}"
+    template = template_from(tmp_path, with_context(expression))
+    assert template.render_block("context", {"profile": {}}) == "-"
+    assert template.render_block("context", {"profile": {"bio": "hi"}}) == "hi"
+
+
+# --- broken templates -----------------------------------------------------------------
+
+def test_a_template_without_all_three_blocks_is_refused(tmp_path):
+    source = "{% block context %}x{% endblock %}{% block candidate %}y{% endblock %}"
+    with pytest.raises(TaskConfigError, match="template t.jinja lacks block.s. history_item"):
+        template_from(tmp_path, source)
+
+
+def test_a_syntax_error_names_file_and_line(tmp_path):
+    source = "{% block context %}\nok\n{{ broken }\n{% endblock %}"
+    with pytest.raises(TaskConfigError, match=r"t.jinja, line 3: syntax error") as caught:
+        template_from(tmp_path, source)
+    assert isinstance(caught.value.__cause__, jinja2.TemplateSyntaxError)
+
+
+def test_a_missing_partial_is_a_task_config_error(tmp_path):
+    template = template_from(tmp_path, with_context('{% include "_gone.jinja" %}'))
+    with pytest.raises(TaskConfigError, match="include _gone.jinja not found"):
+        template.render_block("context", {})
+
+
+def test_partials_come_from_the_prompts_directory(tmp_path):
+    (tmp_path / "_shared.jinja").write_text("shared {{ profile.title }}", encoding="utf-8")
+    template = template_from(tmp_path, with_context('{% include "_shared.jinja" %}!'))
+    assert template.render_block("context", {"profile": PROFILE}) == "shared data analyst!"
+    assert template.source == with_context('{% include "_shared.jinja" %}!')
