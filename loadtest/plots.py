@@ -1,0 +1,123 @@
+"""PNG plots of a run and of a capacity sweep (matplotlib, Agg: no display needed).
+
+- latency over time: every request's latency (from its intended send time)
+  against that time, coloured by status, with the SLO line. Shows what a
+  percentile hides: a stall, a slow start, a queue that keeps growing.
+- latency percentiles: the HdrHistogram percentile curve on a "1/(1-p)" log
+  axis (50%, 90%, 99%, 99.9% equally spaced), for both latency definitions;
+  the gap between them is the wait that coordinated omission would hide.
+- sweep: candidates/s against p99 for each rate of a capacity sweep, with the
+  SLO line and the capacity point marked: where the knee is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; before pyplot is imported
+import matplotlib.pyplot as plt  # noqa: E402
+from hdrh.histogram import HdrHistogram  # noqa: E402
+
+from loadtest.capacity import Sweep  # noqa: E402
+from loadtest.records import OK, RequestRecord  # noqa: E402
+
+STATUS_COLOURS = {OK: "tab:blue", "DEADLINE_EXCEEDED": "tab:orange", "RESOURCE_EXHAUSTED": "tab:red",
+                  "UNAVAILABLE": "tab:purple", "CLIENT_REJECTED": "black"}
+# 1/(1-p) of the named percentiles
+PERCENTILE_TICKS = ((1, "0%"), (2, "50%"), (10, "90%"), (100, "99%"), (1000, "99.9%"), (10_000, "99.99%"),
+                    (100_000, "99.999%"))
+
+
+def _save(figure: plt.Figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=100, format="png")
+    plt.close(figure)
+    return path
+
+
+def plot_latency_over_time(records: Sequence[RequestRecord], slo_s: float, path: Path) -> Path:
+    figure, axes = plt.subplots(figsize=(9, 4.5))
+    statuses = sorted({r.status for r in records}, key=lambda s: (s != OK, s))
+    for status in statuses:
+        chosen = [r for r in records if r.status == status]
+        axes.scatter([r.intended for r in chosen], [r.latency_from_intended * 1000 for r in chosen], s=6,
+                     color=STATUS_COLOURS.get(status, "tab:gray"), label=f"{status} ({len(chosen)})",
+                     alpha=0.7)
+    axes.axhline(slo_s * 1000, color="tab:red", linestyle="--", linewidth=1, label=f"SLO {slo_s * 1000:g} ms")
+    axes.set_xlabel("intended send time (s from start)")
+    axes.set_ylabel("latency from intended send (ms)")
+    if records and min(r.latency_from_intended for r in records) > 0:
+        axes.set_yscale("log")
+    axes.set_title("Latency over time")
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")  # outside: no point hidden
+    axes.grid(True, which="both", alpha=0.3)
+    return _save(figure, path)
+
+
+def percentile_curve(histogram: HdrHistogram, points: int = 200) -> tuple[list[float], list[float]]:
+    """(1/(1-p), latency ms) pairs from p = 0 to 1 - 1/(10 count): the curve
+    reaches the maximum and then stays flat, where the data ends."""
+    count = histogram.get_total_count()
+    if count == 0:
+        return [], []
+    top = math.log10(10 * count)
+    xs = [10 ** (top * i / (points - 1)) for i in range(points)]
+    return xs, [histogram.get_value_at_percentile(100.0 * (1.0 - 1.0 / x)) / 1000.0 for x in xs]
+
+
+def plot_percentiles(
+    from_intended: HdrHistogram, from_sent: HdrHistogram, slo_s: float, path: Path
+) -> Path:
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    top = 10.0
+    for histogram, label in ((from_intended, "from intended send"), (from_sent, "from actual send")):
+        xs, ys = percentile_curve(histogram)
+        axes.plot(xs, ys, label=label)
+        top = max([top, *xs])
+    axes.axhline(slo_s * 1000, color="tab:red", linestyle="--", linewidth=1, label=f"SLO {slo_s * 1000:g} ms")
+    axes.set_xscale("log")
+    ticks = [(x, name) for x, name in PERCENTILE_TICKS if x <= top]
+    axes.set_xticks([x for x, _ in ticks], [name for _, name in ticks])
+    axes.set_xlim(1, top)
+    axes.set_xlabel("percentile")
+    axes.set_ylabel("latency (ms)")
+    axes.set_title("Latency by percentile (OK answers)")
+    axes.legend(loc="upper left", fontsize="small")
+    axes.grid(True, which="major", alpha=0.3)
+    return _save(figure, path)
+
+
+def plot_sweep(sweep: Sweep, slo_s: float, path: Path) -> Path:
+    """One point per step, in rate order: the throughput reached against its
+    p99 (from intended send). Steps that broke the SLO or had errors are crosses."""
+    figure, axes = plt.subplots(figsize=(9, 4.5))
+    steps = sorted((s for s in sweep.steps if s.summary.p99_ms is not None), key=lambda s: s.rate)
+    xs = [s.summary.candidates_per_s for s in steps]
+    ys = [s.summary.p99_ms or 0.0 for s in steps]
+    axes.plot(xs, ys, color="tab:blue", linewidth=1, zorder=1)
+    for good, marker, label in ((True, "o", "within SLO, no errors"), (False, "X", "over SLO or errors")):
+        chosen = [(x, y) for x, y, s in zip(xs, ys, steps) if s.good == good]
+        if chosen:
+            axes.scatter(*zip(*chosen), marker=marker, color="tab:blue" if good else "tab:red", zorder=2,
+                         label=label)
+    for x, y, step in zip(xs, ys, steps):
+        axes.annotate(f"{step.rate:g}/s", (x, y), textcoords="offset points", xytext=(4, 4), fontsize="small")
+    axes.axhline(slo_s * 1000, color="tab:red", linestyle="--", linewidth=1, label=f"SLO {slo_s * 1000:g} ms")
+    capacity = sweep.capacity
+    if capacity is not None and capacity.summary.p99_ms is not None:
+        axes.scatter([capacity.summary.candidates_per_s], [capacity.summary.p99_ms], s=250, marker="*",
+                     color="tab:green", zorder=3,
+                     label=f"capacity: {capacity.rate:g} requests/s,\n"
+                           f"{capacity.summary.candidates_per_s:.1f} candidates/s")
+    axes.set_xlabel("throughput (candidates/s, OK)")
+    axes.set_ylabel("p99 latency from intended send (ms)")
+    if ys and min(ys) > 0:
+        axes.set_yscale("log")
+    axes.set_title("Capacity sweep")
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    axes.grid(True, which="both", alpha=0.3)
+    return _save(figure, path)
