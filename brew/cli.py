@@ -70,8 +70,8 @@ async def _eval(args: argparse.Namespace) -> int:
 def _train_demo(args: argparse.Namespace) -> int:
     from brew.demo.train import TrainConfig, train_demo
 
-    config = TrainConfig(out_dir=args.out, prompts_dir=args.prompts, seed=args.seed, steps=args.steps,
-                         threads=args.threads)
+    config = TrainConfig(out_dir=args.out, prompts_dir=args.prompts, seed=args.seed,
+                         steps=args.steps or TrainConfig.steps, threads=args.threads)
     summary = train_demo(config, progress=not args.quiet)
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
     return 0
@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train-demo", help="train the demo model from scratch on the synthetic world")
     train.add_argument("--out", type=Path, default=defaults.DEMO_MODEL_DIR, help="checkpoint directory to write")
     train.add_argument("--prompts", type=Path, default=defaults.PROMPTS_DIR)
-    train.add_argument("--steps", type=int, default=1800)
+    train.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the shipped model's 3000)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -34,6 +34,7 @@ Facts of vLLM 0.32 this module relies on (read in its source):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -175,5 +176,12 @@ class VllmEngine:
         return [GroupResult(tuple(next(outputs) for _ in range(group.num_candidates))) for group in groups]
 
     async def close(self) -> None:
+        # Stop vLLM's output handler first: left running, it sees the engine
+        # process exit and logs a spurious EngineDeadError traceback.
+        handler = getattr(self._llm, "output_handler", None)
+        if handler is not None and not handler.done():
+            handler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await handler
         # shutdown() joins the engine process: keep that off the event loop.
         await asyncio.to_thread(self._llm.shutdown)
