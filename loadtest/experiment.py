@@ -17,6 +17,7 @@ so one plan always sends the same requests at the same offsets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import sys
 from collections.abc import Iterator
@@ -125,16 +126,22 @@ async def _load(plan: RunPlan, client: Scorer, stream: Iterator[pb.ScoreCandidat
                                  progress=plan.progress)
 
 
-async def execute(plan: RunPlan) -> Summary:
-    """Run the plan against its target and write its files; returns the summary."""
+async def execute(plan: RunPlan, scorer: Scorer | None = None) -> Summary:
+    """Run the plan against its target and write its files; returns the summary.
+
+    `scorer` replaces the gRPC client of `plan.target` (which then only names
+    the target): loadtest.vllm_http loads another server with the same plan."""
     stream = make_workload(plan).requests()
     plan.out_dir.mkdir(parents=True, exist_ok=True)
-    async with plan.target.client() as client:
-        if plan.ready_timeout_s > 0:
-            await client.wait_until_serving(plan.ready_timeout_s)
+    async with contextlib.AsyncExitStack() as stack:
+        if scorer is None:
+            client = await stack.enter_async_context(plan.target.client())
+            if plan.ready_timeout_s > 0:
+                await client.wait_until_serving(plan.ready_timeout_s)
+            scorer = client
         # An unreachable /metrics raises here, before any load is sent.
         before = await _scrape(plan.metrics_url) if plan.metrics_url else None
-        result = await _load(plan, client, stream)
+        result = await _load(plan, scorer, stream)
     server: ServerView | None = None
     if plan.metrics_url and before is not None:
         try:

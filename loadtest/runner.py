@@ -39,7 +39,8 @@ from serving.client import NO_RETRY, RankingClient
 
 
 class Scorer(Protocol):
-    """What the runners call: RankingClient, or a fake in tests."""
+    """What the runners call: RankingClient, loadtest.vllm_http, or a fake in
+    tests. Failures raise grpc.aio.AioRpcError or ScoringFailed."""
 
     async def score(self, request: pb.ScoreCandidatesRequest, timeout: float) -> object: ...
 
@@ -66,12 +67,23 @@ class RunResult:
     started_at: str  # UTC, ISO 8601
 
 
+class ScoringFailed(Exception):
+    """Raised by a non-gRPC scorer: `status` is what the record says, in
+    gRPC's names where one fits (DEADLINE_EXCEEDED), else e.g. "HTTP_503"."""
+
+    def __init__(self, status: str, detail: str = "") -> None:
+        super().__init__(f"{status}: {detail}" if detail else status)
+        self.status = status
+
+
 async def call_status(scorer: Scorer, request: pb.ScoreCandidatesRequest, timeout_s: float) -> str:
     """One attempt; the gRPC status code name it ended with."""
     try:
         await scorer.score(request, timeout=timeout_s)
     except grpc.aio.AioRpcError as error:
         return error.code().name
+    except ScoringFailed as error:
+        return error.status
     return OK
 
 

@@ -136,6 +136,11 @@ class VllmEngine:
         return int(self._llm.model_config.max_model_len)
 
     @property
+    def kv_block_size(self) -> int:
+        """Tokens per KV cache block: prefixes are cached in whole blocks."""
+        return int(self._llm.vllm_config.cache_config.block_size)
+
+    @property
     def num_unfinished_requests(self) -> int:
         """Requests vLLM still holds: zero when idle, also after a cancelled score."""
         return self._llm.get_num_unfinished_requests()

@@ -23,14 +23,16 @@ def example_request() -> pb.ScoreCandidatesRequest:
 
 
 def job_request(candidates: int, request_id: str = "jobs") -> pb.ScoreCandidatesRequest:
-    """The example member with `candidates` job_apply candidates: copies of
-    the example's jobs with distinct item ids."""
+    """The example member with `candidates` job_apply candidates: the
+    example's jobs with distinct item ids and distinct companies, so every
+    candidate is new work (identical prompts would come from vLLM's cache)."""
     request = example_request()
     jobs = list(request.tasks[0].candidates)
     task = pb.TaskCandidates(task="job_apply")
     for index in range(candidates):
         item = copy.deepcopy(jobs[index % len(jobs)])
         item.item_id = f"job-{index}"
+        item.fields["company"] = f"{item.fields['company']} {index}"
         task.candidates.append(item)
     del request.tasks[:]
     request.tasks.append(task)

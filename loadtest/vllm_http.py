@@ -1,0 +1,109 @@
+"""vLLM's own scoring endpoint as a load-test target, for side-by-side runs.
+
+vLLM's OpenAI-compatible server (`python -m vllm.entrypoints.openai.api_server`)
+has `POST /generative_scoring`: one `query` (the shared context) and a list of
+`items` (the candidate blocks), answering the probability of the first label
+token at each item's end, softmaxed over `label_token_ids`. This scorer sends
+it exactly the token ids Brew scores: the same Verbalizer renders and
+tokenizes each Brew request here, in the client, and each task becomes one
+HTTP call with the positive label first (so the score is Brew's P(positive));
+the tasks of one request go in parallel and the request ends with the last.
+
+Both systems thus do the same model work and only the serving path differs.
+Rendering in the client keeps it out of vLLM's measured latency, a small
+advantage to vLLM that BENCHMARKS.md states.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from brew.tasks import load_tasks
+from brew.tokenization import PromptTokenizer
+from brew.v1 import ranking_pb2 as pb
+from brew.verbalize import PreparedTask, Verbalizer
+from brew.wire import request_from_proto
+from loadtest.runner import ScoringFailed
+
+
+def scoring_payload(prepared: PreparedTask, model: str) -> dict[str, object]:
+    """The /generative_scoring body for one task: positive label first."""
+    group = prepared.group
+    positive = prepared.task.positive_index
+    labels = [group.label_ids[positive]] + [t for i, t in enumerate(group.label_ids) if i != positive]
+    return {
+        "model": model,
+        "query": list(group.prefix_ids),
+        "items": [list(suffix) for suffix in group.suffix_ids],
+        "label_token_ids": labels,
+        "apply_softmax": True,
+        "add_special_tokens": False,
+    }
+
+
+class VllmScoringScorer:
+    """A loadtest Scorer that calls one vLLM server's /generative_scoring."""
+
+    def __init__(self, base_url: str, verbalizer: Verbalizer, model: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.verbalizer = verbalizer
+        self.model = model
+        self._http: httpx.AsyncClient | None = None
+
+    @classmethod
+    def for_model(cls, base_url: str, model_dir: Path, prompts_dir: Path) -> VllmScoringScorer:
+        """Verbalize with the model's own tokenizer and the given prompts, as
+        `brew serve` would; the served model name is the directory's name."""
+        from transformers import AutoConfig
+
+        max_model_len = AutoConfig.from_pretrained(str(model_dir), local_files_only=True).max_position_embeddings
+        verbalizer = Verbalizer(load_tasks(prompts_dir), PromptTokenizer.from_pretrained(model_dir), max_model_len)
+        return cls(base_url, verbalizer, model_dir.name)
+
+    async def __aenter__(self) -> VllmScoringScorer:
+        # No connection cap: open-loop load must not queue in the client.
+        self._http = httpx.AsyncClient(base_url=self.base_url, limits=httpx.Limits(max_connections=None))
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+
+    async def wait_until_ready(self, timeout_s: float) -> None:
+        """Poll GET /health until it answers 200 (the model is loaded)."""
+        assert self._http is not None, "use the scorer as an async context manager"
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            try:
+                if (await self._http.get("/health", timeout=2.0)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"vLLM server at {self.base_url} not ready after {timeout_s:g} s")
+            await asyncio.sleep(0.5)
+
+    async def _score_task(self, prepared: PreparedTask) -> list[float]:
+        assert self._http is not None, "use the scorer as an async context manager"
+        reply = await self._http.post("/generative_scoring", json=scoring_payload(prepared, self.model),
+                                      timeout=None)
+        if reply.status_code != 200:
+            raise ScoringFailed(f"HTTP_{reply.status_code}", reply.text[:200])
+        return [item["score"] for item in sorted(reply.json()["data"], key=lambda d: d["index"])]
+
+    async def score(self, request: pb.ScoreCandidatesRequest, timeout: float) -> list[list[float]]:
+        """Scores per task, in request order; ScoringFailed on an error or the deadline."""
+        domain = request_from_proto(request)
+        prepared = [self.verbalizer.prepare(domain.member, task) for task in domain.tasks]
+        try:
+            async with asyncio.timeout(timeout):
+                return list(await asyncio.gather(*(self._score_task(p) for p in prepared)))
+        except TimeoutError:
+            raise ScoringFailed("DEADLINE_EXCEEDED") from None
+        except httpx.TransportError as error:
+            raise ScoringFailed("UNAVAILABLE", str(error)) from error
