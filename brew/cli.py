@@ -4,6 +4,8 @@
     brew eval [--task T] [--engine torch|vllm|naive]
     brew train-demo [--out DIR]
     brew serve [--config FILE] [--engine vllm|torch|naive] [--port N] [--metrics-port N] ...
+    brew prompts render --task T [--request FILE] [--json]
+    brew prompts lint [--prompts DIR] [--model DIR]
 """
 
 from __future__ import annotations
@@ -138,6 +140,65 @@ def _add_serve_parser(commands: argparse._SubParsersAction) -> None:  # type: ig
     serve.set_defaults(run=_serve)
 
 
+def _prompts_render(args: argparse.Namespace) -> int:
+    from brew.prompt_render import format_text, render_request_file, to_json
+
+    render, tokenizer = render_request_file(args.prompts, args.model, args.request, args.task, args.max_model_len)
+    print(json.dumps(to_json(render), indent=2) if args.json else format_text(render, tokenizer))
+    return 0
+
+
+def _prompts_lint(args: argparse.Namespace) -> int:
+    from brew.model_limits import max_model_len
+    from brew.prompt_lint import Severity, lint_prompts
+    from brew.tokenization import PromptTokenizer
+
+    tokenizer = PromptTokenizer.from_pretrained(args.model)
+    findings = lint_prompts(args.prompts, tokenizer, args.max_model_len or max_model_len(args.model))
+    for finding in findings:
+        print(finding.format(relative_to=Path.cwd()))
+    errors = sum(1 for f in findings if f.severity is Severity.ERROR)
+    print(f"{args.prompts}: {errors} error(s), {len(findings) - errors} warning(s)")
+    return 1 if errors or (args.strict and findings) else 0
+
+
+def _add_prompts_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    prompts = commands.add_parser("prompts", help="prompt authoring: brew prompts render|lint --help")
+    actions = prompts.add_subparsers(dest="prompts_command", required=True)
+
+    def common(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--prompts", type=Path, default=defaults.PROMPTS_DIR,
+                            help="prompts directory (default: %(default)s)")
+        parser.add_argument("--model", type=Path, default=defaults.DEMO_MODEL_DIR,
+                            help="checkpoint directory; only its tokenizer and config.json are read "
+                                 "(default: the bundled demo model)")
+        parser.add_argument("--max-model-len", type=int, default=None,
+                            help="maximum prompt length in tokens (default: config.json max_position_embeddings)")
+
+    render = actions.add_parser(
+        "render", help="show one task's prompts for a request: every part, its tokens, the history policy",
+        description="Render the prompts of one task of a request file exactly as the model reads them "
+                    "(same token ids as serving), with token counts per part, what the history policy kept, "
+                    "truncated or dropped and why, and the share of tokens the prefix cache saves.",
+    )
+    render.add_argument("--task", required=True, help="task to render (must have candidates in the request)")
+    render.add_argument("--request", type=Path, default=defaults.EXAMPLE_REQUEST,
+                        help="request in the JSON mapping of brew.v1.ScoreCandidatesRequest (default: %(default)s)")
+    render.add_argument("--json", action="store_true", help="machine-readable, with exact texts and token ids")
+    common(render)
+    render.set_defaults(run=_prompts_render)
+
+    lint = actions.add_parser(
+        "lint", help="check every task of a prompts directory (exit 1 on any error)",
+        description="Check templates, configs and label words against the model's tokenizer, render every "
+                    "block on the example requests in PROMPTS/examples/*.json, and warn about choices that "
+                    "defeat the prefix cache. Prints file:line: severity: [check] message.",
+    )
+    lint.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
+    common(lint)
+    lint.set_defaults(run=_prompts_lint)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="brew", description="Brew: rank candidates with an LLM that reads text.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -166,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_train_demo)
 
     _add_serve_parser(commands)
+    _add_prompts_parser(commands)
     from loadtest.cli import main as loadtest_main  # argparse only: the rest loads when it runs
     loadtest = commands.add_parser("loadtest", help="load-test a server: brew loadtest run|capacity --help")
     loadtest.add_argument("args", nargs=argparse.REMAINDER, help="as for python -m loadtest")

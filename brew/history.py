@@ -55,11 +55,46 @@ class HistoryPolicy:
     def select(self, history: Sequence[Interaction]) -> list[Interaction]:
         """Dedupe, downsample and order a history; token budgets come later,
         once items are rendered (`fit_token_budget`)."""
+        return list(self.explain(history).kept)
+
+    def explain(self, history: Sequence[Interaction]) -> HistorySelection:
+        """`select`, with the reason each left-out interaction was left out.
+
+        `select` is this function's `kept`, so a report built from it (such
+        as `brew prompts render`) cannot drift from what is served."""
+        dropped: list[DroppedInteraction] = []
         kept = dedupe_by_action_priority(history, self.action_priority)
+        dropped += _left_out(history, kept, "duplicate item: a stronger or later action on it is kept")
         for rule in self.downsample:
-            kept = downsample_action(kept, rule)
-        kept = order_chronologically(kept)
-        return most_recent(kept, self.max_items)
+            sampled = downsample_action(kept, rule)
+            dropped += _left_out(kept, sampled, f"downsampled: {rule.action} keep_rate={rule.keep_rate}")
+            kept = sampled
+        ordered = order_chronologically(kept)
+        kept = most_recent(ordered, self.max_items)
+        dropped += _left_out(ordered, kept, f"older than the max_items={self.max_items} most recent")
+        return HistorySelection(kept=tuple(kept), dropped=tuple(dropped))
+
+
+@dataclass(frozen=True)
+class DroppedInteraction:
+    """An interaction the policy left out before any token budget, and why."""
+
+    interaction: Interaction
+    reason: str
+
+
+@dataclass(frozen=True)
+class HistorySelection:
+    """The outcome of a policy's selection: the interactions it keeps, oldest
+    first, and the ones it left out with their reasons."""
+
+    kept: tuple[Interaction, ...]
+    dropped: tuple[DroppedInteraction, ...]
+
+
+def _left_out(before: Sequence[Interaction], after: Sequence[Interaction], reason: str) -> list[DroppedInteraction]:
+    remaining = {id(interaction) for interaction in after}
+    return [DroppedInteraction(i, reason) for i in before if id(i) not in remaining]
 
 
 def order_chronologically(history: Sequence[Interaction]) -> list[Interaction]:

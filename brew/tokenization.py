@@ -44,6 +44,13 @@ class PromptTokenizer:
         encoded = self._tokenizer(list(texts), add_special_tokens=False)["input_ids"]
         return [list(ids) for ids in encoded]
 
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """`encode(text)` and, per token, its (start, end) characters in `text`,
+        so a report can say which part of a prompt each token came from.
+        Needs a fast (Rust) tokenizer; slow ones raise NotImplementedError."""
+        encoded = self._tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return list(encoded["input_ids"]), [(int(a), int(b)) for a, b in encoded["offset_mapping"]]
+
     def decode(self, ids: Sequence[int]) -> str:
         return self._tokenizer.decode(list(ids), skip_special_tokens=False)
 

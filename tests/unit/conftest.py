@@ -28,8 +28,9 @@ def demo_tokenizer() -> PromptTokenizer:
 
 @pytest.fixture
 def write_prompts(tmp_path: Path) -> WritePrompts:
-    """`write_prompts(name=(toml, jinja), ..., **partials)` writes one task per
-    keyword into tmp_path/prompts and returns that directory."""
+    """`write_prompts(files, name=(toml, jinja), ...)` writes one task per
+    keyword, and `files` (partials, `examples/<task>.json`) by their relative
+    paths, into tmp_path/prompts and returns that directory."""
 
     def write(files: dict[str, str] | None = None, **tasks: tuple[str, str]) -> Path:
         prompts = tmp_path / "prompts"
@@ -38,6 +39,7 @@ def write_prompts(tmp_path: Path) -> WritePrompts:
             (prompts / f"{name}.toml").write_text(config, encoding="utf-8")
             (prompts / f"{name}.jinja").write_text(template, encoding="utf-8")
         for file_name, text in (files or {}).items():
+            (prompts / file_name).parent.mkdir(parents=True, exist_ok=True)
             (prompts / file_name).write_text(text, encoding="utf-8")
         return prompts
 

@@ -229,3 +229,20 @@ def test_policy_keeps_a_history_shorter_than_max_items_whole():
     # Every shipped task has max_items=24; a 20-item history once showed 16.
     history = [event(f"job-{n}", "viewed", float(n)) for n in range(20)]
     assert len(HistoryPolicy(max_items=24).select(history)) == 20
+
+
+# --- explain: select with reasons -------------------------------------------------------
+
+def test_explain_keeps_what_select_keeps_and_says_why_the_rest_went():
+    policy = HistoryPolicy(max_items=2, action_priority=PRIORITY,
+                           downsample=(Downsample("impression", keep_rate=0.0),))
+    history = [event("a", "viewed", 1.0), event("a", "applied", 2.0), event("b", "impression", 3.0),
+               event("c", "viewed", 4.0), event("d", "viewed", 5.0), event("e", "viewed", 6.0)]
+    selection = policy.explain(history)
+    assert list(selection.kept) == policy.select(history)
+    reasons = {(d.interaction.item.item_id, d.interaction.action): d.reason for d in selection.dropped}
+    assert set(reasons) == {("a", "viewed"), ("b", "impression"), ("a", "applied"), ("c", "viewed")}
+    assert reasons[("a", "viewed")].startswith("duplicate")
+    assert reasons[("b", "impression")].startswith("downsampled: impression")
+    assert "max_items=2" in reasons[("c", "viewed")]
+    assert len(selection.kept) + len(selection.dropped) == len(history)
