@@ -144,6 +144,7 @@ class Settings:
     fixed_rate: float
     repeats: int
     timeout_s: float
+    pause_s: float
 
 
 async def _measure_system(system: str, endpoints: Endpoints, settings: Settings) -> SystemResult:
@@ -156,6 +157,9 @@ async def _measure_system(system: str, endpoints: Endpoints, settings: Settings)
 
     async with scorer_for(system, endpoints, settings.model, settings.prompts) as scorer:
         async def run(rate: float, label: str) -> Summary:
+            # An overloaded run leaves work behind (the naive engine cannot
+            # abort a forward pass): let it drain before the next one starts.
+            await asyncio.sleep(settings.pause_s)
             plan = replace(base, rate=rate, seed=next(seeds), out_dir=base_dir / label)
             summary = await execute(plan, scorer)
             print(f"{system:12} {label:22} rate {rate:7.2f}/s  {summary.candidates_per_s:8.1f} cand/s  "
@@ -228,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fixed-rate", type=float, default=2.0, help="requests/s of the common fixed-rate runs")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=5.0, help="per-request deadline, seconds")
+    parser.add_argument("--pause", type=float, default=8.0, help="seconds between runs, for the server to drain")
     return parser
 
 
@@ -241,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         out=args.out, model=args.model.resolve(), prompts=args.prompts.resolve(),
         workload=WorkloadSpec(tasks={args.task: 1.0}, candidates=(args.candidates, args.candidates)),
         slo_s=args.slo_ms / 1000, duration_s=args.duration, start_rate=args.start_rate,
-        fixed_rate=args.fixed_rate, repeats=args.repeats, timeout_s=args.timeout,
+        fixed_rate=args.fixed_rate, repeats=args.repeats, timeout_s=args.timeout, pause_s=args.pause,
     )
     results = [measure_system(system, settings) for system in systems]
     table = markdown_table(results, args.candidates)
