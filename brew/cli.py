@@ -158,7 +158,9 @@ def _prompts_lint(args: argparse.Namespace) -> int:
     for finding in findings:
         print(finding.format(relative_to=Path.cwd()))
     errors = sum(1 for f in findings if f.severity is Severity.ERROR)
-    print(f"{args.prompts}: {errors} error(s), {len(findings) - errors} warning(s)")
+    where = args.prompts.resolve()
+    where = where.relative_to(Path.cwd()) if where.is_relative_to(Path.cwd()) else args.prompts
+    print(f"{where}: {errors} error(s), {len(findings) - errors} warning(s)")
     return 1 if errors or (args.strict and findings) else 0
 
 

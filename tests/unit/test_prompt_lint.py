@@ -5,12 +5,13 @@ choices; the shipped prompts lint clean. The demo tokenizer only, no weights."""
 from __future__ import annotations
 
 import json
-
-import pytest
+import re
+import shutil
 
 from brew import defaults
 from brew.cli import main
 from brew.prompt_lint import Finding, Severity, lint_prompts
+from brew.tasks import load_tasks
 
 CONFIG = (
     "max_candidate_tokens = 32\n"
@@ -228,3 +229,16 @@ def test_strict_fails_on_warnings(write_prompts, capsys):
     prompts = write_prompts({"examples/t.json": example()}, t=(config, TEMPLATE))
     assert main(["prompts", "lint", "--prompts", str(prompts)]) == 0
     assert main(["prompts", "lint", "--prompts", str(prompts), "--strict"]) == 1
+
+
+def test_the_guides_example_task_lints_clean(tmp_path, demo_tokenizer):
+    """prompts/README.md walks through adding job_saved: its files lint clean."""
+    guide = (defaults.PROMPTS_DIR / "README.md").read_text(encoding="utf-8")
+    prompts = tmp_path / "prompts"
+    shutil.copytree(defaults.PROMPTS_DIR, prompts)
+    (prompts / "job_saved.toml").write_text(re.search(r"```toml\n(.*?)```", guide, re.S).group(1))
+    (prompts / "job_saved.jinja").write_text(re.search(r"```jinja\n(.*?)```", guide, re.S).group(1))
+    job_apply = (prompts / "examples" / "job_apply.json").read_text(encoding="utf-8")
+    (prompts / "examples" / "job_saved.json").write_text(job_apply.replace("job_apply", "job_saved"))
+    assert lint_prompts(prompts, demo_tokenizer, 1024) == []
+    assert load_tasks(prompts)["job_saved"].labels == (" Yes", " No")
