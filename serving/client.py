@@ -74,6 +74,7 @@ class RankingClient:
         self._retry = retry
         self._ranking = ranking_pb2_grpc.RankingServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._admin = ranking_pb2_grpc.AdminServiceStub(self._channel)
 
     async def __aenter__(self) -> RankingClient:
         return self
@@ -97,6 +98,11 @@ class RankingClient:
                                                       metadata=self._metadata),
             timeout,
         )
+
+    async def reload_prompts(self, timeout: float = 30.0) -> pb.ReloadPromptsResponse:
+        """AdminService/ReloadPrompts; no retries (FAILED_PRECONDITION lists
+        the lint errors, and the old prompts keep serving)."""
+        return await self._admin.ReloadPrompts(pb.ReloadPromptsRequest(), timeout=timeout, metadata=self._metadata)
 
     async def health(self, service: str = "", timeout: float = 5.0) -> int:
         """The health status (health_pb2.HealthCheckResponse.SERVING, ...); no retries."""

@@ -84,6 +84,10 @@ class ServiceMetrics:
         self.inflight = Gauge("brew_inflight_requests", "ScoreCandidates calls being handled.", registry=r)
         self.queued_candidates = Gauge("brew_queued_candidates", "Candidates waiting for an engine batch.",
                                        registry=r)
+        self.task_info = Gauge("brew_task_info", "The tasks being served (value 1), with their template versions.",
+                               ["task", "version"], registry=r)
+        self.prompt_reloads = Counter("brew_prompt_reloads", "Prompt reloads (SIGHUP or ReloadPrompts), by outcome.",
+                                      ["outcome"], registry=r)
 
     # --- reported by the servicer -----------------------------------------
 
@@ -120,6 +124,18 @@ class ServiceMetrics:
     def queue_and_engine(self, queue_seconds: float, engine_seconds: float) -> None:
         self.queue_seconds.observe(queue_seconds)
         self.engine_seconds.observe(engine_seconds)
+
+    # --- reported by the server ---------------------------------------------
+
+    def tasks_loaded(self, versions: dict[str, str]) -> None:
+        """The task set now serving: `brew_task_info` names exactly these, so
+        a score can be traced to the template version that produced it."""
+        self.task_info.clear()
+        for task, version in versions.items():
+            self.task_info.labels(task=task, version=version).set(1)
+
+    def reload_finished(self, ok: bool) -> None:
+        self.prompt_reloads.labels(outcome="ok" if ok else "failed").inc()
 
     # --- reported by the batcher ------------------------------------------
 

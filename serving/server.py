@@ -5,11 +5,14 @@ a live but unready server), then the model loads and a warm-up request runs,
 then health turns SERVING. SIGTERM drains: health NOT_SERVING, new calls
 UNAVAILABLE, in-flight calls get `grace_seconds` to finish. An engine failure
 turns health NOT_SERVING and calls UNAVAILABLE; it never hangs callers.
+SIGHUP (or AdminService/ReloadPrompts) reloads the prompts directory, checked
+first and swapped atomically (serving.reload).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -25,17 +28,22 @@ from brew.engines import EngineKind
 from brew.runtime import build_ranker
 from brew.v1 import ranking_pb2, ranking_pb2_grpc
 from brew.wire import parse_request_json, request_from_proto
+from brew.ranker import Ranker
+from serving.admin import AdminServicer
 from serving.batcher import Batcher
 from serving.config import ServerConfig
 from serving.grpc_metrics import GrpcServerMetricsInterceptor
 from serving.metrics import ServiceMetrics
+from serving.reload import PromptReloader, PromptReloadError, ReloadResult
 from serving.security import BearerTokenInterceptor, server_credentials
 from serving.servicer import RankingServicer, ServingState
 from serving.stats_log import ThroughputLogger
+from serving.status import NotReadyError
 
 log = logging.getLogger("brew.serving")
 
 SERVICE_NAME = ranking_pb2.DESCRIPTOR.services_by_name["RankingService"].full_name
+ADMIN_SERVICE_NAME = ranking_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 DRAIN_POLL_SECONDS = 0.05
@@ -59,6 +67,8 @@ class BrewServer:
         self._stats: ThroughputLogger | None = None
         self._stats_task: asyncio.Task[None] | None = None
         self.endpoints: Endpoints | None = None
+        self.reloader = PromptReloader(config.prompts, current=lambda: self.state.ranker,
+                                       install=self._install_ranker)
 
     def _grpc_options(self) -> list[tuple[str, int]]:
         config = self.config
@@ -84,9 +94,11 @@ class BrewServer:
         ranking_pb2_grpc.add_RankingServiceServicer_to_server(
             RankingServicer(self.state, self.metrics, config.limits, config.max_message_bytes), server
         )
+        ranking_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.reload_prompts), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            (SERVICE_NAME, ADMIN_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME),
             server,
         )
         await self._set_health(NOT_SERVING)
@@ -120,7 +132,8 @@ class BrewServer:
         batcher.start()
         self.metrics.queued_candidates.set_function(lambda: batcher.stats.queued_candidates)
         await self._warm_up(ranker)
-        self.state.ranker, self.state.batcher = ranker, batcher
+        self.state.batcher = batcher
+        self._install_ranker(ranker)
         self.state.ready = True
         self._stats = ThroughputLogger(self.metrics, config.stats_interval_seconds,
                                        queued=lambda: batcher.stats.queued_candidates,
@@ -136,6 +149,30 @@ class BrewServer:
         tasks = tuple(t for t in example.tasks if t.task in ranker.verbalizer.tasks)
         if tasks:
             await ranker.score(type(example)(example.request_id, example.member, tasks))
+
+    def _install_ranker(self, ranker: Ranker) -> None:
+        """One assignment: a call holds the ranker it started with."""
+        self.state.ranker = ranker
+        self.metrics.tasks_loaded({name: task.version for name, task in ranker.verbalizer.tasks.items()})
+
+    async def reload_prompts(self) -> ReloadResult:
+        """Reload the prompts directory (serving.reload); logged and counted."""
+        try:
+            result = await self.reloader.reload()
+        except PromptReloadError as error:
+            self.metrics.reload_finished(ok=False)
+            log.error("%s", error)
+            raise
+        self.metrics.reload_finished(ok=True)
+        versions = ", ".join(f"{name}@{result.tasks[name].version}" for name in sorted(result.tasks))
+        log.info("prompts reloaded from %s: changed %s, added %s, removed %s; now %s", self.reloader.prompts_dir,
+                 list(result.changed), list(result.added), list(result.removed), versions)
+        return result
+
+    async def reload_prompts_on_signal(self) -> None:
+        """SIGHUP: a failed reload is logged (above), the server goes on."""
+        with contextlib.suppress(PromptReloadError, NotReadyError):
+            await self.reload_prompts()
 
     def _engine_failed(self, error: BaseException) -> None:
         self.state.ready = False
@@ -192,6 +229,7 @@ async def serve(config: ServerConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(server.reload_prompts_on_signal()))
     await server.start()
     assert server.endpoints is not None
     print(f"brew: serving brew.v1.RankingService on {config.host}:{server.endpoints.grpc_port}; "

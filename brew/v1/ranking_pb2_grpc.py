@@ -144,3 +144,87 @@ class RankingService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class AdminServiceStub:
+    """Operator actions on a running server. Kept apart from RankingService so a
+    deployment can expose, authenticate or firewall it separately.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ReloadPrompts = channel.unary_unary(
+                '/brew.v1.AdminService/ReloadPrompts',
+                request_serializer=brew_dot_v1_dot_ranking__pb2.ReloadPromptsRequest.SerializeToString,
+                response_deserializer=brew_dot_v1_dot_ranking__pb2.ReloadPromptsResponse.FromString,
+                _registered_method=True)
+
+
+class AdminServiceServicer:
+    """Operator actions on a running server. Kept apart from RankingService so a
+    deployment can expose, authenticate or firewall it separately.
+    """
+
+    def ReloadPrompts(self, request, context):
+        """Reloads the prompts directory the server started with: the new task set
+        is loaded and checked first (the same checks as `brew prompts lint`);
+        on any error the old set keeps serving and the call fails with
+        FAILED_PRECONDITION listing the errors. On success it swaps atomically:
+        requests already running finish with the templates they started with.
+        The same happens on SIGHUP.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AdminServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ReloadPrompts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReloadPrompts,
+                    request_deserializer=brew_dot_v1_dot_ranking__pb2.ReloadPromptsRequest.FromString,
+                    response_serializer=brew_dot_v1_dot_ranking__pb2.ReloadPromptsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'brew.v1.AdminService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('brew.v1.AdminService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AdminService:
+    """Operator actions on a running server. Kept apart from RankingService so a
+    deployment can expose, authenticate or firewall it separately.
+    """
+
+    @staticmethod
+    def ReloadPrompts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brew.v1.AdminService/ReloadPrompts',
+            brew_dot_v1_dot_ranking__pb2.ReloadPromptsRequest.SerializeToString,
+            brew_dot_v1_dot_ranking__pb2.ReloadPromptsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
