@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,6 +36,11 @@ def serve_command(*args: str) -> list[str]:
     """The `brew serve` command line on the torch engine, free ports, plus `args`."""
     return [sys.executable, "-m", "brew.cli", "serve", "--engine", "torch", "--port", "0", "--metrics-port", "0",
             *args]
+
+
+def find_grpcurl() -> str | None:
+    """grpcurl on PATH, or the one the test extra installs next to this Python."""
+    return shutil.which("grpcurl") or shutil.which("grpcurl", path=str(Path(sys.executable).parent))
 
 
 def serve_env(**extra: str) -> dict[str, str]:

@@ -7,15 +7,17 @@ ListTasks, responses and /metrics."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import signal
+import subprocess
 import time
 
 import grpc
 import pytest
 import pytest_asyncio
 from live_server import client_for, running_server, scrape
-from serve_process import running_serve
+from serve_process import find_grpcurl, running_serve
 from service_wire import example_request
 
 from brew import defaults
@@ -131,5 +133,12 @@ async def test_sighup_reloads_the_prompts_of_brew_serve(tmp_path):
             assert {k: v for k, v in now.items() if k != "pymk_connect"} == {
                 k: v for k, v in before.items() if k != "pymk_connect"}
             assert versions_of(await client.score(example_request(), timeout=60))["pymk_connect"] == now["pymk_connect"]
+            # Operators without Python: grpcurl finds AdminService by reflection.
+            grpcurl = find_grpcurl()
+            if grpcurl is not None:
+                answer = subprocess.run([grpcurl, "-plaintext", served.target, "brew.v1.AdminService/ReloadPrompts"],
+                                        capture_output=True, text=True, timeout=60)
+                assert answer.returncode == 0, answer.stderr
+                assert {t["name"] for t in json.loads(answer.stdout)["tasks"]} == set(before)
         assert served.process.poll() is None  # SIGHUP reloads; it does not stop the server
     assert "prompts reloaded" in served.stderr()

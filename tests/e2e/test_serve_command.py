@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import grpc
 import pytest
 from google.protobuf import descriptor_pool, json_format, message_factory
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
-from serve_process import running_serve, scrape
+from serve_process import find_grpcurl, running_serve, scrape
 from service_wire import example_json, example_request, job_request
 
 from brew.v1 import ranking_pb2_grpc
@@ -79,11 +76,6 @@ def test_score_candidates_through_reflection_without_the_generated_stubs(channel
     assert response.DESCRIPTOR.full_name == "brew.v1.ScoreCandidatesResponse"
     assert response.request_id == "example-1"
     assert_example_scores([(r.task, [s.score for s in r.scores]) for r in response.results])
-
-
-def find_grpcurl() -> str | None:
-    """grpcurl on PATH, or the one the test extra installs next to this Python."""
-    return shutil.which("grpcurl") or shutil.which("grpcurl", path=str(Path(sys.executable).parent))
 
 
 def test_grpcurl_scores_the_example(server):
