@@ -195,27 +195,73 @@ def measure_system(system: str, settings: Settings) -> SystemResult:
         return asyncio.run(_measure_system(system, endpoints, settings))
 
 
+@dataclass(frozen=True)
+class ComputeLimit:
+    """The work a candidate of the workload needs and what the machine can do."""
+
+    flops_per_candidate: float  # with the shared prefix computed once (loadtest.flops)
+    naive_flops_per_candidate: float  # every prompt from scratch
+    matmul_flops_per_s: float  # measured, all cores, fp32
+    threads: int
+
+
+def compute_limit(settings: Settings, sample: int = 200) -> ComputeLimit:
+    """Mean FLOPs per candidate over the first `sample` requests of the
+    workload, verbalized into the same ids the systems score, and the
+    machine's measured matmul FLOP/s (run with no server up)."""
+    from transformers import AutoConfig
+
+    from brew.wire import request_from_proto
+    from loadtest.flops import DecoderShape, measure_matmul_flops, naive_group_flops, shared_group_flops
+    from loadtest.vllm_http import verbalizer_for
+    from loadtest.workload import SyntheticWorkload
+
+    shape = DecoderShape.from_config(AutoConfig.from_pretrained(str(settings.model), local_files_only=True))
+    verbalizer = verbalizer_for(settings.model, settings.prompts)
+    shared = naive = candidates = 0
+    for _, request in zip(range(sample), SyntheticWorkload(replace(settings.workload, seed=1)).requests()):
+        domain = request_from_proto(request)
+        for task in domain.tasks:
+            group = verbalizer.prepare(domain.member, task).group
+            suffixes = [len(s) for s in group.suffix_ids]
+            shared += shared_group_flops(shape, len(group.prefix_ids), suffixes)
+            naive += naive_group_flops(shape, len(group.prefix_ids), suffixes)
+            candidates += len(suffixes)
+    threads = os.cpu_count() or 1
+    return ComputeLimit(shared / candidates, naive / candidates, measure_matmul_flops(threads), threads)
+
+
 def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def markdown_table(results: Sequence[SystemResult], candidates_per_request: int) -> str:
-    """Medians of the repeats, and candidates/s at capacity as a ratio to the baseline."""
+def markdown_table(results: Sequence[SystemResult], candidates_per_request: int,
+                   limit: ComputeLimit | None = None) -> str:
+    """Medians of the repeats, candidates/s at capacity as a ratio to the
+    baseline, and (with `limit`) the share of the machine's matmul FLOP/s
+    that the needed work at that rate amounts to."""
     baseline = next((r for r in results if r.system == BASELINE), None)
     base_cps = SystemResult.median(baseline.capacity_candidates_per_s) if baseline else None
     lines = [
         f"| system | capacity (req/s) | candidates/s at capacity | p99 at capacity (ms) "
-        f"| × {BASELINE} | p99 at {results[0].fixed_rate:g} req/s (ms) | errors at the fixed rate |",
-        "|---|---|---|---|---|---|---|",
+        f"| × {BASELINE} | % of matmul peak | p99 at {results[0].fixed_rate:g} req/s (ms) "
+        f"| errors at the fixed rate |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         cps = SystemResult.median(r.capacity_candidates_per_s)
         ratio = f"{cps / base_cps:.2f}" if cps and base_cps else "-"
+        share = f"{100 * cps * limit.flops_per_candidate / limit.matmul_flops_per_s:.2f}" if cps and limit else "-"
         errors = sum(sum(e.values()) for e in r.fixed_errors)
         lines.append(f"| {r.system} | {_fmt(r.capacity_rate, 2)} | {_fmt(cps)} | "
-                     f"{_fmt(SystemResult.median(r.capacity_p99_ms))} | {ratio} | "
+                     f"{_fmt(SystemResult.median(r.capacity_p99_ms))} | {ratio} | {share} | "
                      f"{_fmt(SystemResult.median(r.fixed_p99_ms))} | {errors} |")
-    return "\n".join(lines) + f"\n\n{candidates_per_request} candidates per request; medians of the repeats.\n"
+    notes = f"\n\n{candidates_per_request} candidates per request; medians of the repeats."
+    if limit:
+        notes += (f" Work per candidate {limit.flops_per_candidate / 1e6:.2f} MFLOP with the prefix shared "
+                  f"({limit.naive_flops_per_candidate / 1e6:.2f} MFLOP from scratch); matmul peak "
+                  f"{limit.matmul_flops_per_s / 1e9:.1f} GFLOP/s fp32 on {limit.threads} threads.")
+    return "\n".join(lines) + notes + "\n"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -233,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=5.0, help="per-request deadline, seconds")
     parser.add_argument("--pause", type=float, default=8.0, help="seconds between runs, for the server to drain")
+    parser.add_argument("--report", action="store_true",
+                        help="measure nothing: rewrite sidebyside.md from --out's sidebyside.json")
     return parser
 
 
@@ -242,19 +290,28 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(systems) - set(SYSTEMS))
     if unknown:
         raise SystemExit(f"unknown systems {unknown}; choose from {list(SYSTEMS)}")
+    results_file = args.out / "sidebyside.json"
+    if args.report:
+        saved = json.loads(results_file.read_text(encoding="utf-8"))
+        build_parser().parse_args([], namespace=args)  # defaults, then the saved run's settings
+        vars(args).update({k: v for k, v in saved["settings"].items() if k not in ("report", "out")})
+        args.model, args.prompts, args.report = Path(args.model), Path(args.prompts), True
     settings = Settings(
         out=args.out, model=args.model.resolve(), prompts=args.prompts.resolve(),
         workload=WorkloadSpec(tasks={args.task: 1.0}, candidates=(args.candidates, args.candidates)),
         slo_s=args.slo_ms / 1000, duration_s=args.duration, start_rate=args.start_rate,
         fixed_rate=args.fixed_rate, repeats=args.repeats, timeout_s=args.timeout, pause_s=args.pause,
     )
-    results = [measure_system(system, settings) for system in systems]
-    table = markdown_table(results, args.candidates)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "sidebyside.json").write_text(
-        json.dumps({"settings": {**vars(args), "out": str(args.out), "model": str(args.model),
-                                 "prompts": str(args.prompts)},
-                    "results": [asdict(r) for r in results]}, indent=2) + "\n", encoding="utf-8")
+    if args.report:
+        results = [SystemResult(**r) for r in saved["results"]]
+    else:
+        results = [measure_system(system, settings) for system in systems]
+        args.out.mkdir(parents=True, exist_ok=True)
+        results_file.write_text(
+            json.dumps({"settings": {**vars(args), "out": str(args.out), "model": str(args.model),
+                                     "prompts": str(args.prompts)},
+                        "results": [asdict(r) for r in results]}, indent=2) + "\n", encoding="utf-8")
+    table = markdown_table(results, args.candidates, compute_limit(settings))
     (args.out / "sidebyside.md").write_text(table, encoding="utf-8")
     print(table)
     return 0

@@ -30,6 +30,14 @@ from brew.wire import request_from_proto
 from loadtest.runner import ScoringFailed
 
 
+def verbalizer_for(model_dir: Path, prompts_dir: Path) -> Verbalizer:
+    """The model's own tokenizer and length limit over the given prompts."""
+    from transformers import AutoConfig
+
+    max_model_len = AutoConfig.from_pretrained(str(model_dir), local_files_only=True).max_position_embeddings
+    return Verbalizer(load_tasks(prompts_dir), PromptTokenizer.from_pretrained(model_dir), max_model_len)
+
+
 def scoring_payload(prepared: PreparedTask, model: str) -> dict[str, object]:
     """The /generative_scoring body for one task: positive label first."""
     group = prepared.group
@@ -56,13 +64,8 @@ class VllmScoringScorer:
 
     @classmethod
     def for_model(cls, base_url: str, model_dir: Path, prompts_dir: Path) -> VllmScoringScorer:
-        """Verbalize with the model's own tokenizer and the given prompts, as
-        `brew serve` would; the served model name is the directory's name."""
-        from transformers import AutoConfig
-
-        max_model_len = AutoConfig.from_pretrained(str(model_dir), local_files_only=True).max_position_embeddings
-        verbalizer = Verbalizer(load_tasks(prompts_dir), PromptTokenizer.from_pretrained(model_dir), max_model_len)
-        return cls(base_url, verbalizer, model_dir.name)
+        """Verbalize as `brew serve` would; the served model name is the directory's name."""
+        return cls(base_url, verbalizer_for(model_dir, prompts_dir), model_dir.name)
 
     async def __aenter__(self) -> VllmScoringScorer:
         # No connection cap: open-loop load must not queue in the client.

@@ -10,7 +10,7 @@ from brew.types import Item, Member, TaskRequest
 from brew.v1 import ranking_pb2 as pb
 from brew.verbalize import Verbalizer
 from loadtest.runner import ScoringFailed, call_status
-from loadtest.sidebyside import Endpoints, SystemResult, markdown_table, server_command
+from loadtest.sidebyside import ComputeLimit, Endpoints, SystemResult, markdown_table, server_command
 from loadtest.vllm_http import scoring_payload
 
 MEMBER = Member(
@@ -59,13 +59,14 @@ def test_the_table_reports_medians_and_ratios_to_vllms_endpoint():
         result("brew-vllm", [300.0, 100.0, 200.0], [400.0, None, 300.0]),
         result("vllm-openai", [100.0, 90.0, 110.0], [450.0, 460.0, 470.0]),
         result("naive", [], [], rate=None),
-    ], candidates_per_request=16)
+    ], candidates_per_request=16, limit=ComputeLimit(2e6, 8e6, matmul_flops_per_s=1e10, threads=2))
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
             for line in table.splitlines() if line.startswith("| ") and "---" not in line}
-    assert rows["brew-vllm"] == ["8.00", "200.0", "350.0", "2.00", "60.0", "1"]
+    # 200 candidates/s x 2 MFLOP = 0.4 GFLOP/s of a 10 GFLOP/s peak.
+    assert rows["brew-vllm"] == ["8.00", "200.0", "350.0", "2.00", "4.00", "60.0", "1"]
     assert rows["vllm-openai"][3] == "1.00"
-    assert rows["naive"][:4] == ["-", "-", "-", "-"]
-    assert "16 candidates per request" in table
+    assert rows["naive"][:5] == ["-", "-", "-", "-", "-"]
+    assert "16 candidates per request" in table and "2.00 MFLOP with the prefix shared" in table
 
 
 def test_vllms_server_runs_with_brews_vllm_settings(tmp_path):
