@@ -11,9 +11,10 @@ Systems (each started here as a subprocess, loaded, then stopped):
                   (loadtest.vllm_http: same token ids, one call per task)
     naive         `brew serve --engine naive`  (one transformers forward per candidate)
 
-For each system: start it and wait until it is ready; a warm-up run that is
-thrown away; a capacity search (loadtest.capacity: double until p99 breaks
-the SLO, then bisect); then `--repeats` runs at the capacity rate found and
+For each system: start it and wait until it is ready; a warm-up run at
+saturation (closed-loop, WARMUP_CONCURRENCY callers) that is thrown away; a
+capacity search (loadtest.capacity: double until p99 breaks the SLO, then
+bisect); then `--repeats` runs at the capacity rate found and
 `--repeats` at one fixed rate common to all systems, each with a fresh seed
 (fresh members, so no repeat rides on the previous one's prefix cache). The
 report gives medians of the repeats and ratios against vllm-openai, and is
@@ -49,6 +50,7 @@ from loadtest.workload import WorkloadSpec
 SYSTEMS = ("brew-vllm", "brew-torch", "vllm-openai", "naive")
 BASELINE = "vllm-openai"
 READY_TIMEOUT_S = 300.0
+WARMUP_CONCURRENCY = 32  # closed-loop callers of the warm-up run: every system saturated
 
 
 def free_port() -> int:
@@ -166,8 +168,12 @@ async def _measure_system(system: str, endpoints: Endpoints, settings: Settings)
                   f"p99 {summary.p99_ms or float('nan'):8.1f} ms  errors {dict(summary.errors) or '-'}", flush=True)
             return summary
 
-        # Warm-up: compiles, allocates, fills caches; never reported.
-        await run(settings.start_rate, "warmup")
+        # Warm-up at saturation, never reported: the first run at high load
+        # otherwise pays for kernels and buffers of batch shapes not seen yet
+        # (measured: a p99 two to three times that of the same rate later).
+        await asyncio.sleep(settings.pause_s)
+        await execute(replace(base, rate=None, concurrency=WARMUP_CONCURRENCY, seed=0,
+                              out_dir=base_dir / "warmup"), scorer)
         probes = iter(range(100))
         sweep = await search_capacity(lambda rate: run(rate, f"search-{next(probes):02d}-rate-{rate:g}"),
                                       settings.start_rate)
