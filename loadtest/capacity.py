@@ -28,6 +28,9 @@ from pathlib import Path
 from loadtest.summary import Summary
 
 FORMAT = "brew.loadtest.sweep/1"
+# Closed-loop callers of the warm-up before a sweep: enough to saturate a
+# replica, so every batch shape the sweep will meet has been seen once.
+WARMUP_CONCURRENCY = 32
 
 Measure = Callable[[float], Awaitable[Summary]]
 

@@ -175,6 +175,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                           help="at most this many doubling/halving steps (default: %(default)s)")
     capacity.add_argument("--pause", type=float, default=2.0,
                           help="seconds between steps, for the server to drain (default: %(default)s)")
+    capacity.add_argument("--warmup", type=float, default=15.0,
+                          help="seconds of closed-loop load at saturation before the sweep, not reported: "
+                               "the first loaded step would otherwise pay for batch shapes not seen yet; "
+                               "0 skips (default: %(default)s)")
     _add_common(capacity)
     capacity.set_defaults(command_run=_capacity)
     return parser
@@ -235,7 +239,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _capacity(args: argparse.Namespace) -> int:
-    from loadtest.capacity import search_capacity, sweep_rates, write_sweep_json
+    from loadtest.capacity import WARMUP_CONCURRENCY, search_capacity, sweep_rates, write_sweep_json
     from loadtest.experiment import execute
     from loadtest.plots import plot_sweep
     from loadtest.summary import Summary
@@ -261,6 +265,12 @@ def _capacity(args: argparse.Namespace) -> int:
         return summary
 
     async def sweep():  # type: ignore[no-untyped-def]
+        if args.warmup > 0:
+            print(f"warm-up: {args.warmup:g} s closed-loop, {WARMUP_CONCURRENCY} callers (not reported)",
+                  flush=True)
+            await execute(replace(base, rate=None, concurrency=WARMUP_CONCURRENCY, duration_s=args.warmup,
+                                  max_requests=None, out_dir=base.out_dir / "warmup", plots=False))
+            await asyncio.sleep(args.pause)
         if args.rates:
             return await sweep_rates(measure, args.rates)
         return await search_capacity(measure, args.start_rate, max_brackets=args.max_brackets,

@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from brew import defaults
-from loadtest.capacity import search_capacity, write_sweep_json
+from loadtest.capacity import WARMUP_CONCURRENCY, search_capacity, write_sweep_json
 from loadtest.experiment import RunPlan, execute
 from loadtest.plots import plot_sweep
 from loadtest.runner import Scorer, Target
@@ -50,7 +50,6 @@ from loadtest.workload import WorkloadSpec
 SYSTEMS = ("brew-vllm", "brew-torch", "vllm-openai", "naive")
 BASELINE = "vllm-openai"
 READY_TIMEOUT_S = 300.0
-WARMUP_CONCURRENCY = 32  # closed-loop callers of the warm-up run: every system saturated
 
 
 def free_port() -> int:

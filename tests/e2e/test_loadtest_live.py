@@ -89,7 +89,7 @@ async def test_brew_loadtest_capacity_writes_the_sweep(server, tmp_path):
     completed = await command(
         "-m", "brew.cli", "loadtest", "capacity", *addresses(server), "--rates", "2", "--arrivals", "fixed",
         "--duration", "2", "--candidates", "2", "--history", "2-4", "--timeout", "60", "--slo-ms", "60000",
-        "--pause", "0", "--no-progress", "--out", str(out),
+        "--pause", "0", "--warmup", "1", "--no-progress", "--out", str(out),
     )
     assert completed.returncode == 0, completed.stderr
     sweep = json.loads((out / "sweep.json").read_text())
@@ -102,3 +102,4 @@ async def test_brew_loadtest_capacity_writes_the_sweep(server, tmp_path):
     assert_png(out / "sweep.png")
     assert_png(step_dir / "latency_over_time.png")
     assert "capacity: 2 requests/s" in completed.stdout
+    assert (out / "warmup" / "summary.json").exists()  # run first, kept apart from the steps
