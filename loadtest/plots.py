@@ -121,3 +121,23 @@ def plot_sweep(sweep: Sweep, slo_s: float, path: Path) -> Path:
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     axes.grid(True, which="both", alpha=0.3)
     return _save(figure, path)
+
+
+def plot_sweeps(sweeps: dict[str, Sequence[tuple[float, float, bool]]], slo_s: float, path: Path) -> Path:
+    """Several systems' sweeps on one chart (side-by-side runs), each step as
+    (candidates/s, p99 ms, good), in rate order; the curve furthest right
+    under the SLO line serves the most."""
+    figure, axes = plt.subplots(figsize=(9, 4.5))
+    for name, steps in sweeps.items():
+        line, = axes.plot([x for x, _, _ in steps], [y for _, y, _ in steps], marker="o", linewidth=1, label=name)
+        bad = [(x, y) for x, y, good in steps if not good]
+        if bad:
+            axes.scatter(*zip(*bad), marker="X", s=60, color=line.get_color(), zorder=3)
+    axes.axhline(slo_s * 1000, color="tab:red", linestyle="--", linewidth=1, label=f"SLO {slo_s * 1000:g} ms")
+    axes.set_xlabel("throughput (candidates/s, OK)")
+    axes.set_ylabel("p99 latency from intended send (ms)")
+    axes.set_yscale("log")
+    axes.set_title("Capacity sweeps, same workload and machine (X: over the SLO or errors)")
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    axes.grid(True, which="both", alpha=0.3)
+    return _save(figure, path)

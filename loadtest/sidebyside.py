@@ -18,8 +18,8 @@ bisect); then `--repeats` runs at the capacity rate found and
 `--repeats` at one fixed rate common to all systems, each with a fresh seed
 (fresh members, so no repeat rides on the previous one's prefix cache). The
 report gives medians of the repeats and ratios against vllm-openai, and is
-written as sidebyside.json and sidebyside.md under --out, next to every run's
-own files.
+written as sidebyside.json, sidebyside.md and sweeps.png (every system's
+sweep on one chart) under --out, next to every run's own files.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from pathlib import Path
 from brew import defaults
 from loadtest.capacity import WARMUP_CONCURRENCY, search_capacity, write_sweep_json
 from loadtest.experiment import RunPlan, execute
-from loadtest.plots import plot_sweep
+from loadtest.plots import plot_sweep, plot_sweeps
 from loadtest.runner import Scorer, Target
 from loadtest.summary import Summary
 from loadtest.workload import WorkloadSpec
@@ -236,6 +236,12 @@ def compute_limit(settings: Settings, sample: int = 200) -> ComputeLimit:
     return ComputeLimit(shared / candidates, naive / candidates, measure_matmul_flops(threads), threads)
 
 
+def sweep_points(path: Path) -> list[tuple[float, float, bool]]:
+    """(candidates/s, p99 ms, good) per step of a saved sweep, in rate order."""
+    steps = sorted(json.loads(path.read_text(encoding="utf-8"))["steps"], key=lambda step: step["rate"])
+    return [(step["candidates_per_s"], step["p99_ms"], step["good"]) for step in steps if step["p99_ms"] is not None]
+
+
 def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -318,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
                         "results": [asdict(r) for r in results]}, indent=2) + "\n", encoding="utf-8")
     table = markdown_table(results, args.candidates, compute_limit(settings))
     (args.out / "sidebyside.md").write_text(table, encoding="utf-8")
+    plot_sweeps({r.system: sweep_points(args.out / r.system / "sweep.json") for r in results}, settings.slo_s,
+                args.out / "sweeps.png")
     print(table)
     return 0
 
