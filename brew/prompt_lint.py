@@ -30,7 +30,7 @@ import jinja2
 
 from brew.errors import BrewError, InvalidRequestError, PromptTooLongError, TaskConfigError, TemplateFieldError
 from brew.tasks import Task, TaskRegistry, load_task
-from brew.template_ast import block_sources, first_output, last_text, references
+from brew.template_ast import block_sources, first_output, last_text, references, written_references
 from brew.templates import make_environment
 from brew.tokenization import PromptTokenizer
 from brew.types import Member, TaskRequest
@@ -289,14 +289,16 @@ def check_volatile_prefix_fields(subject: Subject) -> list[Finding]:
 
 
 def check_profile_in_candidate(subject: Subject) -> list[Finding]:
-    """Member data in the candidate block is computed again for every
-    candidate; in the context it is computed once and cached."""
+    """Member data written in the candidate block is computed again for every
+    candidate; in the context it is computed once and cached. Comparing a
+    candidate field with a member field ("same company") writes no member
+    data and is fine."""
     sources = block_sources(subject.environment, subject.task.template.name, "candidate")
     return [
         subject.finding(Severity.WARNING, "cache",
                         f"the candidate block uses {ref.path!r}: member data here is repeated in every "
                         f"candidate's tokens instead of shared in the cached context", ref.file, ref.line)
-        for ref in references(sources) if ref.name == "profile" and "." in ref.path
+        for ref in written_references(sources) if ref.name == "profile" and "." in ref.path
     ]
 
 

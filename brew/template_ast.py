@@ -67,6 +67,18 @@ def references(sources: list[BlockSource]) -> list[Reference]:
     return found
 
 
+def written_references(sources: list[BlockSource]) -> list[Reference]:
+    """The variables whose value the block writes into the prompt. A use inside
+    a comparison or a test (`a == b`, `x is defined`) only decides which text
+    is written, so it adds no tokens of its own and is left out."""
+    found: list[Reference] = []
+    for source in sources:
+        for top in source.body:
+            for node in _walk(top, skip=(nodes.Compare, nodes.Test)):
+                found += _reference(node, source.file)
+    return found
+
+
 def first_output(sources: list[BlockSource]) -> nodes.Node | None:
     """The first thing the block writes (text or an expression), following an
     include that comes first; None when it starts with control flow."""
@@ -111,10 +123,13 @@ def _reference(node: nodes.Node, file: Path) -> list[Reference]:
     return []
 
 
-def _walk(node: nodes.Node) -> Iterator[nodes.Node]:
+def _walk(node: nodes.Node, skip: tuple[type[nodes.Node], ...] = ()) -> Iterator[nodes.Node]:
+    """The node and its descendants, not entering nodes of the `skip` types."""
+    if isinstance(node, skip):
+        return
     yield node
     for child in node.iter_child_nodes():
-        yield from _walk(child)
+        yield from _walk(child, skip)
 
 
 def _includes(node: nodes.Node) -> Iterator[str]:

@@ -179,6 +179,15 @@ def test_member_data_in_the_candidate_block_is_a_cache_warning(write_prompts, de
     assert finding.line == 10 and "profile.title" in finding.message
 
 
+def test_comparing_member_data_in_the_candidate_block_is_no_warning(write_prompts, demo_tokenizer):
+    template = TEMPLATE.replace(
+        "job: {{ candidate.title }}",
+        'job: {{ candidate.title }}, {{ "same" if candidate.title == profile.title else "other" }} title'
+        '{% if profile.title is defined %}.{% endif %}',
+    )
+    assert warnings(lint(write_prompts, demo_tokenizer, template=template), "cache") == []
+
+
 def test_a_context_that_starts_with_member_data_is_a_cache_warning(write_prompts, demo_tokenizer):
     template = TEMPLATE.replace("task: test, answer Yes or No\nmember: {{ profile.title }}\n",
                                 "{{ profile.title }}\ntask: test, answer Yes or No\n")
