@@ -68,13 +68,14 @@ def references(sources: list[BlockSource]) -> list[Reference]:
 
 
 def written_references(sources: list[BlockSource]) -> list[Reference]:
-    """The variables whose value the block writes into the prompt. A use inside
-    a comparison or a test (`a == b`, `x is defined`) only decides which text
-    is written, so it adds no tokens of its own and is left out."""
+    """The variables whose value the block may write into the prompt. A use
+    that only decides what is written (an `if` condition, a comparison, a
+    test, a filter's argument, an assignment) adds no tokens of its own and is
+    left out; a value assigned and written later is missed (a lint heuristic)."""
     found: list[Reference] = []
     for source in sources:
         for top in source.body:
-            for node in _walk(top, skip=(nodes.Compare, nodes.Test)):
+            for node in _written(top):
                 found += _reference(node, source.file)
     return found
 
@@ -123,13 +124,27 @@ def _reference(node: nodes.Node, file: Path) -> list[Reference]:
     return []
 
 
-def _walk(node: nodes.Node, skip: tuple[type[nodes.Node], ...] = ()) -> Iterator[nodes.Node]:
-    """The node and its descendants, not entering nodes of the `skip` types."""
-    if isinstance(node, skip):
-        return
+def _walk(node: nodes.Node) -> Iterator[nodes.Node]:
     yield node
     for child in node.iter_child_nodes():
-        yield from _walk(child, skip)
+        yield from _walk(child)
+
+
+def _written(node: nodes.Node) -> Iterator[nodes.Node]:
+    """Like `_walk`, but only into the parts whose value can be output."""
+    if isinstance(node, (nodes.Compare, nodes.Test, nodes.Assign)):
+        return
+    yield node
+    if isinstance(node, nodes.Filter):
+        children: list[nodes.Node] = [node.node] if node.node is not None else []
+    elif isinstance(node, nodes.If):
+        children = [*node.body, *node.elif_, *node.else_]
+    elif isinstance(node, nodes.CondExpr):
+        children = [node.expr1] + ([node.expr2] if node.expr2 is not None else [])
+    else:
+        children = list(node.iter_child_nodes())
+    for child in children:
+        yield from _written(child)
 
 
 def _includes(node: nodes.Node) -> Iterator[str]:

@@ -8,6 +8,8 @@ import json
 import re
 import shutil
 
+import pytest
+
 from brew import defaults
 from brew.cli import main
 from brew.prompt_lint import Finding, Severity, lint_prompts
@@ -183,9 +185,18 @@ def test_comparing_member_data_in_the_candidate_block_is_no_warning(write_prompt
     template = TEMPLATE.replace(
         "job: {{ candidate.title }}",
         'job: {{ candidate.title }}, {{ "same" if candidate.title == profile.title else "other" }} title'
-        '{% if profile.title is defined %}.{% endif %}',
+        '{% if profile.title is defined %}.{% endif %}{% if profile.title %}!{% endif %}'
+        '{% set known = profile.title in ["analyst"] %}'
+        '{{ candidate.title.split(" ") | select("in", profile.title.split(" ")) | list | length }}',
     )
     assert warnings(lint(write_prompts, demo_tokenizer, template=template), "cache") == []
+
+
+@pytest.mark.parametrize("written", ["{{ profile.title | upper }}", '{{ profile.title if candidate.title else "" }}'])
+def test_member_data_written_through_a_filter_or_condition_is_a_cache_warning(write_prompts, demo_tokenizer, written):
+    template = TEMPLATE.replace("job: {{ candidate.title }}", "job: {{ candidate.title }} " + written)
+    [finding] = warnings(lint(write_prompts, demo_tokenizer, template=template), "cache")
+    assert finding.line == 10 and "profile.title" in finding.message
 
 
 def test_a_context_that_starts_with_member_data_is_a_cache_warning(write_prompts, demo_tokenizer):
