@@ -37,7 +37,7 @@ class TrainConfig:
     seed: int = 0
     steps: int = 3000
     groups_per_step: int = 12
-    candidates_per_group: int = 8
+    candidates_per_group: int = 16
     learning_rate: float = 3e-3
     warmup_steps: int = 100
     weight_decay: float = 0.01

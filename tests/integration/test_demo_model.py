@@ -75,12 +75,13 @@ async def test_example_request_scores_are_sensible(torch_ranker):
 
 
 # Floors per task, set below what the shipped model measures on this held-out
-# set (README, "The demo model": job 0.82 / 94%, feed 0.75 / 79%, pymk 0.58 / 30%):
-# a retrained model that falls under them has lost what the shipped one learned.
+# set (960 candidates per task: job 0.82 / 102%, feed 0.75 / 83%, pymk 0.76 / 87%;
+# README, "The demo model", has the larger set): a retrained model that falls
+# under them has lost what the shipped one learned.
 FLOORS = {  # task: (model AUC, share of the truth's lift over chance)
-    "job_apply": (0.75, 0.80),
-    "feed_engagement": (0.68, 0.65),
-    "pymk_connect": (0.53, 0.10),
+    "job_apply": (0.77, 0.85),
+    "feed_engagement": (0.70, 0.70),
+    "pymk_connect": (0.70, 0.70),
 }
 
 

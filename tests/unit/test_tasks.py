@@ -35,7 +35,7 @@ def test_three_tasks_ship_with_their_labels(shipped_tasks):
 
 def test_the_shipped_configs_are_read_in_full(shipped_tasks):
     assert {name: task.max_candidate_tokens for name, task in shipped_tasks.items()} == {
-        "feed_engagement": 32, "job_apply": 48, "pymk_connect": 40,
+        "feed_engagement": 32, "job_apply": 48, "pymk_connect": 48,
     }
     policy = shipped_tasks["job_apply"].history
     assert (policy.max_item_tokens, policy.max_tokens, policy.max_items) == (16, 192, 24)

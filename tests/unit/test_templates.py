@@ -72,7 +72,34 @@ def test_the_candidate_block_ends_at_the_answer(shipped_tasks):
     text = shipped_tasks["job_apply"].template.render_block(
         "candidate", {"candidate": JOB, "entity_type": "job", "profile": PROFILE, "task": "job_apply"}
     )
-    assert text == "job: mid ml engineer at hooli, berlin, remote\nskills: python\noutcome:\n"
+    assert text == (
+        "job: mid ml engineer at hooli, berlin, remote\nskills: python\n"
+        "fit: same level, same city, 1 skills in common\noutcome:\n"
+    )
+
+
+def _render(task: str, tasks, candidate: dict, profile: dict = PROFILE) -> str:
+    entity = {"job_apply": "job", "pymk_connect": "member"}[task]
+    return tasks[task].template.render_block(
+        "candidate", {"candidate": candidate, "entity_type": entity, "profile": profile, "task": task}
+    )
+
+
+@pytest.mark.parametrize(("seniority", "level"), [("lead", "2 above"), ("junior", "1 below"), ("mid", "same")])
+def test_the_job_fit_line_compares_the_job_with_the_member(shipped_tasks, seniority, level):
+    job = dict(JOB, seniority=seniority, location="paris", skills="golang, rust")
+    assert f"fit: {level} level, other city, 0 skills in common\n" in _render("job_apply", shipped_tasks, job)
+
+
+def test_the_job_fit_line_leaves_out_a_level_it_cannot_order(shipped_tasks):
+    text = _render("job_apply", shipped_tasks, dict(JOB, seniority="principal"))
+    assert "fit: same city, 1 skills in common\n" in text
+
+
+def test_the_pymk_candidate_says_what_the_two_members_share(shipped_tasks):
+    other = {"title": "ml engineer", "seniority": "mid", "location": "paris", "company": "hooli", "school": "tum"}
+    text = _render("pymk_connect", shipped_tasks, other, dict(PROFILE, company="hooli"))
+    assert "in common: same company, same school, other city\nconnects:\n" in text
 
 
 def test_request_data_is_a_value_never_template_code(shipped_tasks):
