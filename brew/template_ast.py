@@ -9,7 +9,7 @@ report each variable use with the file and line it is written on.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,12 +59,7 @@ def block_sources(environment: jinja2.Environment, template_name: str, block: st
 
 def references(sources: list[BlockSource]) -> list[Reference]:
     """Every variable the block reads, in source order."""
-    found: list[Reference] = []
-    for source in sources:
-        for top in source.body:
-            for node in _walk(top):
-                found += _reference(node, source.file)
-    return found
+    return _references(sources, _walk)
 
 
 def written_references(sources: list[BlockSource]) -> list[Reference]:
@@ -72,12 +67,13 @@ def written_references(sources: list[BlockSource]) -> list[Reference]:
     that only decides what is written (an `if` condition, a comparison, a
     test, a filter's argument, an assignment) adds no tokens of its own and is
     left out; a value assigned and written later is missed (a lint heuristic)."""
-    found: list[Reference] = []
-    for source in sources:
-        for top in source.body:
-            for node in _written(top):
-                found += _reference(node, source.file)
-    return found
+    return _references(sources, _written)
+
+
+def _references(sources: list[BlockSource], walk: Callable[[nodes.Node], Iterator[nodes.Node]]) -> list[Reference]:
+    """The variable uses among the nodes `walk` visits, in source order."""
+    return [ref for source in sources for top in source.body for node in walk(top)
+            for ref in _reference(node, source.file)]
 
 
 def first_output(sources: list[BlockSource]) -> nodes.Node | None:

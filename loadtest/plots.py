@@ -113,13 +113,9 @@ def plot_sweep(sweep: Sweep, slo_s: float, path: Path) -> Path:
                      color="tab:green", zorder=3,
                      label=f"capacity: {capacity.rate:g} requests/s,\n"
                            f"{capacity.summary.candidates_per_s:.1f} candidates/s")
-    axes.set_xlabel("throughput (candidates/s, OK)")
-    axes.set_ylabel("p99 latency from intended send (ms)")
     if ys and min(ys) > 0:
         axes.set_yscale("log")
-    axes.set_title("Capacity sweep")
-    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
-    axes.grid(True, which="both", alpha=0.3)
+    _label_sweep_axes(axes, "Capacity sweep")
     return _save(figure, path)
 
 
@@ -134,10 +130,15 @@ def plot_sweeps(sweeps: dict[str, Sequence[tuple[float, float, bool]]], slo_s: f
         if bad:
             axes.scatter(*zip(*bad), marker="X", s=60, color=line.get_color(), zorder=3)
     axes.axhline(slo_s * 1000, color="tab:red", linestyle="--", linewidth=1, label=f"SLO {slo_s * 1000:g} ms")
+    axes.set_yscale("log")
+    _label_sweep_axes(axes, "Capacity sweeps, same workload and machine (X: over the SLO or errors)")
+    return _save(figure, path)
+
+
+def _label_sweep_axes(axes: plt.Axes, title: str) -> None:
+    """Axis names, title, legend and grid shared by the sweep charts."""
     axes.set_xlabel("throughput (candidates/s, OK)")
     axes.set_ylabel("p99 latency from intended send (ms)")
-    axes.set_yscale("log")
-    axes.set_title("Capacity sweeps, same workload and machine (X: over the SLO or errors)")
+    axes.set_title(title)
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     axes.grid(True, which="both", alpha=0.3)
-    return _save(figure, path)

@@ -22,6 +22,7 @@ from types import TracebackType
 
 import httpx
 
+from brew.model_limits import max_model_len
 from brew.tasks import load_tasks
 from brew.tokenization import PromptTokenizer
 from brew.v1 import ranking_pb2 as pb
@@ -32,10 +33,7 @@ from loadtest.runner import ScoringFailed
 
 def verbalizer_for(model_dir: Path, prompts_dir: Path) -> Verbalizer:
     """The model's own tokenizer and length limit over the given prompts."""
-    from transformers import AutoConfig
-
-    max_model_len = AutoConfig.from_pretrained(str(model_dir), local_files_only=True).max_position_embeddings
-    return Verbalizer(load_tasks(prompts_dir), PromptTokenizer.from_pretrained(model_dir), max_model_len)
+    return Verbalizer(load_tasks(prompts_dir), PromptTokenizer.from_pretrained(model_dir), max_model_len(model_dir))
 
 
 def scoring_payload(prepared: PreparedTask, model: str) -> dict[str, object]:
