@@ -12,7 +12,6 @@ first and swapped atomically (serving.reload).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import time
@@ -25,10 +24,10 @@ from grpc_reflection.v1alpha import reflection
 
 from brew import defaults
 from brew.engines import EngineKind
+from brew.ranker import Ranker
 from brew.runtime import build_ranker
 from brew.v1 import ranking_pb2, ranking_pb2_grpc
 from brew.wire import parse_request_json, request_from_proto
-from brew.ranker import Ranker
 from serving.admin import AdminServicer
 from serving.batcher import Batcher
 from serving.config import ServerConfig
@@ -171,8 +170,12 @@ class BrewServer:
 
     async def reload_prompts_on_signal(self) -> None:
         """SIGHUP: a failed reload is logged (above), the server goes on."""
-        with contextlib.suppress(PromptReloadError, NotReadyError):
+        try:
             await self.reload_prompts()
+        except PromptReloadError:
+            pass  # logged by reload_prompts
+        except NotReadyError as error:
+            log.warning("SIGHUP ignored: %s", error)
 
     def _engine_failed(self, error: BaseException) -> None:
         self.state.ready = False
@@ -229,7 +232,14 @@ async def serve(config: ServerConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(server.reload_prompts_on_signal()))
+    reloads: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
+
+    def reload_on_sighup() -> None:
+        task = loop.create_task(server.reload_prompts_on_signal())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload_on_sighup)
     await server.start()
     assert server.endpoints is not None
     print(f"brew: serving brew.v1.RankingService on {config.host}:{server.endpoints.grpc_port}; "
