@@ -18,8 +18,12 @@ import sys
 from pathlib import Path
 
 from brew import defaults
-from brew.engines import EngineKind
+from brew.engines import ENGINES, EngineKind
 from brew.errors import BrewError
+
+
+def _engine_help() -> str:
+    return "; ".join(f"{kind.value}: {spec.description}" for kind, spec in ENGINES.items())
 
 
 def _add_model_options(parser: argparse.ArgumentParser, default_engine: EngineKind) -> None:
@@ -27,20 +31,24 @@ def _add_model_options(parser: argparse.ArgumentParser, default_engine: EngineKi
                         help="Hugging Face checkpoint directory (default: the bundled demo model)")
     parser.add_argument("--prompts", type=Path, default=defaults.PROMPTS_DIR,
                         help="prompts directory with the task templates (default: %(default)s)")
-    parser.add_argument("--engine", type=EngineKind, choices=list(EngineKind), default=default_engine,
-                        help="scoring engine (default: %(default)s)")
+    parser.add_argument("--engine", type=EngineKind, choices=list(ENGINES), default=default_engine,
+                        help=f"scoring engine (default: %(default)s): {_engine_help()}")
     parser.add_argument("--dtype", default="float32", help="model dtype (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device for torch engines (default: %(default)s)")
 
 
 async def _score(args: argparse.Namespace) -> int:
+    """One request through the serving path (serving.service), in-process."""
     from brew.runtime import build_ranker
     from brew.wire import message_to_json, parse_request_json, request_from_proto, response_to_proto
+    from serving.limits import RequestShape
+    from serving.service import local_service
 
     request = request_from_proto(parse_request_json(args.request.read_text(encoding="utf-8")))
     ranker = await build_ranker(args.model, args.prompts, args.engine, dtype=args.dtype, device=args.device)
     try:
-        response = await ranker.score(request)
+        async with local_service(ranker) as service:
+            response = await service.score(RequestShape.of(request), lambda: request, deadline=None)
     finally:
         await ranker.engine.close()
     print(message_to_json(response_to_proto(response)))
@@ -99,6 +107,7 @@ def _serve(args: argparse.Namespace) -> int:
                 "collect_window_seconds": None if args.collect_window_ms is None else args.collect_window_ms / 1000.0,
                 "max_queue_candidates": args.max_queue_candidates,
             },
+            torch={"max_forward_candidates": args.max_forward_candidates},
         )
     except ConfigError as error:
         print(f"brew serve: {error}", file=sys.stderr)
@@ -117,7 +126,8 @@ def _add_serve_parser(commands: argparse._SubParsersAction) -> None:  # type: ig
                     "then these flags; unset flags keep the file's or the built-in defaults.",
     )
     serve.add_argument("--config", type=Path, help="TOML configuration file")
-    serve.add_argument("--engine", choices=[k.value for k in EngineKind], help="scoring engine (default: vllm)")
+    serve.add_argument("--engine", choices=[k.value for k in ENGINES],
+                       help=f"scoring engine (default: vllm): {_engine_help()}")
     serve.add_argument("--model", type=Path, help="checkpoint directory (default: the bundled demo model)")
     serve.add_argument("--prompts", type=Path, help="prompts directory (default: the bundled prompts/)")
     serve.add_argument("--dtype", help="model dtype (default: float32)")
@@ -131,6 +141,8 @@ def _add_serve_parser(commands: argparse._SubParsersAction) -> None:  # type: ig
     serve.add_argument("--max-batch-candidates", type=int, help="engine batch size limit in candidates")
     serve.add_argument("--collect-window-ms", type=float, help="how long a batch waits for more callers")
     serve.add_argument("--max-queue-candidates", type=int, help="queue limit in candidates (then RESOURCE_EXHAUSTED)")
+    serve.add_argument("--max-forward-candidates", type=int,
+                       help="torch engine: candidate rows per forward pass (default: 64)")
     serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve TLS (with --tls-key)")
     serve.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
     serve.add_argument("--auth-token-env", metavar="VAR",

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 
 class BrewError(Exception):
-    """Base class of every error Brew raises on purpose."""
+    """Base class of every error Brew raises on purpose. `reason` is the
+    error's metric label (`brew_rejections_total{reason}`)."""
+
+    reason = "internal"
 
 
 class InvalidRequestError(BrewError):
     """The request cannot be scored as given (maps to INVALID_ARGUMENT)."""
+
+    reason = "invalid_argument"
 
 
 class UnknownTaskError(InvalidRequestError):
@@ -34,3 +39,5 @@ class PromptTooLongError(InvalidRequestError):
 class TaskConfigError(BrewError):
     """A task definition in the prompts directory is broken (bad config,
     template syntax, or label words that are not single tokens)."""
+
+    reason = "task_config"

@@ -29,7 +29,7 @@ from pathlib import Path
 import jinja2
 
 from brew.errors import BrewError, InvalidRequestError, PromptTooLongError, TaskConfigError, TemplateFieldError
-from brew.tasks import Task, TaskRegistry, load_task
+from brew.tasks import Task, TaskRegistry, load_task, prompt_files
 from brew.template_ast import block_sources, first_output, last_text, references, written_references
 from brew.templates import make_environment
 from brew.tokenization import PromptTokenizer
@@ -102,11 +102,11 @@ Check = Callable[[Subject], list[Finding]]
 
 def lint_prompts(prompts_dir: Path, tokenizer: PromptTokenizer, max_model_len: int) -> list[Finding]:
     """Every finding for a prompts directory, tasks in name order."""
-    configs = sorted(prompts_dir.glob("*.toml"))
+    files = prompt_files(prompts_dir)
+    configs, partials = files.configs, files.partials
     if not configs:
         return [Finding(Severity.ERROR, "config", prompts_dir, None, "no task configs (*.toml) here")]
     environment = make_environment(prompts_dir)
-    partials = sorted(prompts_dir.glob("_*.jinja"))
     findings = check_partials_compile(environment, partials)
     examples, example_findings = load_examples(prompts_dir / EXAMPLES_DIR)
     findings += example_findings

@@ -138,7 +138,7 @@ def render_request_file(
         named = ", ".join(t.task for t in request.tasks)
         raise InvalidRequestError(f"{request_path} has no candidates for task {task_name!r}; it has: {named}")
     tasks = load_tasks(prompts_dir)
-    one_task = TaskRegistry({task_name: tasks[task_name]}, source_dir=prompts_dir)
+    one_task = TaskRegistry({task_name: tasks[task_name]})
     tokenizer = PromptTokenizer.from_pretrained(model_dir)
     verbalizer = Verbalizer(one_task, tokenizer, max_length or max_model_len(model_dir))
     return render_prompt(verbalizer, request.member, task_requests[0]), tokenizer

@@ -1,9 +1,12 @@
-"""The core's one entry point: a ScoreRequest in, a ScoreResponse out.
+"""The scoring core: verbalizer + engine, and the two ends of every request.
 
-It verbalizes every task of the request (off the event loop: rendering and
-tokenizing is CPU work), hands all scoring groups to the engine in one call,
-and turns label log-probabilities into scores. The gRPC service and the CLI
-both go through it, so they give the same scores for the same request.
+`prepare` verbalizes every task of a request into scoring groups (token ids;
+raises on bad input before any engine work), `assemble_response` turns the
+engine's label log-probabilities into scores. The serving path
+(serving/service.py: admission, queue, deadlines, metrics) and `brew score`
+put a dispatcher between the two; `Ranker.score` joins them directly, with
+no queue, for evaluation and tests in-process. Either way a request gets the
+same scores.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class Ranker:
         return [self.verbalizer.prepare(request.member, task) for task in request.tasks]
 
     async def score(self, request: ScoreRequest) -> ScoreResponse:
+        """Prepare (off the event loop), one engine call, assemble: no queue."""
         started = time.perf_counter()
         prepared = await asyncio.to_thread(self.prepare, request)
         verbalized = time.perf_counter()

@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from brew.engines import EngineKind, create_engine
+from brew.engines.options import TorchOptions, VllmOptions
 from brew.ranker import Ranker
 from brew.tasks import load_tasks
 from brew.tokenization import PromptTokenizer
-from brew.verbalize import Verbalizer
+from brew.verbalize import Verbalizer, task_label_ids
 
 
 async def build_ranker(
@@ -19,15 +20,13 @@ async def build_ranker(
     *,
     dtype: str = "float32",
     device: str = "cpu",
-    vllm_options: object | None = None,
+    vllm: VllmOptions | None = None,
+    torch: TorchOptions | None = None,
 ) -> Ranker:
     """Load tasks and tokenizer first (fast, fail early on a bad label), then
     start the engine (slow)."""
     tasks = load_tasks(prompts_dir)
     tokenizer = PromptTokenizer.from_pretrained(model_dir)
-    for name, task in tasks.items():
-        tokenizer.label_ids(name, task.labels)
-    scoring_engine = await create_engine(
-        engine, model_dir, dtype=dtype, device=device, vllm_options=vllm_options
-    )
-    return Ranker(Verbalizer(tasks, tokenizer, scoring_engine.max_model_len), scoring_engine)
+    label_ids = task_label_ids(tasks, tokenizer)
+    scoring_engine = await create_engine(engine, model_dir, dtype=dtype, device=device, vllm=vllm, torch=torch)
+    return Ranker(Verbalizer(tasks, tokenizer, scoring_engine.max_model_len, label_ids), scoring_engine)

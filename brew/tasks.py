@@ -44,9 +44,8 @@ class Task:
 class TaskRegistry(Mapping[str, Task]):
     """The loaded tasks by name; immutable once built (reload builds a new one)."""
 
-    def __init__(self, tasks: Mapping[str, Task], source_dir: Path | None = None) -> None:
+    def __init__(self, tasks: Mapping[str, Task]) -> None:
         self._tasks = dict(sorted(tasks.items()))
-        self.source_dir = source_dir
 
     def __getitem__(self, name: str) -> Task:
         try:
@@ -70,16 +69,29 @@ class TaskRegistry(Mapping[str, Task]):
         return len(self._tasks)
 
 
+@dataclass(frozen=True)
+class PromptFiles:
+    """What a prompts directory holds: one `<task>.toml` per task (its
+    template named inside) and shared partials `_*.jinja` every template may
+    include. The one place this layout rule is written."""
+
+    configs: tuple[Path, ...]
+    partials: tuple[Path, ...]
+
+
+def prompt_files(prompts_dir: Path) -> PromptFiles:
+    return PromptFiles(configs=tuple(sorted(prompts_dir.glob("*.toml"))),
+                       partials=tuple(sorted(prompts_dir.glob("_*.jinja"))))
+
+
 def load_tasks(prompts_dir: Path | str) -> TaskRegistry:
     """Load every `*.toml` task of a prompts directory."""
     prompts_dir = Path(prompts_dir)
-    configs = sorted(prompts_dir.glob("*.toml"))
-    if not configs:
+    files = prompt_files(prompts_dir)
+    if not files.configs:
         raise TaskConfigError(f"no task configs (*.toml) in {prompts_dir}")
     environment = make_environment(prompts_dir)
-    partials = sorted(prompts_dir.glob("_*.jinja"))
-    tasks = {path.stem: load_task(path, environment, partials) for path in configs}
-    return TaskRegistry(tasks, source_dir=prompts_dir)
+    return TaskRegistry({path.stem: load_task(path, environment, files.partials) for path in files.configs})
 
 
 CONFIG_KEYS = {"description", "template", "version", "max_candidate_tokens", "labels", "history"}

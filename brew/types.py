@@ -124,10 +124,15 @@ class TaskScores:
 
 @dataclass(frozen=True)
 class ScoreResponse:
-    """The answer to a ScoreRequest: one TaskScores per requested task, in order."""
+    """The answer to a ScoreRequest: one TaskScores per requested task, in order,
+    with every server timing: waiting for an engine batch (queue), rendering
+    and tokenizing (prepare), the engine batch (engine), and the whole call
+    in the server (total)."""
 
     request_id: str
     model: str
     results: tuple[TaskScores, ...]
     prepare_seconds: float = 0.0
     engine_seconds: float = 0.0
+    queue_seconds: float = 0.0
+    total_seconds: float = 0.0

@@ -64,13 +64,12 @@ class Verbalizer:
     set of tasks. Label words are checked against the tokenizer when the
     verbalizer is built, so a bad label fails at start-up, not per request."""
 
-    def __init__(self, tasks: TaskRegistry, tokenizer: PromptTokenizer, max_model_len: int) -> None:
+    def __init__(self, tasks: TaskRegistry, tokenizer: PromptTokenizer, max_model_len: int,
+                 label_ids: Mapping[str, tuple[int, ...]] | None = None) -> None:
         self.tasks = tasks
         self.tokenizer = tokenizer
         self.max_model_len = max_model_len
-        self._label_ids = {
-            name: tokenizer.label_ids(name, task.labels) for name, task in tasks.items()
-        }
+        self._label_ids = dict(label_ids) if label_ids is not None else task_label_ids(tasks, tokenizer)
 
     def label_ids(self, task_name: str) -> tuple[int, ...]:
         self.tasks[task_name]  # raises UnknownTaskError with the known names
@@ -164,6 +163,12 @@ class Verbalizer:
                     f"{len(prefix_ids) + len(suffix)} tokens; the model accepts fewer than "
                     f"{self.max_model_len}; lower the task's history budget"
                 )
+
+
+def task_label_ids(tasks: TaskRegistry, tokenizer: PromptTokenizer) -> dict[str, tuple[int, ...]]:
+    """Each task's label ids; TaskConfigError if a label word is not a
+    single, distinct token of this tokenizer."""
+    return {name: tokenizer.label_ids(name, task.labels) for name, task in tasks.items()}
 
 
 def _history_variables(interaction: Interaction) -> Mapping[str, object]:

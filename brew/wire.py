@@ -59,7 +59,7 @@ def request_from_proto(request: pb.ScoreCandidatesRequest) -> ScoreRequest:
     return ScoreRequest(request_id=request.request_id, member=member, tasks=tasks)
 
 
-def response_to_proto(response: ScoreResponse, queue_seconds: float = 0.0, total_seconds: float = 0.0) -> pb.ScoreCandidatesResponse:
+def response_to_proto(response: ScoreResponse) -> pb.ScoreCandidatesResponse:
     results = [
         pb.TaskScores(
             task=result.task,
@@ -88,10 +88,10 @@ def response_to_proto(response: ScoreResponse, queue_seconds: float = 0.0, total
         results=results,
         model=response.model,
         timing=pb.ServerTiming(
-            queue_seconds=queue_seconds,
+            queue_seconds=response.queue_seconds,
             prepare_seconds=response.prepare_seconds,
             engine_seconds=response.engine_seconds,
-            total_seconds=total_seconds,
+            total_seconds=response.total_seconds,
         ),
     )
 

@@ -14,8 +14,8 @@ import grpc
 from brew.v1 import ranking_pb2 as pb
 from brew.v1 import ranking_pb2_grpc
 from brew.wire import task_info
-from serving.reload import PromptReloadError, ReloadResult
-from serving.status import NotReadyError
+from serving.errors import NotReadyError, PromptReloadError
+from serving.reload import ReloadResult
 
 
 class AdminServicer(ranking_pb2_grpc.AdminServiceServicer):

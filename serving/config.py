@@ -10,7 +10,8 @@ sections below:
     [server]   host, port, metrics_port, grace_seconds, max_message_bytes, ...
     [batching] max_batch_candidates, collect_window_ms, max_queue_candidates, ...
     [limits]   max_candidates_per_request, max_tasks_per_request, max_history_items
-    [vllm]     kv_cache_gib, max_model_len, gpu_memory_utilization, ...
+    [vllm]     kv_cache_gib, max_model_len, gpu_memory_utilization, ...  (brew.engines.options.VllmOptions)
+    [torch]    max_forward_candidates                                  (brew.engines.options.TorchOptions)
 """
 
 from __future__ import annotations
@@ -22,20 +23,22 @@ from pathlib import Path
 from typing import Any
 
 from brew import defaults
-from brew.engines import EngineKind
-from serving.batcher import BatcherConfig
-
-
-# The [vllm] settings passed through to brew.engines.vllm_engine.VllmOptions
-# (a unit test keeps this list equal to its fields; vLLM is not imported here).
-VLLM_OPTION_KEYS = frozenset({
-    "max_model_len", "kv_cache_gib", "gpu_memory_utilization", "tensor_parallel_size", "quantization",
-    "enforce_eager", "max_num_seqs", "max_num_batched_tokens", "block_size",
-})
+from brew.engines import ENGINES, EngineKind
+from brew.engines.options import TorchOptions, VllmOptions, option_names
 
 
 class ConfigError(ValueError):
     """A setting is invalid; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """How the dispatcher forms engine batches from concurrent callers."""
+
+    max_batch_candidates: int = 256
+    collect_window_seconds: float = 0.004
+    max_queue_candidates: int = 4096
+    max_inflight_batches: int = 2
 
 
 @dataclass(frozen=True)
@@ -67,9 +70,10 @@ class ServerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     auth_token: str | None = None
-    batching: BatcherConfig = field(default_factory=BatcherConfig)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
     limits: Limits = field(default_factory=Limits)
-    vllm: Mapping[str, Any] = field(default_factory=dict)
+    vllm: VllmOptions = field(default_factory=VllmOptions)
+    torch: TorchOptions = field(default_factory=TorchOptions)
 
     def __post_init__(self) -> None:
         problems = list(_problems(self))
@@ -86,7 +90,7 @@ NUMBER_SETTINGS = (
 def _wrong_types(config: ServerConfig):  # type: ignore[no-untyped-def]
     """Settings that are not numbers where numbers are needed (e.g. port = "50051" in TOML)."""
     sections = [("", config, NUMBER_SETTINGS),
-                ("batching.", config.batching, [f.name for f in fields(BatcherConfig)]),
+                ("batching.", config.batching, [f.name for f in fields(BatchingConfig)]),
                 ("limits.", config.limits, [f.name for f in fields(Limits)])]
     for prefix, section, names in sections:
         for name in names:
@@ -102,9 +106,6 @@ def _problems(config: ServerConfig):  # type: ignore[no-untyped-def]
         return
     if not (config.model / "config.json").is_file():
         yield f"model {config.model} is not a checkpoint directory (no config.json); pass --model DIR"
-    unknown_vllm = sorted(set(config.vllm) - VLLM_OPTION_KEYS)
-    if unknown_vllm:
-        yield f"[vllm] unknown setting(s) {unknown_vllm}; known: {sorted(VLLM_OPTION_KEYS)}"
     if not config.prompts.is_dir():
         yield f"prompts {config.prompts} is not a directory; pass --prompts DIR"
     for name in ("port", "metrics_port"):
@@ -145,7 +146,8 @@ def _problems(config: ServerConfig):  # type: ignore[no-untyped-def]
                f"batching.max_queue_candidates ({batching.max_queue_candidates}): such a request could never be admitted")
 
 
-SERVER_KEYS = {f.name for f in fields(ServerConfig)} - {"batching", "limits", "vllm", "engine", "model", "prompts"}
+SECTIONS = {"batching", "limits", "vllm", "torch"}
+SERVER_KEYS = {f.name for f in fields(ServerConfig)} - SECTIONS - {"engine", "model", "prompts"}
 
 
 def load_config(toml_file: Path | None = None, **overrides: Any) -> ServerConfig:
@@ -161,24 +163,38 @@ def load_config(toml_file: Path | None = None, **overrides: Any) -> ServerConfig
         except (OSError, tomllib.TOMLDecodeError) as error:
             raise ConfigError(f"cannot read config file {toml_file}: {error}") from error
         values = _from_toml(raw)
-    batching = {**values.pop("batching", {}), **_given(overrides.pop("batching", {}))}
-    limits = {**values.pop("limits", {}), **_given(overrides.pop("limits", {}))}
+    sections = {name: {**values.pop(name, {}), **_given(overrides.pop(name, {}))} for name in SECTIONS}
     values.update(_given(overrides))
     try:
         if "engine" in values:
-            if values["engine"] not in {kind.value for kind in EngineKind}:
-                raise ConfigError(f"engine {values['engine']!r} is not one of {[k.value for k in EngineKind]}")
+            if values["engine"] not in {kind.value for kind in ENGINES}:
+                raise ConfigError(f"engine {values['engine']!r} is not one of {[k.value for k in ENGINES]}")
             values["engine"] = EngineKind(values["engine"])
         for key in ("model", "prompts", "tls_cert", "tls_key"):
             if values.get(key) is not None:
                 values[key] = Path(values[key])
         return ServerConfig(
-            batching=replace(BatcherConfig(), **batching), limits=replace(Limits(), **limits), **values
+            batching=replace(BatchingConfig(), **sections["batching"]), limits=replace(Limits(), **sections["limits"]),
+            vllm=_options("vllm", VllmOptions, sections["vllm"]), torch=_options("torch", TorchOptions, sections["torch"]),
+            **values,
         )
     except ConfigError:
         raise
     except (TypeError, ValueError) as error:
         raise ConfigError(f"invalid server configuration: {error}") from error
+
+
+def _options(section: str, options: type, settings: Mapping[str, Any]) -> Any:
+    """An engine options object from a config section; ConfigError naming the section."""
+    known = option_names(options)
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ConfigError(f"invalid server configuration: [{section}] unknown setting(s) {unknown}; "
+                          f"known: {sorted(known)}")
+    try:
+        return options(**settings)
+    except ValueError as error:
+        raise ConfigError(f"invalid server configuration: [{section}] {error}") from error
 
 
 def _reject_unknown(section: str, settings: Mapping[str, Any], known: set[str]) -> None:
@@ -194,14 +210,14 @@ def _given(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _from_toml(raw: Mapping[str, Any]) -> dict[str, Any]:
-    known_top = {"engine", "model", "prompts", "dtype", "device", "server", "batching", "limits", "vllm"}
+    known_top = {"engine", "model", "prompts", "dtype", "device", "server"} | SECTIONS
     _reject_unknown("", raw, known_top)
     values = {k: raw[k] for k in ("engine", "model", "prompts", "dtype", "device") if k in raw}
     server = dict(raw.get("server", {}))
     _reject_unknown("[server]", server, SERVER_KEYS)
     values.update(server)
     batching = dict(raw.get("batching", {}))
-    known_batching = {f.name for f in fields(BatcherConfig)} - {"collect_window_seconds"} | {"collect_window_ms"}
+    known_batching = {f.name for f in fields(BatchingConfig)} - {"collect_window_seconds"} | {"collect_window_ms"}
     _reject_unknown("[batching]", batching, known_batching)
     if "collect_window_ms" in batching:
         batching["collect_window_seconds"] = float(batching.pop("collect_window_ms")) / 1000.0
@@ -209,4 +225,5 @@ def _from_toml(raw: Mapping[str, Any]) -> dict[str, Any]:
     values["limits"] = dict(raw.get("limits", {}))
     _reject_unknown("[limits]", values["limits"], {f.name for f in fields(Limits)})
     values["vllm"] = dict(raw.get("vllm", {}))
+    values["torch"] = dict(raw.get("torch", {}))
     return values

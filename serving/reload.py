@@ -6,7 +6,7 @@ AdminService/ReloadPrompts) loads the directory the server started with into
 a new Verbalizer over the same tokenizer and engine, and lints it with the
 checks of `brew prompts lint` (brew.prompt_lint). Any error and the old set
 keeps serving; the caller gets the errors (FAILED_PRECONDITION), the log gets
-them too. Otherwise the ServingState's ranker is replaced in one assignment:
+them too. Otherwise the service's ranker is replaced in one assignment:
 a request holds the ranker it started with, so it finishes with the
 templates it was verbalized with, and the next one sees the new set. No
 request waits for or fails because of a reload.
@@ -24,11 +24,7 @@ from brew.prompt_lint import Severity, lint_prompts
 from brew.ranker import Ranker
 from brew.tasks import TaskRegistry, load_tasks
 from brew.verbalize import Verbalizer
-from serving.status import NotReadyError
-
-
-class PromptReloadError(BrewError):
-    """The new prompts failed their checks; the old ones are still serving."""
+from serving.errors import NotReadyError, PromptReloadError
 
 
 @dataclass(frozen=True)

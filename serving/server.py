@@ -1,20 +1,27 @@
-"""`brew serve`: the gRPC server, its lifecycle and its signals.
+"""`brew serve`: the gRPC wiring of the service, and its signals.
+
+BrewServer puts the transport-neutral pieces on a gRPC port: the scoring
+service (serving.service) behind the RankingService servicer, the admin
+service, gRPC health following the lifecycle (serving.lifecycle), reflection
+and the metrics endpoint.
 
 Start-up: the port opens first with health NOT_SERVING (so orchestrators see
 a live but unready server), then the model loads and a warm-up request runs,
-then health turns SERVING. SIGTERM drains: health NOT_SERVING, new calls
-UNAVAILABLE, in-flight calls get `grace_seconds` to finish. An engine failure
-turns health NOT_SERVING and calls UNAVAILABLE; it never hangs callers.
-SIGHUP (or AdminService/ReloadPrompts) reloads the prompts directory, checked
-first and swapped atomically (serving.reload).
+then the lifecycle turns SERVING. SIGTERM drains: health NOT_SERVING, new
+calls UNAVAILABLE, in-flight calls get `grace_seconds` to finish. An engine
+failure turns the lifecycle FAILED: health NOT_SERVING and calls UNAVAILABLE;
+it never hangs callers. SIGHUP (or AdminService/ReloadPrompts) reloads the
+prompts directory, checked first and swapped atomically (serving.reload).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -23,21 +30,23 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from brew import defaults
-from brew.engines import EngineKind
-from brew.ranker import Ranker
 from brew.runtime import build_ranker
+from brew.types import ScoreRequest
 from brew.v1 import ranking_pb2, ranking_pb2_grpc
 from brew.wire import parse_request_json, request_from_proto
 from serving.admin import AdminServicer
-from serving.batcher import Batcher
 from serving.config import ServerConfig
+from serving.dispatcher import Dispatcher
+from serving.errors import NotReadyError, PromptReloadError
 from serving.grpc_metrics import GrpcServerMetricsInterceptor
+from serving.lifecycle import Lifecycle, Phase
 from serving.metrics import ServiceMetrics
-from serving.reload import PromptReloader, PromptReloadError, ReloadResult
+from serving.reload import PromptReloader, ReloadResult
 from serving.security import BearerTokenInterceptor, server_credentials
-from serving.servicer import RankingServicer, ServingState
+from serving.service import ScoringService
+from serving.servicer import RankingServicer
 from serving.stats_log import ThroughputLogger
-from serving.status import NotReadyError
+from serving.status import code_for
 
 log = logging.getLogger("brew.serving")
 
@@ -59,15 +68,17 @@ class BrewServer:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.state = ServingState()
+        self.lifecycle = Lifecycle()
         self.metrics = ServiceMetrics(slo_seconds=config.slo_seconds, model=config.model.name)
+        self.service = ScoringService(self.lifecycle, self.metrics, config.limits,
+                                      status_name=lambda error: code_for(error).name)
         self.health = health_aio.HealthServicer()
+        self._health_updates: set[asyncio.Task[None]] = set()
         self._server: grpc.aio.Server | None = None
         self._stats: ThroughputLogger | None = None
         self._stats_task: asyncio.Task[None] | None = None
         self.endpoints: Endpoints | None = None
-        self.reloader = PromptReloader(config.prompts, current=lambda: self.state.ranker,
-                                       install=self._install_ranker)
+        self.reloader = PromptReloader(config.prompts, current=self._reloadable_ranker, install=self.service.install)
 
     def _grpc_options(self) -> list[tuple[str, int]]:
         config = self.config
@@ -91,7 +102,7 @@ class BrewServer:
             interceptors.append(BearerTokenInterceptor(config.auth_token))
         server = grpc.aio.server(interceptors=interceptors, options=self._grpc_options())
         ranking_pb2_grpc.add_RankingServiceServicer_to_server(
-            RankingServicer(self.state, self.metrics, config.limits, config.max_message_bytes), server
+            RankingServicer(self.service, config.max_message_bytes), server
         )
         ranking_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.reload_prompts), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -101,6 +112,7 @@ class BrewServer:
             server,
         )
         await self._set_health(NOT_SERVING)
+        self.lifecycle.subscribe(self._publish_health)
         address = f"{config.host}:{config.port}"
         if config.tls_cert and config.tls_key:
             port = server.add_secure_port(address, server_credentials(config.tls_cert, config.tls_key))
@@ -117,42 +129,29 @@ class BrewServer:
 
     async def _load_and_warm(self) -> None:
         config = self.config
-        vllm_options = None
-        if config.engine is EngineKind.VLLM:
-            from brew.engines.vllm_engine import VllmOptions  # imports vLLM: only when used
-
-            vllm_options = VllmOptions(dtype=config.dtype, **config.vllm)
         ranker = await build_ranker(
             config.model, config.prompts, config.engine, dtype=config.dtype, device=config.device,
-            vllm_options=vllm_options,
+            vllm=config.vllm, torch=config.torch,
         )
-        batcher = Batcher(ranker.engine, config.batching, on_batch=self.metrics.batch_dispatched,
-                          on_engine_failure=self._engine_failed)
-        batcher.start()
-        self.metrics.queued_candidates.set_function(lambda: batcher.stats.queued_candidates)
-        await self._warm_up(ranker)
-        self.state.batcher = batcher
-        self._install_ranker(ranker)
-        self.state.ready = True
+        dispatcher = Dispatcher(ranker.engine, config.batching, on_batch=self.metrics.batch_dispatched,
+                                on_engine_failure=self.lifecycle.to_failed)
+        dispatcher.start()
+        self.metrics.queued_candidates.set_function(lambda: dispatcher.stats.queued_candidates)
+        self.service.install(ranker, dispatcher)
+        warm_up = _warm_up_request(ranker.verbalizer.tasks)
+        if warm_up.tasks:
+            await self.service.warm_up(warm_up)
+        self.lifecycle.to_serving()
         self._stats = ThroughputLogger(self.metrics, config.stats_interval_seconds,
-                                       queued=lambda: batcher.stats.queued_candidates,
-                                       inflight=lambda: batcher.stats.inflight_candidates)
+                                       queued=lambda: dispatcher.stats.queued_candidates,
+                                       inflight=lambda: dispatcher.stats.inflight_candidates)
         self._stats_task = asyncio.create_task(self._stats.run())
-        await self._set_health(SERVING)
+        await self._health_published()
         log.info("model %s ready on engine %s; health SERVING", ranker.model_name, config.engine.value)
 
-    async def _warm_up(self, ranker) -> None:  # type: ignore[no-untyped-def]
-        """Score one request so the first caller does not pay for lazy
-        initialisation. Uses the bundled example when its tasks are loaded."""
-        example = request_from_proto(parse_request_json(defaults.EXAMPLE_REQUEST.read_text()))
-        tasks = tuple(t for t in example.tasks if t.task in ranker.verbalizer.tasks)
-        if tasks:
-            await ranker.score(type(example)(example.request_id, example.member, tasks))
-
-    def _install_ranker(self, ranker: Ranker) -> None:
-        """One assignment: a call holds the ranker it started with."""
-        self.state.ranker = ranker
-        self.metrics.tasks_loaded({name: task.version for name, task in ranker.verbalizer.tasks.items()})
+    def _reloadable_ranker(self):  # type: ignore[no-untyped-def]
+        """The ranker a reload starts from; none until the model is up."""
+        return None if self.lifecycle.phase is Phase.LOADING else self.service.ranker
 
     async def reload_prompts(self) -> ReloadResult:
         """Reload the prompts directory (serving.reload); logged and counted."""
@@ -177,10 +176,20 @@ class BrewServer:
         except NotReadyError as error:
             log.warning("SIGHUP ignored: %s", error)
 
-    def _engine_failed(self, error: BaseException) -> None:
-        self.state.ready = False
-        self.state.not_ready_reason = f"engine failed: {error}"
-        asyncio.get_running_loop().create_task(self._set_health(NOT_SERVING))
+    def _publish_health(self, phase: Phase) -> None:
+        """Lifecycle listener: gRPC health says SERVING exactly while serving."""
+        if phase is Phase.DRAINING:
+            update = self.health.enter_graceful_shutdown()
+        else:
+            update = self._set_health(SERVING if phase is Phase.SERVING else NOT_SERVING)
+        task = asyncio.get_running_loop().create_task(update)
+        self._health_updates.add(task)
+        task.add_done_callback(self._health_updates.discard)
+
+    async def _health_published(self) -> None:
+        """Until every health update the lifecycle asked for has been made."""
+        while self._health_updates:
+            await asyncio.gather(*self._health_updates)
 
     async def _set_health(self, status: int) -> None:
         for service in ("", SERVICE_NAME):
@@ -190,26 +199,26 @@ class BrewServer:
         """Drain: NOT_SERVING, refuse new calls, let in-flight ones finish."""
         grace = self.config.grace_seconds if grace_seconds is None else grace_seconds
         deadline = time.monotonic() + grace
-        self.state.ready = False
-        self.state.not_ready_reason = "server is shutting down"
-        await self.health.enter_graceful_shutdown()
+        self.lifecycle.to_draining()
+        await self._health_published()
         # Drain with the port still open, so that new calls get UNAVAILABLE from
         # the servicer and probes see NOT_SERVING: calls that reach a gRPC server
         # already stopping are answered CANCELLED (grpc/grpc#41785), which
         # clients rightly do not retry.
         await self._wait_for_inflight_calls(deadline)
-        if self.state.batcher is not None:
-            self.state.batcher.stop_admitting()
+        dispatcher = self.service.dispatcher
+        if dispatcher is not None:
+            dispatcher.stop_admitting()
         if self._server is not None:
             await self._server.stop(max(0.0, deadline - time.monotonic()))
         if self._stats is not None:
             self._stats.stop()
         if self._stats_task is not None:
             await asyncio.gather(self._stats_task, return_exceptions=True)
-        if self.state.batcher is not None:
-            await self.state.batcher.close()
-        if self.state.ranker is not None:
-            await self.state.ranker.engine.close()
+        if dispatcher is not None:
+            await dispatcher.close()
+        if self.service.ranker is not None:
+            await self.service.ranker.engine.close()
         self.metrics.close()
         log.info("server stopped")
 
@@ -223,6 +232,12 @@ class BrewServer:
     async def wait_for_termination(self) -> None:
         if self._server is not None:
             await self._server.wait_for_termination()
+
+
+def _warm_up_request(tasks: Mapping[str, object]) -> ScoreRequest:
+    """The bundled example request, cut to the tasks that are loaded."""
+    example = request_from_proto(parse_request_json(defaults.EXAMPLE_REQUEST.read_text()))
+    return dataclasses.replace(example, tasks=tuple(t for t in example.tasks if t.task in tasks))
 
 
 async def serve(config: ServerConfig) -> None:

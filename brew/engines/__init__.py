@@ -1,17 +1,21 @@
-"""Scoring engines and the one way to start them.
+"""Scoring engines: the one registry of engine kinds and the one way to start them.
 
-Engine modules are imported when their kind is asked for: importing vLLM
-takes seconds and is pointless for the torch engines (and vLLM may not even
-be installed where only those run).
+`ENGINES` is read by the CLI (choices and help), the server configuration
+(validation) and the benchmarks (which systems to run): a new engine is one
+entry here. Engine modules are imported when their kind is started: importing
+vLLM takes seconds and is pointless for the torch engines (and vLLM may not
+even be installed where only those run).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from brew.engines.base import ScoringEngine
+from brew.engines.base import CallerOutcome, CallerWork, ScoringEngine
+from brew.engines.options import TorchOptions, VllmOptions
 
 
 class EngineKind(StrEnum):
@@ -22,33 +26,50 @@ class EngineKind(StrEnum):
     NAIVE = "naive"
 
 
-async def _start_vllm(model_dir: Path, dtype: str, device: str, vllm_options: object | None) -> ScoringEngine:
-    from brew.engines.vllm_engine import VllmEngine, VllmOptions
+@dataclass(frozen=True)
+class EngineStart:
+    """Everything any engine may need to start; each reads its own part."""
 
-    if vllm_options is None:
-        vllm_options = VllmOptions(dtype=dtype)
-    if not isinstance(vllm_options, VllmOptions):
-        raise TypeError(f"vllm_options must be VllmOptions, got {type(vllm_options).__name__}")
+    model_dir: Path
+    dtype: str
+    device: str
+    vllm: VllmOptions
+    torch: TorchOptions
+
+
+async def _start_vllm(start: EngineStart) -> ScoringEngine:
+    from brew.engines.vllm_engine import VllmEngine
+
     # vLLM picks its own device; `device` is for the torch engines.
-    return await VllmEngine.start(model_dir, vllm_options)
+    return await VllmEngine.start(start.model_dir, start.vllm, dtype=start.dtype)
 
 
-async def _start_torch(model_dir: Path, dtype: str, device: str, vllm_options: object | None) -> ScoringEngine:
+async def _start_torch(start: EngineStart) -> ScoringEngine:
     from brew.engines.torch_engine import TorchEngine
 
-    return await TorchEngine.start(model_dir, dtype=dtype, device=device)
+    return await TorchEngine.start(start.model_dir, dtype=start.dtype, device=start.device, options=start.torch)
 
 
-async def _start_naive(model_dir: Path, dtype: str, device: str, vllm_options: object | None) -> ScoringEngine:
+async def _start_naive(start: EngineStart) -> ScoringEngine:
     from brew.engines.naive import NaiveTorchEngine
 
-    return await NaiveTorchEngine.start(model_dir, dtype=dtype, device=device)
+    return await NaiveTorchEngine.start(start.model_dir, dtype=start.dtype, device=start.device)
 
 
-_STARTERS: dict[EngineKind, Callable[[Path, str, str, object | None], Awaitable[ScoringEngine]]] = {
-    EngineKind.VLLM: _start_vllm,
-    EngineKind.TORCH: _start_torch,
-    EngineKind.NAIVE: _start_naive,
+@dataclass(frozen=True)
+class EngineSpec:
+    kind: EngineKind
+    description: str
+    start: Callable[[EngineStart], Awaitable[ScoringEngine]]
+
+
+ENGINES: dict[EngineKind, EngineSpec] = {
+    spec.kind: spec
+    for spec in (
+        EngineSpec(EngineKind.VLLM, "vLLM AsyncLLM in-process, prefix caching (production)", _start_vllm),
+        EngineSpec(EngineKind.TORCH, "transformers, prefix KV computed once per group (reference)", _start_torch),
+        EngineSpec(EngineKind.NAIVE, "one plain forward pass per candidate (baseline)", _start_naive),
+    )
 }
 
 
@@ -58,15 +79,15 @@ async def create_engine(
     *,
     dtype: str = "float32",
     device: str = "cpu",
-    vllm_options: object | None = None,
+    vllm: VllmOptions | None = None,
+    torch: TorchOptions | None = None,
 ) -> ScoringEngine:
-    """Start an engine of `kind` on the checkpoint in `model_dir`.
-
-    `dtype` applies to every engine unless `vllm_options` (a VllmOptions,
-    typed loosely here so that this module does not import vLLM) is given,
-    which then decides the vLLM engine's dtype.
-    """
-    return await _STARTERS[EngineKind(kind)](Path(model_dir), dtype, device, vllm_options)
+    """Start an engine of `kind` on the checkpoint in `model_dir`."""
+    start = EngineStart(Path(model_dir), dtype, device, vllm or VllmOptions(), torch or TorchOptions())
+    return await ENGINES[EngineKind(kind)].start(start)
 
 
-__all__ = ["EngineKind", "ScoringEngine", "create_engine"]
+__all__ = [
+    "ENGINES", "CallerOutcome", "CallerWork", "EngineKind", "EngineSpec", "ScoringEngine", "TorchOptions",
+    "VllmOptions", "create_engine",
+]

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel
 
+from brew.engines.base import CallerOutcome, CallerWork, score_callers_concurrently, score_one_caller
 from brew.engines.loading import load_causal_lm
 from brew.types import CandidateLogprobs, GroupResult, ScoringGroup
 
@@ -58,7 +59,13 @@ class NaiveTorchEngine:
     def max_model_len(self) -> int:
         return int(self._model.config.max_position_embeddings)
 
+    async def score_batch(self, batch: Sequence[CallerWork]) -> list[CallerOutcome]:
+        return await score_callers_concurrently(self._score_groups, batch)
+
     async def score(self, groups: Sequence[ScoringGroup]) -> list[GroupResult]:
+        return await score_one_caller(self, groups)
+
+    async def _score_groups(self, groups: Sequence[ScoringGroup]) -> list[GroupResult]:
         loop = asyncio.get_running_loop()
         results = []
         for group in groups:

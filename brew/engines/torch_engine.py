@@ -23,10 +23,11 @@ from typing import TypeVar
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
+from brew.engines.base import CallerOutcome, CallerWork, score_callers_concurrently, score_one_caller
 from brew.engines.loading import load_causal_lm
+from brew.engines.options import TorchOptions
 from brew.types import CandidateLogprobs, GroupResult, ScoringGroup
 
-DEFAULT_MAX_BATCH_CANDIDATES = 64
 _PAD_ID = 0  # any valid id: no real token ever attends to a pad (right padding, causal mask)
 
 T = TypeVar("T")
@@ -86,19 +87,15 @@ class TorchEngine:
     """ScoringEngine over one transformers model, prefix computed once per group.
 
     All torch work runs on one worker thread (one model, used serially), one
-    job per prefix and per chunk of at most `max_batch_candidates` suffixes:
-    the event loop never waits on torch, and a cancelled `score` stops at the
-    next job boundary.
+    job per prefix and per chunk of at most `max_forward_candidates` suffixes:
+    the event loop never waits on torch, and a cancelled or abandoned caller
+    stops at the next job boundary.
     """
 
-    def __init__(
-        self, model: PreTrainedModel, model_name: str, *, max_batch_candidates: int = DEFAULT_MAX_BATCH_CANDIDATES
-    ) -> None:
-        if max_batch_candidates < 1:
-            raise ValueError(f"max_batch_candidates must be at least 1, got {max_batch_candidates}")
+    def __init__(self, model: PreTrainedModel, model_name: str, options: TorchOptions | None = None) -> None:
         self._model = model
         self._model_name = model_name
-        self._max_batch = max_batch_candidates
+        self._max_forward = (options or TorchOptions()).max_forward_candidates
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="brew-torch")
 
     @classmethod
@@ -108,11 +105,11 @@ class TorchEngine:
         *,
         dtype: str = "float32",
         device: str = "cpu",
-        max_batch_candidates: int = DEFAULT_MAX_BATCH_CANDIDATES,
+        options: TorchOptions | None = None,
     ) -> TorchEngine:
         """Load the model off the event loop (loading takes seconds)."""
         model = await asyncio.to_thread(load_causal_lm, model_dir, dtype, device)
-        return cls(model, Path(model_dir).name, max_batch_candidates=max_batch_candidates)
+        return cls(model, Path(model_dir).name, options)
 
     @property
     def model_name(self) -> str:
@@ -134,8 +131,8 @@ class TorchEngine:
         # Candidates with an empty suffix are scored right after the prefix.
         logprobs = {i: after_prefix for i, suffix in enumerate(group.suffix_ids) if not suffix}
         pending = [i for i, suffix in enumerate(group.suffix_ids) if suffix]
-        for start in range(0, len(pending), self._max_batch):
-            chunk = pending[start : start + self._max_batch]
+        for start in range(0, len(pending), self._max_forward):
+            chunk = pending[start : start + self._max_forward]
             values = await self._run(
                 score_suffixes, cache, prefix_len, [group.suffix_ids[i] for i in chunk], group.label_ids
             )
@@ -153,8 +150,15 @@ class TorchEngine:
             )
         )
 
-    async def score(self, groups: Sequence[ScoringGroup]) -> list[GroupResult]:
+    async def _score_groups(self, groups: Sequence[ScoringGroup]) -> list[GroupResult]:
         return [await self._score_group(group) for group in groups]
+
+    async def score_batch(self, batch: Sequence[CallerWork]) -> list[CallerOutcome]:
+        """Callers interleave on the one worker thread, job by job."""
+        return await score_callers_concurrently(self._score_groups, batch)
+
+    async def score(self, groups: Sequence[ScoringGroup]) -> list[GroupResult]:
+        return await score_one_caller(self, groups)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)

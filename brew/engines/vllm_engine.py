@@ -37,7 +37,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from vllm import SamplingParams
@@ -46,6 +46,8 @@ from vllm.inputs import TokensPrompt
 from vllm.platforms import current_platform
 from vllm.v1.engine.async_llm import AsyncLLM
 
+from brew.engines.base import CallerOutcome, CallerWork, score_callers_concurrently, score_one_caller
+from brew.engines.options import VllmOptions
 from brew.types import CandidateLogprobs, GroupResult, ScoringGroup
 
 _GIB = 1 << 30
@@ -56,55 +58,24 @@ CPU_MEMORY_UTILIZATION = 0.3
 CPU_BLOCK_SIZE = 32
 
 
-@dataclass(frozen=True)
-class VllmOptions:
-    """How to start vLLM. None means vLLM's own default.
-
-    `gpu_memory_utilization` None means CPU_MEMORY_UTILIZATION on CPU and
-    vLLM's default on GPU; `block_size` None means CPU_BLOCK_SIZE on CPU and
-    vLLM's default on GPU. Prefix caching is always on: it is what makes
-    scoring many candidates behind one prefix cheap.
-    """
-
-    dtype: str = "float32"
-    max_model_len: int | None = None
-    kv_cache_gib: float = 1.0
-    gpu_memory_utilization: float | None = None
-    tensor_parallel_size: int = 1
-    quantization: str | None = None
-    enforce_eager: bool = True
-    max_num_seqs: int | None = None
-    max_num_batched_tokens: int | None = None
-    block_size: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.kv_cache_gib <= 0:
-            raise ValueError(f"kv_cache_gib must be positive, got {self.kv_cache_gib}")
-        if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
-            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
-        for name in ("tensor_parallel_size", "max_model_len", "max_num_seqs", "max_num_batched_tokens",
-                     "block_size"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be at least 1, got {value}")
-
-    def engine_args(self, model_dir: str | Path, *, on_cpu: bool) -> AsyncEngineArgs:
-        """The AsyncEngineArgs for these options; unset ones keep vLLM's defaults."""
-        options = asdict(self)
-        kv_cache_gib = options.pop("kv_cache_gib")
-        if options["gpu_memory_utilization"] is None and on_cpu:
-            options["gpu_memory_utilization"] = CPU_MEMORY_UTILIZATION
-        if options["block_size"] is None and on_cpu:
-            options["block_size"] = CPU_BLOCK_SIZE
-        return AsyncEngineArgs(
-            model=str(model_dir),
-            kv_cache_memory_bytes=int(kv_cache_gib * _GIB),
-            enable_prefix_caching=True,
-            # Token ids in, logprobs out: vLLM never needs the tokenizer.
-            skip_tokenizer_init=True,
-            disable_log_stats=True,
-            **{name: value for name, value in options.items() if value is not None},
-        )
+def engine_args(options: VllmOptions, model_dir: str | Path, *, dtype: str, on_cpu: bool) -> AsyncEngineArgs:
+    """The AsyncEngineArgs for these options; unset ones keep vLLM's defaults."""
+    settings = asdict(options)
+    kv_cache_gib = settings.pop("kv_cache_gib")
+    if settings["gpu_memory_utilization"] is None and on_cpu:
+        settings["gpu_memory_utilization"] = CPU_MEMORY_UTILIZATION
+    if settings["block_size"] is None and on_cpu:
+        settings["block_size"] = CPU_BLOCK_SIZE
+    return AsyncEngineArgs(
+        model=str(model_dir),
+        dtype=dtype,
+        kv_cache_memory_bytes=int(kv_cache_gib * _GIB),
+        enable_prefix_caching=True,
+        # Token ids in, logprobs out: vLLM never needs the tokenizer.
+        skip_tokenizer_init=True,
+        disable_log_stats=True,
+        **{name: value for name, value in settings.items() if value is not None},
+    )
 
 
 def _sampling_params(label_ids: Sequence[int]) -> SamplingParams:
@@ -120,10 +91,11 @@ class VllmEngine:
         self._model_name = model_name
 
     @classmethod
-    async def start(cls, model_dir: str | Path, options: VllmOptions | None = None) -> VllmEngine:
+    async def start(cls, model_dir: str | Path, options: VllmOptions | None = None, *,
+                    dtype: str = "float32") -> VllmEngine:
         """Start vLLM (tens of seconds on CPU) on a worker thread: AsyncLLM can
         be built outside the event loop and starts its output task lazily."""
-        args = (options or VllmOptions()).engine_args(model_dir, on_cpu=current_platform.is_cpu())
+        args = engine_args(options or VllmOptions(), model_dir, dtype=dtype, on_cpu=current_platform.is_cpu())
         llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
         return cls(llm, Path(model_dir).name)
 
@@ -159,7 +131,15 @@ class VllmEngine:
             cached_tokens=final.num_cached_tokens or 0,
         )
 
+    async def score_batch(self, batch: Sequence[CallerWork]) -> list[CallerOutcome]:
+        """Every caller's requests at once; vLLM schedules them into the same
+        steps, and a caller that leaves aborts only its own requests."""
+        return await score_callers_concurrently(self._score_groups, batch)
+
     async def score(self, groups: Sequence[ScoringGroup]) -> list[GroupResult]:
+        return await score_one_caller(self, groups)
+
+    async def _score_groups(self, groups: Sequence[ScoringGroup]) -> list[GroupResult]:
         jobs = [
             (uuid.uuid4().hex, group.prompt_ids(index), group.label_ids)
             for group in groups

@@ -214,12 +214,12 @@ async def test_a_full_queue_answers_resource_exhausted_and_keeps_serving():
 
 async def test_an_engine_failure_turns_health_not_serving_and_calls_unavailable():
     async with running_server(engine="torch") as failing, client_for(failing) as client:
-        assert failing.state.ranker is not None
+        assert failing.service.ranker is not None
 
-        async def broken(groups):
+        async def broken(batch):
             raise RuntimeError("simulated device loss")
 
-        failing.state.ranker.engine.score = broken  # the engine dies under the running server
+        failing.service.ranker.engine.score_batch = broken  # the engine dies under the running server
         details = await asyncio.wait_for(
             expect_error(client.score(example_request()), grpc.StatusCode.UNAVAILABLE), timeout=10
         )

@@ -45,7 +45,7 @@ async def client(server):
 async def engine_idle(server, timeout: float = 20.0) -> float:
     """Seconds until vLLM holds no request (raises if it never empties)."""
     started = time.monotonic()
-    engine = server.state.ranker.engine
+    engine = server.service.ranker.engine
     while engine.num_unfinished_requests:
         assert time.monotonic() - started < timeout, f"{engine.num_unfinished_requests} requests still in vLLM"
         await asyncio.sleep(0.05)
@@ -103,7 +103,7 @@ async def test_a_cancelled_call_aborts_its_work_inside_vllm(server, client):
     before = scrape(server).value("brew_rejections_total", reason="cancelled")
     call = asyncio.ensure_future(client.score(job_request(LARGE, "to-cancel"), timeout=120))
     deadline = time.monotonic() + 30
-    while not server.state.ranker.engine.num_unfinished_requests:  # wait until vLLM holds its requests
+    while not server.service.ranker.engine.num_unfinished_requests:  # wait until vLLM holds its requests
         assert time.monotonic() < deadline
         await asyncio.sleep(0.02)
     call.cancel()

@@ -21,6 +21,7 @@ import pytest_asyncio
 from tiny_model import VOCAB_SIZE, build_tiny_llama
 
 from brew.engines import EngineKind, create_engine
+from brew.engines.options import TorchOptions
 from brew.engines.torch_engine import TorchEngine
 from brew.types import GroupResult, ScoringGroup
 
@@ -80,7 +81,7 @@ async def reference(naive_engine) -> list[GroupResult]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def torch_engine(model_dir):
-    engine = await TorchEngine.start(model_dir, max_batch_candidates=TORCH_BATCH)
+    engine = await TorchEngine.start(model_dir, options=TorchOptions(max_forward_candidates=TORCH_BATCH))
     yield engine
     await engine.close()
 

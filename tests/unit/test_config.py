@@ -3,16 +3,17 @@ at start with a message that says how to fix it."""
 
 from __future__ import annotations
 
-import ast
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from brew import defaults
 from brew.engines import EngineKind
-from serving.batcher import BatcherConfig
-from serving.config import VLLM_OPTION_KEYS, ConfigError, Limits, ServerConfig, load_config
+from brew.engines.options import TorchOptions, VllmOptions
+from serving.config import BatchingConfig, ConfigError, Limits, ServerConfig, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,18 +29,18 @@ def test_no_file_and_no_flags_give_the_defaults():
     assert config.engine is EngineKind.VLLM
     assert config.model == defaults.DEMO_MODEL_DIR and config.prompts == defaults.PROMPTS_DIR
     assert (config.host, config.port, config.metrics_port) == ("127.0.0.1", 50051, 9400)
-    assert config.batching == BatcherConfig() and config.limits == Limits()
-    assert config.auth_token is None and dict(config.vllm) == {}
+    assert config.batching == BatchingConfig() and config.limits == Limits()
+    assert config.auth_token is None and config.vllm == VllmOptions() and config.torch == TorchOptions()
 
 
 def test_the_example_file_loads(monkeypatch):
     monkeypatch.chdir(REPO)  # its paths are relative to the working directory
     config = load_config(REPO / "examples" / "server.toml")
     assert config.engine is EngineKind.VLLM and config.model == Path("brew/demo/brew-demo")
-    assert config.batching == BatcherConfig(max_batch_candidates=256, collect_window_seconds=0.004,
+    assert config.batching == BatchingConfig(max_batch_candidates=256, collect_window_seconds=0.004,
                                             max_queue_candidates=4096, max_inflight_batches=2)
     assert config.limits == Limits(1024, 8, 1000)
-    assert dict(config.vllm) == {"kv_cache_gib": 1.0}
+    assert config.vllm == VllmOptions(kv_cache_gib=1.0)
 
 
 def test_flags_override_the_file_key_by_key(tmp_path):
@@ -49,7 +50,7 @@ def test_flags_override_the_file_key_by_key(tmp_path):
                          batching={"max_batch_candidates": 64, "max_queue_candidates": None})
     assert config.engine is EngineKind.TORCH  # a flag left out (None) keeps the file's value
     assert (config.port, config.slo_seconds) == (7000, 0.25)
-    assert config.batching == BatcherConfig(max_batch_candidates=64, collect_window_seconds=0.01,
+    assert config.batching == BatchingConfig(max_batch_candidates=64, collect_window_seconds=0.01,
                                             max_queue_candidates=2048, max_inflight_batches=2)
 
 
@@ -130,13 +131,14 @@ def test_a_missing_file_is_named(tmp_path):
         load_config(tmp_path / "missing.toml")
 
 
-def test_the_vllm_keys_are_the_vllm_options():
-    # Read from the source: importing the module would import vLLM.
-    source = (REPO / "brew" / "engines" / "vllm_engine.py").read_text(encoding="utf-8")
-    (options,) = [node for node in ast.walk(ast.parse(source))
-                  if isinstance(node, ast.ClassDef) and node.name == "VllmOptions"]
-    fields = {node.target.id for node in options.body if isinstance(node, ast.AnnAssign)}
-    assert VLLM_OPTION_KEYS == fields - {"dtype"}  # dtype is a setting of its own
+def test_engine_options_are_typed_and_importable_without_vllm(tmp_path):
+    # The config's [vllm] and [torch] sections become the engines' own option types...
+    config = load_config(write_toml(tmp_path, "[vllm]\nmax_num_seqs = 64\n[torch]\nmax_forward_candidates = 8\n"))
+    assert config.vllm == VllmOptions(max_num_seqs=64) and config.torch == TorchOptions(max_forward_candidates=8)
+    # ...and building them never imports vLLM (seconds to import, maybe not installed).
+    probe = "import sys, serving.config, brew.engines.options; print('vllm' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO)
+    assert result.stdout.strip() == "False"
 
 
 def test_server_config_validates_when_built_directly():

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import pytest
 
 from brew import defaults
-from brew.engines.base import ScoringEngine
+from brew.engines.base import CallerOutcome, CallerWork, ScoringEngine, score_callers_concurrently
 from brew.errors import EmptyCandidatesError, UnknownTaskError
 from brew.ranker import Ranker, assemble_response
 from brew.scoring import label_probabilities
@@ -38,10 +38,11 @@ class FakeEngine:
     def __init__(self, results: list[GroupResult] | None = None) -> None:
         self.calls: list[list[ScoringGroup]] = []
         self.results = results
+        self.delay = 0.0
 
     async def score(self, groups: Sequence[ScoringGroup]) -> list[GroupResult]:
         self.calls.append(list(groups))
-        await asyncio.sleep(0)
+        await asyncio.sleep(self.delay)
         if self.results is not None:
             return self.results
         return [
@@ -55,6 +56,9 @@ class FakeEngine:
             ))
             for group in groups
         ]
+
+    async def score_batch(self, batch: Sequence[CallerWork]) -> list[CallerOutcome]:
+        return await score_callers_concurrently(self.score, batch)
 
     async def close(self) -> None:
         pass

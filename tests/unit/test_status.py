@@ -14,8 +14,14 @@ from brew.errors import (
     TemplateFieldError,
     UnknownTaskError,
 )
-from serving.batcher import DeadlineExceededError, EngineFailedError, QueueFullError, ShuttingDownError
-from serving.status import NotReadyError, status_for
+from serving.errors import (
+    DeadlineExceededError,
+    EngineFailedError,
+    NotReadyError,
+    QueueFullError,
+    ShuttingDownError,
+)
+from serving.status import status_for
 
 Code = grpc.StatusCode
 

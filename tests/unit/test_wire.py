@@ -123,11 +123,13 @@ RESPONSE = ScoreResponse(
     ),
     prepare_seconds=0.002,
     engine_seconds=0.031,
+    queue_seconds=0.004,
+    total_seconds=0.04,
 )
 
 
 def test_a_response_becomes_the_api_message():
-    message = response_to_proto(RESPONSE, queue_seconds=0.004, total_seconds=0.04)
+    message = response_to_proto(RESPONSE)
     assert message.request_id == "r-9" and message.model == "brew-demo"
     (result,) = message.results
     assert (result.task, result.template_version, result.positive_label) == (
@@ -146,7 +148,7 @@ def test_a_response_becomes_the_api_message():
 
 
 def test_a_response_survives_the_wire_and_the_json_mapping():
-    message = response_to_proto(RESPONSE, queue_seconds=0.004, total_seconds=0.04)
+    message = response_to_proto(RESPONSE)
     assert pb.ScoreCandidatesResponse.FromString(message.SerializeToString()) == message
     text = message_to_json(message)
     assert json.loads(text)["results"][0]["scores"][0]["itemId"] == "post-1"

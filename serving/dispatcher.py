@@ -1,21 +1,23 @@
-"""Micro-batching across callers, with admission control and deadlines.
+"""The dispatcher: collects concurrent callers into engine batches.
 
 Requests from concurrent callers (all tasks of each) wait in one queue
 measured in candidates. A dispatch loop waits a short collect window (or until
-a batch is full), takes a batch with `collect_batch`, and launches it: every
-caller of the batch gets its own engine call, started in the same loop tick,
-so the engine runs them in the same steps (vLLM batches concurrent requests)
-while one caller's cancellation or deadline aborts only that caller's work.
+a batch is full), takes a batch with `collect_batch`, and hands the engine the
+whole batch in one `score_batch` call: each caller is a `CallerWork`, so an
+engine may pack callers into one forward pass, or (vLLM) start them all in
+the same loop tick so its scheduler runs them in the same steps. Each caller
+keeps its own fate: its results arrive as soon as the engine delivers them,
+and its deadline or cancellation abandons its work alone.
 
 Self-protection lives here:
   - admission: a request that would overflow the queue is refused at once
     (QueueFullError -> RESOURCE_EXHAUSTED); admitted work is unaffected;
   - deadlines: expired requests are dropped from the queue before any engine
-    work; a running request past its deadline is cancelled, which aborts it in
-    the engine (DeadlineExceededError);
+    work; a running request past its deadline is abandoned, which aborts it
+    in the engine (DeadlineExceededError);
   - early rejection: a request whose deadline is shorter than the queue's
     expected wait is refused without queueing;
-  - engine failure: every caller of the failed call gets EngineFailedError,
+  - engine failure: every caller the engine failed gets EngineFailedError,
     and `on_engine_failure` tells the server (health -> NOT_SERVING).
 """
 
@@ -26,12 +28,13 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from brew.engines.base import ScoringEngine
-from brew.errors import BrewError
+from brew.engines.base import CallerOutcome, CallerWork, ScoringEngine
 from brew.types import GroupResult, ScoringGroup
 from serving.collect import Queued, collect_batch
+from serving.config import BatchingConfig
+from serving.errors import DeadlineExceededError, EngineFailedError, QueueFullError, ShuttingDownError
 
 log = logging.getLogger(__name__)
 
@@ -39,60 +42,36 @@ log = logging.getLogger(__name__)
 BATCH_TIME_SMOOTHING = 0.3
 
 
-class QueueFullError(BrewError):
-    """The queue cannot admit the request now (RESOURCE_EXHAUSTED)."""
-
-
-class DeadlineExceededError(BrewError):
-    """The request's deadline passed, or cannot be met (DEADLINE_EXCEEDED)."""
-
-
-class EngineFailedError(BrewError):
-    """The engine failed while scoring (UNAVAILABLE)."""
-
-
-class ShuttingDownError(BrewError):
-    """The batcher no longer admits work (UNAVAILABLE)."""
-
-
 @dataclass(frozen=True)
-class BatcherConfig:
-    max_batch_candidates: int = 256
-    collect_window_seconds: float = 0.004
-    max_queue_candidates: int = 4096
-    max_inflight_batches: int = 2
+class Dispatched:
+    """One caller's results, with how long it queued and how long its engine work took."""
 
-
-@dataclass(frozen=True)
-class BatchOutcome:
     results: list[GroupResult]
     queue_seconds: float
     engine_seconds: float
 
 
-@dataclass
-class _Entry:
-    groups: Sequence[ScoringGroup]
-    future: asyncio.Future[BatchOutcome]
+@dataclass(eq=False)
+class _Caller:
+    work: CallerWork
+    future: asyncio.Future[Dispatched]
     enqueued: float
-    task: asyncio.Task[list[GroupResult]] | None = None
+    started: float | None = None  # when its batch went to the engine
 
 
 @dataclass
-class BatcherStats:
+class DispatcherStats:
     """Live numbers the metrics layer reads."""
 
     queued_candidates: int = 0
     inflight_candidates: int = 0
-    batches: int = 0
-    batch_candidates: list[int] = field(default_factory=list)
 
 
-class Batcher:
+class Dispatcher:
     def __init__(
         self,
         engine: ScoringEngine,
-        config: BatcherConfig,
+        config: BatchingConfig,
         on_batch: Callable[[int], None] | None = None,
         on_engine_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
@@ -100,16 +79,17 @@ class Batcher:
         self._config = config
         self._on_batch = on_batch or (lambda size: None)
         self._on_engine_failure = on_engine_failure or (lambda error: None)
-        self._queue: list[Queued[_Entry]] = []
+        self._queue: list[Queued[_Caller]] = []
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(config.max_inflight_batches)
         self._loop_task: asyncio.Task[None] | None = None
+        self._batches: set[asyncio.Task[list[CallerOutcome]]] = set()  # the loop keeps only weak references
         self._accepting = True
         self._recent_batch_seconds = 0.0  # moving average of engine time per batch
-        self.stats = BatcherStats()
+        self.stats = DispatcherStats()
 
     def start(self) -> None:
-        self._loop_task = asyncio.create_task(self._dispatch_loop(), name="brew-batcher")
+        self._loop_task = asyncio.create_task(self._dispatch_loop(), name="brew-dispatcher")
 
     async def close(self) -> None:
         """Stop admitting, fail whatever is still queued, stop the loop."""
@@ -133,26 +113,26 @@ class Batcher:
         batches = math.ceil((self.stats.queued_candidates + extra_candidates) / self._config.max_batch_candidates)
         return batches * self._recent_batch_seconds
 
-    async def score(self, groups: Sequence[ScoringGroup], deadline: float | None = None) -> BatchOutcome:
+    async def score(self, groups: Sequence[ScoringGroup], deadline: float | None = None) -> Dispatched:
         """Queue the groups, wait for their batch; `deadline` is time.monotonic()-based."""
         if not self._accepting:
             raise ShuttingDownError("server is shutting down; retry on another replica")
-        candidates = sum(g.num_candidates for g in groups)
-        self._admit(candidates, deadline)
+        work = CallerWork(groups)
+        self._admit(work.candidates, deadline)
         now = time.monotonic()
-        entry = _Entry(groups=groups, future=asyncio.get_running_loop().create_future(), enqueued=now)
-        self._queue.append(Queued(payload=entry, candidates=candidates, deadline=deadline))
-        self.stats.queued_candidates += candidates
+        caller = _Caller(work=work, future=asyncio.get_running_loop().create_future(), enqueued=now)
+        self._queue.append(Queued(payload=caller, candidates=work.candidates, deadline=deadline))
+        self.stats.queued_candidates += work.candidates
         self._wakeup.set()
         try:
             if deadline is None:
-                return await asyncio.shield(entry.future)
-            return await asyncio.wait_for(asyncio.shield(entry.future), timeout=max(0.0, deadline - now))
+                return await asyncio.shield(caller.future)
+            return await asyncio.wait_for(asyncio.shield(caller.future), timeout=max(0.0, deadline - now))
         except TimeoutError:
-            self._abandon(entry)
+            self._abandon(caller)
             raise DeadlineExceededError("deadline exceeded; the request was aborted in the engine") from None
         except asyncio.CancelledError:
-            self._abandon(entry)
+            self._abandon(caller)
             raise
 
     def _admit(self, candidates: int, deadline: float | None) -> None:
@@ -170,18 +150,17 @@ class Batcher:
                     f"deadline cannot be met: the queue needs about {wait:.3f}s before this request is scored"
                 )
 
-    def _abandon(self, entry: _Entry) -> None:
+    def _abandon(self, caller: _Caller) -> None:
         """The caller left (deadline or cancellation): free its queue place or
-        abort its engine work."""
+        abandon its engine work."""
         for index, queued in enumerate(self._queue):
-            if queued.payload is entry:
+            if queued.payload is caller:
                 del self._queue[index]
                 self.stats.queued_candidates -= queued.candidates
                 break
-        if entry.task is not None and not entry.task.done():
-            entry.task.cancel()
-        if not entry.future.done():
-            entry.future.cancel()
+        caller.work.abandon()
+        if not caller.future.done():
+            caller.future.cancel()
 
     async def _dispatch_loop(self) -> None:
         while True:
@@ -205,41 +184,59 @@ class Batcher:
                 continue
             self._launch([q.payload for q in collected.batch], collected.batch_candidates)
 
-    def _launch(self, entries: list[_Entry], candidates: int) -> None:
+    def _launch(self, callers: list[_Caller], candidates: int) -> None:
+        """Hand the whole batch to the engine in one call."""
         started = time.monotonic()
-        self.stats.batches += 1
         self.stats.inflight_candidates += candidates
         self._on_batch(candidates)
-        for entry in entries:
-            entry.task = asyncio.create_task(self._engine.score(entry.groups))
-        pending = {e.task for e in entries if e.task is not None}
+        undelivered = len(callers)
 
-        def finished(task: asyncio.Task[list[GroupResult]], entry: _Entry) -> None:
-            self._resolve(entry, task, started)
-            pending.discard(task)
-            if not pending:
+        def delivered(caller: _Caller, outcome: CallerOutcome) -> None:
+            nonlocal undelivered
+            self._resolve(caller, outcome)
+            undelivered -= 1
+            if not undelivered:  # the batch is over for every caller: account for it once
                 elapsed = time.monotonic() - started
                 self._recent_batch_seconds += BATCH_TIME_SMOOTHING * (elapsed - self._recent_batch_seconds)
                 self.stats.inflight_candidates -= candidates
                 self._slots.release()
 
-        for entry in entries:
-            assert entry.task is not None
-            entry.task.add_done_callback(lambda task, entry=entry: finished(task, entry))
+        for caller in callers:
+            caller.started = started
+            caller.work.on_delivered = lambda outcome, caller=caller: delivered(caller, outcome)
+        batch = asyncio.create_task(self._engine.score_batch([caller.work for caller in callers]))
+        self._batches.add(batch)
+        batch.add_done_callback(lambda task: self._batch_finished(task, callers))
 
-    def _resolve(self, entry: _Entry, task: asyncio.Task[list[GroupResult]], started: float) -> None:
-        if entry.future.done():
-            return
+    def _batch_finished(self, task: asyncio.Task[list[CallerOutcome]], callers: list[_Caller]) -> None:
+        """Deliver what the engine did not deliver early: its outcomes, or its
+        failure (or cancellation) to every caller still waiting."""
+        self._batches.discard(task)
         if task.cancelled():
-            entry.future.cancel()
+            outcomes: Sequence[CallerOutcome] = [asyncio.CancelledError()] * len(callers)
+        elif task.exception() is not None:
+            outcomes = [task.exception()] * len(callers)  # type: ignore[list-item]
+        else:
+            outcomes = task.result()
+            if len(outcomes) != len(callers):
+                error = RuntimeError(f"engine returned {len(outcomes)} outcomes for {len(callers)} callers")
+                outcomes = [error] * len(callers)
+        for caller, outcome in zip(callers, outcomes, strict=True):
+            caller.work.deliver(outcome)  # a no-op for callers the engine already answered
+
+    def _resolve(self, caller: _Caller, outcome: CallerOutcome) -> None:
+        if caller.future.done():
             return
-        error = task.exception()
-        if error is not None:
-            log.error("engine failed while scoring", exc_info=error)
-            self._on_engine_failure(error)
-            entry.future.set_exception(EngineFailedError(f"engine failed: {error}"))
+        if isinstance(outcome, asyncio.CancelledError):
+            caller.future.cancel()
             return
-        now = time.monotonic()
-        entry.future.set_result(
-            BatchOutcome(results=task.result(), queue_seconds=started - entry.enqueued, engine_seconds=now - started)
-        )
+        if isinstance(outcome, BaseException):
+            log.error("engine failed while scoring", exc_info=outcome)
+            self._on_engine_failure(outcome)
+            caller.future.set_exception(EngineFailedError(f"engine failed: {outcome}"))
+            return
+        assert caller.started is not None
+        caller.future.set_result(Dispatched(
+            results=outcome, queue_seconds=caller.started - caller.enqueued,
+            engine_seconds=time.monotonic() - caller.started,
+        ))

@@ -1,4 +1,4 @@
-"""The batcher with a fake engine: batching across callers, results by index,
+"""The dispatcher with a fake engine: batching across callers, results by index,
 failures, admission, deadlines and cancellation. No model, milliseconds."""
 
 from __future__ import annotations
@@ -9,22 +9,19 @@ from collections.abc import Sequence
 
 import pytest
 
+from brew.engines.base import CallerOutcome, CallerWork, score_callers_concurrently
 from brew.types import CandidateLogprobs, GroupResult, ScoringGroup
-from serving.batcher import (
-    Batcher,
-    BatcherConfig,
-    DeadlineExceededError,
-    EngineFailedError,
-    QueueFullError,
-    ShuttingDownError,
-)
+from serving.config import BatchingConfig
+from serving.dispatcher import Dispatcher
+from serving.errors import DeadlineExceededError, EngineFailedError, QueueFullError, ShuttingDownError
 
 pytestmark = pytest.mark.asyncio
 
 
 class FakeEngine:
     """Answers each candidate with logprobs that encode its prefix and index,
-    after `delay` seconds; records every call; can be made to fail."""
+    after `delay` seconds; records every batch and every caller's call; can
+    be made to fail."""
 
     model_name = "fake"
     max_model_len = 4096
@@ -32,9 +29,14 @@ class FakeEngine:
     def __init__(self, delay: float = 0.0, fail: BaseException | None = None) -> None:
         self.delay = delay
         self.fail = fail
-        self.calls: list[tuple[float, int]] = []  # (start time, candidates)
+        self.batches: list[list[int]] = []  # per score_batch call: each caller's candidates
+        self.calls: list[tuple[float, int]] = []  # (start time, candidates) per caller
         self.cancelled = 0
         self.running = 0
+
+    async def score_batch(self, batch: Sequence[CallerWork]) -> list[CallerOutcome]:
+        self.batches.append([work.candidates for work in batch])
+        return await score_callers_concurrently(self.score, batch)
 
     async def score(self, groups: Sequence[ScoringGroup]) -> list[GroupResult]:
         self.calls.append((time.monotonic(), sum(g.num_candidates for g in groups)))
@@ -64,21 +66,22 @@ def group(tag: int, candidates: int) -> ScoringGroup:
     return ScoringGroup(prefix_ids=(tag,), suffix_ids=tuple((9,) for _ in range(candidates)), label_ids=(1, 2))
 
 
-async def started(engine: FakeEngine, **config: float) -> Batcher:
-    batcher = Batcher(engine, BatcherConfig(**config))
-    batcher.start()
-    return batcher
+async def started(engine: FakeEngine, **config: float) -> Dispatcher:
+    dispatcher = Dispatcher(engine, BatchingConfig(**config))
+    dispatcher.start()
+    return dispatcher
 
 
 async def test_concurrent_callers_are_dispatched_in_one_batch_and_get_their_own_results():
     engine = FakeEngine(delay=0.01)
     sizes: list[int] = []
-    batcher = Batcher(engine, BatcherConfig(collect_window_seconds=0.02), on_batch=sizes.append)
-    batcher.start()
-    outcomes = await asyncio.gather(*(batcher.score([group(tag, 3), group(tag + 100, 2)]) for tag in range(5)))
-    await batcher.close()
+    dispatcher = Dispatcher(engine, BatchingConfig(collect_window_seconds=0.02), on_batch=sizes.append)
+    dispatcher.start()
+    outcomes = await asyncio.gather(*(dispatcher.score([group(tag, 3), group(tag + 100, 2)]) for tag in range(5)))
+    await dispatcher.close()
     assert sizes == [25]  # one batch for all five callers
-    assert sorted(candidates for _, candidates in engine.calls) == [5] * 5  # one engine call per caller
+    assert engine.batches == [[5] * 5]  # handed to the engine whole, in one call
+    assert sorted(candidates for _, candidates in engine.calls) == [5] * 5  # each caller's work its own
     for tag, outcome in enumerate(outcomes):
         first, second = outcome.results
         assert [c.label_logprobs for c in first.candidates] == [(tag, 0), (tag, 1), (tag, 2)]
@@ -88,88 +91,88 @@ async def test_concurrent_callers_are_dispatched_in_one_batch_and_get_their_own_
 
 async def test_batches_respect_the_size_limit_in_candidates():
     sizes: list[int] = []
-    batcher = Batcher(FakeEngine(), BatcherConfig(max_batch_candidates=8, collect_window_seconds=0.01),
+    dispatcher = Dispatcher(FakeEngine(), BatchingConfig(max_batch_candidates=8, collect_window_seconds=0.01),
                       on_batch=sizes.append)
-    batcher.start()
-    await asyncio.gather(*(batcher.score([group(tag, 3)]) for tag in range(6)))
-    await batcher.close()
+    dispatcher.start()
+    await asyncio.gather(*(dispatcher.score([group(tag, 3)]) for tag in range(6)))
+    await dispatcher.close()
     assert sum(sizes) == 18 and max(sizes) <= 8
 
 
 async def test_a_failing_engine_fails_each_caller_of_the_batch_and_reports_it():
     failures: list[BaseException] = []
     engine = FakeEngine(fail=RuntimeError("device lost"))
-    batcher = Batcher(engine, BatcherConfig(collect_window_seconds=0.01), on_engine_failure=failures.append)
-    batcher.start()
-    outcomes = await asyncio.gather(*(batcher.score([group(tag, 2)]) for tag in range(3)), return_exceptions=True)
-    await batcher.close()
+    dispatcher = Dispatcher(engine, BatchingConfig(collect_window_seconds=0.01), on_engine_failure=failures.append)
+    dispatcher.start()
+    outcomes = await asyncio.gather(*(dispatcher.score([group(tag, 2)]) for tag in range(3)), return_exceptions=True)
+    await dispatcher.close()
     assert all(isinstance(o, EngineFailedError) and "device lost" in str(o) for o in outcomes)
     assert len(failures) == 3
 
 
 async def test_a_full_queue_refuses_at_once_and_keeps_what_it_admitted():
     engine = FakeEngine(delay=0.05)
-    batcher = await started(engine, max_batch_candidates=4, max_queue_candidates=8, max_inflight_batches=1)
-    admitted = [asyncio.ensure_future(batcher.score([group(tag, 4)])) for tag in range(2)]
+    dispatcher = await started(engine, max_batch_candidates=4, max_queue_candidates=8, max_inflight_batches=1)
+    admitted = [asyncio.ensure_future(dispatcher.score([group(tag, 4)])) for tag in range(2)]
     await asyncio.sleep(0)
     with pytest.raises(QueueFullError, match="queue full"):
-        await batcher.score([group(9, 4)])
+        await dispatcher.score([group(9, 4)])
     with pytest.raises(QueueFullError, match="at most 8"):
-        await batcher.score([group(9, 9)])
+        await dispatcher.score([group(9, 9)])
     assert [len(o.results[0].candidates) for o in await asyncio.gather(*admitted)] == [4, 4]
-    await batcher.close()
+    await dispatcher.close()
 
 
 async def test_a_deadline_during_engine_work_cancels_that_work():
     engine = FakeEngine(delay=1.0)
-    batcher = await started(engine, collect_window_seconds=0.0)
+    dispatcher = await started(engine, collect_window_seconds=0.0)
     with pytest.raises(DeadlineExceededError):
-        await batcher.score([group(1, 2)], deadline=time.monotonic() + 0.05)
+        await dispatcher.score([group(1, 2)], deadline=time.monotonic() + 0.05)
     await asyncio.sleep(0.01)
     assert engine.cancelled == 1 and engine.running == 0
-    await batcher.close()
+    await dispatcher.close()
 
 
 async def test_an_expired_request_never_reaches_the_engine():
     engine = FakeEngine(delay=0.1)
-    batcher = await started(engine, max_batch_candidates=2, max_inflight_batches=1, collect_window_seconds=0.0)
-    first = asyncio.ensure_future(batcher.score([group(1, 2)]))
+    dispatcher = await started(engine, max_batch_candidates=2, max_inflight_batches=1, collect_window_seconds=0.0)
+    first = asyncio.ensure_future(dispatcher.score([group(1, 2)]))
     while not engine.calls:  # the first batch occupies the only slot
         await asyncio.sleep(0.001)
     with pytest.raises(DeadlineExceededError):
-        await batcher.score([group(2, 2)], deadline=time.monotonic() + 0.03)
+        await dispatcher.score([group(2, 2)], deadline=time.monotonic() + 0.03)
     await first
     await asyncio.sleep(0.02)
     assert [candidates for _, candidates in engine.calls] == [2]
-    await batcher.close()
+    await dispatcher.close()
 
 
 async def test_a_deadline_the_queue_cannot_meet_is_refused_before_queueing():
     engine = FakeEngine(delay=0.05)
-    batcher = await started(engine, max_batch_candidates=4, collect_window_seconds=0.0)
-    await batcher.score([group(1, 4)])  # teaches the batcher about 50 ms per batch
+    dispatcher = await started(engine, max_batch_candidates=4, collect_window_seconds=0.0)
+    await dispatcher.score([group(1, 4)])  # teaches the dispatcher about 50 ms per batch
     with pytest.raises(DeadlineExceededError, match="cannot be met"):
-        await batcher.score([group(2, 4)], deadline=time.monotonic() + 0.001)
+        await dispatcher.score([group(2, 4)], deadline=time.monotonic() + 0.001)
     assert len(engine.calls) == 1
-    await batcher.close()
+    await dispatcher.close()
 
 
 async def test_a_cancelled_caller_aborts_its_engine_work_only():
     engine = FakeEngine(delay=0.2)
-    batcher = await started(engine, collect_window_seconds=0.01)
-    leaving = asyncio.ensure_future(batcher.score([group(1, 2)]))
-    staying = asyncio.ensure_future(batcher.score([group(2, 2)]))
+    dispatcher = await started(engine, collect_window_seconds=0.01)
+    leaving = asyncio.ensure_future(dispatcher.score([group(1, 2)]))
+    staying = asyncio.ensure_future(dispatcher.score([group(2, 2)]))
     while len(engine.calls) < 2:
         await asyncio.sleep(0.001)
     leaving.cancel()
     outcome = await staying
     assert engine.cancelled == 1
     assert [c.label_logprobs for c in outcome.results[0].candidates] == [(2, 0), (2, 1)]
-    await batcher.close()
+    await dispatcher.close()
 
 
 async def test_after_close_nothing_is_admitted():
-    batcher = await started(FakeEngine())
-    await batcher.close()
+    dispatcher = await started(FakeEngine())
+    await dispatcher.close()
     with pytest.raises(ShuttingDownError):
-        await batcher.score([group(1, 1)])
+        await dispatcher.score([group(1, 1)])

@@ -1,0 +1,67 @@
+"""Engine options: typed, validated, and importable without vLLM.
+
+The server's configuration, the CLI and the benchmarks all build these; only
+the engine module that uses them imports its framework (vLLM takes seconds to
+import and may not be installed where only the torch engines run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+DEFAULT_MAX_FORWARD_CANDIDATES = 64
+
+
+@dataclass(frozen=True)
+class VllmOptions:
+    """How to start vLLM. None means vLLM's own default.
+
+    `gpu_memory_utilization` None means a small share on CPU (see
+    brew.engines.vllm_engine) and vLLM's default on GPU; `block_size` None
+    means 32 tokens on CPU and vLLM's default on GPU. Prefix caching is always
+    on: it is what makes scoring many candidates behind one prefix cheap. The
+    dtype is the engine-wide setting (`create_engine(dtype=...)`).
+    """
+
+    max_model_len: int | None = None
+    kv_cache_gib: float = 1.0
+    gpu_memory_utilization: float | None = None
+    tensor_parallel_size: int = 1
+    quantization: str | None = None
+    enforce_eager: bool = True
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    block_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kv_cache_gib <= 0:
+            raise ValueError(f"kv_cache_gib must be positive, got {self.kv_cache_gib}")
+        if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        for name in ("tensor_parallel_size", "max_model_len", "max_num_seqs", "max_num_batched_tokens",
+                     "block_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+
+
+@dataclass(frozen=True)
+class TorchOptions:
+    """How the transformers engine (`torch`) runs its forward passes.
+
+    `max_forward_candidates` caps the candidate rows of one forward pass (a
+    group with more candidates is split into several passes behind its one
+    prefix). It bounds activation memory, not batching across callers: that
+    is the dispatcher's `max_batch_candidates`.
+    """
+
+    max_forward_candidates: int = DEFAULT_MAX_FORWARD_CANDIDATES
+
+    def __post_init__(self) -> None:
+        if self.max_forward_candidates < 1:
+            raise ValueError(f"max_forward_candidates must be at least 1, got {self.max_forward_candidates}")
+
+
+def option_names(options: type) -> frozenset[str]:
+    """The settings an options class takes, as a config section spells them."""
+    return frozenset(f.name for f in fields(options))

@@ -1,0 +1,58 @@
+"""The serving layer's errors, free of any transport.
+
+Each says what happened and what the caller can do, and carries its
+`reason`: the label of `brew_rejections_total`. A transport maps them to its
+own codes (serving.status for gRPC); the service raises them without knowing
+which transport asked. Errors of the scoring core (bad input, a broken task)
+live in brew.errors and carry their reasons too.
+"""
+
+from __future__ import annotations
+
+from brew.errors import BrewError, InvalidRequestError
+
+
+class LimitExceededError(InvalidRequestError):
+    """A request is over one of the server's per-request limits."""
+
+
+class QueueFullError(BrewError):
+    """The queue cannot admit the request now (retry after a backoff)."""
+
+    reason = "queue_full"
+
+
+class DeadlineExceededError(BrewError):
+    """The request's deadline passed, or cannot be met."""
+
+    reason = "deadline"
+
+
+class NotReadyError(BrewError):
+    """The model is not loaded and warmed up yet, or the engine failed and
+    is not serving (retry shortly, or on another replica)."""
+
+    reason = "not_ready"
+
+
+class ShuttingDownError(BrewError):
+    """The server is draining and admits no new work (retry on another replica)."""
+
+    reason = "shutting_down"
+
+
+class EngineFailedError(BrewError):
+    """The engine failed while scoring (nothing was scored)."""
+
+    reason = "engine_failed"
+
+
+class PromptReloadError(BrewError):
+    """The new prompts failed their checks; the old ones are still serving."""
+
+    reason = "reload_failed"
+
+
+def reason_of(error: BaseException) -> str:
+    """The rejection reason of an error: its class's `reason`, else "internal"."""
+    return getattr(error, "reason", "internal") if isinstance(error, BrewError) else "internal"

@@ -1,0 +1,113 @@
+"""The scoring service with a fake engine: every step of a request in one place
+(readiness, limits, decode + prepare off the loop, dispatch, assembly,
+timings, metrics), transport-neutral errors, no gRPC. Milliseconds."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+
+import pytest
+from test_ranker import FakeEngine
+
+from brew import defaults
+from brew.errors import UnknownTaskError
+from brew.ranker import Ranker
+from brew.types import ScoreRequest
+from brew.verbalize import Verbalizer
+from brew.wire import parse_request_json, request_from_proto
+from serving.config import BatchingConfig, Limits
+from serving.dispatcher import Dispatcher
+from serving.errors import LimitExceededError, NotReadyError
+from serving.lifecycle import Lifecycle
+from serving.limits import RequestShape
+from serving.metrics import ServiceMetrics
+from serving.service import ScoringService, local_service
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+def example() -> ScoreRequest:
+    return request_from_proto(parse_request_json(defaults.EXAMPLE_REQUEST.read_text(encoding="utf-8")))
+
+
+@pytest.fixture
+def ranker(shipped_tasks, demo_tokenizer) -> Ranker:
+    return Ranker(Verbalizer(shipped_tasks, demo_tokenizer, max_model_len=1024), FakeEngine())
+
+
+def status_name(error: BaseException) -> str:
+    return type(error).__name__
+
+
+async def test_a_request_is_scored_with_every_timing_and_counted(ranker, example):
+    async with local_service(ranker) as service:
+        response = await service.score(RequestShape.of(example), lambda: example, deadline=None)
+        assert response == dataclasses.replace(await ranker.score(example), prepare_seconds=response.prepare_seconds,
+                                               engine_seconds=response.engine_seconds,
+                                               queue_seconds=response.queue_seconds,
+                                               total_seconds=response.total_seconds)
+        assert response.total_seconds >= response.prepare_seconds > 0
+        assert response.engine_seconds > 0 and response.queue_seconds >= 0
+        totals = service._metrics.snapshot()
+        assert (totals.requests, totals.candidates, totals.inflight_requests) == (1, 7, 0)
+
+
+async def test_decoding_and_rendering_run_off_the_event_loop(ranker, example):
+    threads: list[int] = []
+
+    def decode() -> ScoreRequest:
+        threads.append(threading.get_ident())
+        return example
+
+    async with local_service(ranker) as service:
+        await service.score(RequestShape.of(example), decode, deadline=None)
+    assert threads and threads[0] != threading.get_ident()
+
+
+async def test_not_serving_refuses_before_any_work(ranker, example):
+    metrics = ServiceMetrics(slo_seconds=0.5, model="fake")
+    lifecycle = Lifecycle()
+    service = ScoringService(lifecycle, metrics, Limits(), status_name=status_name)
+    service.install(ranker, Dispatcher(ranker.engine, BatchingConfig()))
+    decoded: list[bool] = []
+    with pytest.raises(NotReadyError, match="model is loading"):
+        await service.score(RequestShape.of(example), lambda: decoded.append(True) or example, deadline=None)
+    assert decoded == [] and ranker.engine.calls == []
+    assert metrics.rejections.labels(reason="not_ready")._value.get() == 1
+    assert metrics.requests.labels(status="NotReadyError")._value.get() == 1
+
+
+async def test_a_request_over_a_limit_is_refused_from_its_shape_alone(ranker, example):
+    async with local_service(ranker, limits=Limits(max_candidates_per_request=5)) as service:
+        with pytest.raises(LimitExceededError, match="max_candidates_per_request=5"):
+            await service.score(RequestShape.of(example), lambda: pytest.fail("decoded"), deadline=None)
+    assert ranker.engine.calls == []
+
+
+async def test_bad_input_is_counted_under_its_reason_and_unknown_tasks_under_unknown(ranker, example):
+    bad = dataclasses.replace(example, tasks=(dataclasses.replace(example.tasks[0], task="no_such_task"),))
+    async with local_service(ranker) as service:
+        with pytest.raises(UnknownTaskError):
+            await service.score(RequestShape.of(bad), lambda: bad, deadline=None)
+        metrics = service._metrics
+        assert metrics.rejections.labels(reason="invalid_argument")._value.get() == 1
+        assert metrics.candidates.labels(task="unknown", status="INVALID_ARGUMENT")._value.get() == 3
+        # the service keeps serving everyone else
+        response = await service.score(RequestShape.of(example), lambda: example, deadline=None)
+        assert len(response.results) == 3
+
+
+async def test_a_cancelled_call_is_counted_as_cancelled(ranker, example):
+    ranker.engine.delay = 1.0
+    async with local_service(ranker) as service:
+        call = asyncio.ensure_future(service.score(RequestShape.of(example), lambda: example, deadline=None))
+        await asyncio.sleep(0.05)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        metrics = service._metrics
+        assert metrics.rejections.labels(reason="cancelled")._value.get() == 1
+        assert metrics.requests.labels(status="CANCELLED")._value.get() == 1
