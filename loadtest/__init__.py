@@ -5,7 +5,6 @@ score while p99 stays under the SLO, and where does it break?
 
     schedule    seeded open-loop arrival schedules (fixed, Poisson, bursty gamma)
     workload    seeded synthetic requests from the demo world, or a JSONL replay
-    convert     domain request -> brew.v1 proto (the direction brew.wire lacks)
     runner      open-loop (on schedule, capped outstanding) and closed-loop runners
     records     per-request records and HdrHistogram latencies (CO-corrected)
     summary     throughput, percentiles, goodput, errors, the server's /metrics view
