@@ -60,7 +60,7 @@ def test_sweep_plot(tmp_path):
 
 def test_sweeps_of_several_systems_share_one_plot(tmp_path):
     from loadtest.capacity import write_sweep_json
-    from loadtest.sidebyside import sweep_points
+    from loadtest.bench.sidebyside import sweep_points
 
     write_sweep_json(Sweep((step(20, 0.2), step(10, 0.1), step(40, 0.9))), tmp_path / "sweep.json")
     points = sweep_points(tmp_path / "sweep.json")

@@ -19,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; before pyplot is imported
 import matplotlib.pyplot as plt  # noqa: E402
 
-from loadtest.scaling import ENGINES, Point, PointResult, Sweeps  # noqa: E402
+from loadtest.bench.scaling import ENGINES, Point, PointResult, Sweeps  # noqa: E402
 
 
 def _plot(results: Sequence[PointResult], points: Sequence[Point], x: Callable[[Point], int], xlabel: str,

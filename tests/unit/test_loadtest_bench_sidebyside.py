@@ -10,8 +10,8 @@ from brew.types import Item, Member, TaskRequest
 from brew.v1 import ranking_pb2 as pb
 from brew.verbalize import Verbalizer
 from loadtest.runner import ScoringFailed, call_status
-from loadtest.sidebyside import ComputeLimit, Endpoints, SystemResult, markdown_table, server_command
-from loadtest.vllm_http import scoring_payload
+from loadtest.bench.sidebyside import ComputeLimit, Endpoints, SystemResult, markdown_table, server_command
+from loadtest.bench.vllm_http import scoring_payload
 
 MEMBER = Member(
     member_id="m1",

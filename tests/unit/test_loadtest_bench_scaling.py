@@ -7,12 +7,12 @@ import argparse
 
 import pytest
 
-from loadtest.flops import DecoderShape
-from loadtest.scaling import (
+from loadtest.bench.flops import DecoderShape
+from loadtest.bench.scaling import (
     FIRST_ID, Point, PointResult, Settings, Sweeps, build_parser, checkpoint_positions, format_report,
     format_table, label_ids_for, make_group, parse_caps, point_flops, vllm_cpu_threads,
 )
-from loadtest.scaling_plots import plot_scaling
+from loadtest.bench.scaling_plots import plot_scaling
 
 SHAPE = DecoderShape(hidden_size=128, intermediate_size=384, layers=4, heads=2, kv_heads=2, head_dim=64,
                      vocab_size=764)

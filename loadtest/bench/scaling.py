@@ -1,6 +1,6 @@
 """Scaling curves: cost per candidate as candidates and history grow.
 
-`python -m loadtest.scaling --out DIR` scores synthetic groups straight
+`python -m loadtest.bench.scaling --out DIR` scores synthetic groups straight
 through each engine (no server, no templates) and measures two sweeps:
 
 - candidates per group (default 1 to 256) at a fixed history (512 tokens),
@@ -10,7 +10,7 @@ What a sharing engine saves shows as per-candidate cost falling with more
 candidates (the prefix is paid once per group) and rising slowly with history
 (each candidate only attends over it), against the naive engine that runs
 every full prompt. Each point also reports the share of the machine's compute
-limit reached: the FLOPs the group needs with prefix sharing (loadtest.flops)
+limit reached: the FLOPs the group needs with prefix sharing (loadtest.bench.flops)
 divided by the wall time and by the measured fp32 matmul FLOP/s.
 
 Groups are random token ids (seeded), each candidate a random suffix of a
@@ -59,7 +59,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from brew.types import ScoringGroup
-from loadtest.flops import DecoderShape, naive_group_flops, shared_group_flops
+from loadtest.bench.flops import DecoderShape, naive_group_flops, shared_group_flops
 
 FORMAT = "brew.loadtest.scaling/1"
 SUFFIX_TOKENS = 24
@@ -153,7 +153,7 @@ class PointResult:
 
     engine: str
     point: Point
-    needed_flops: int  # with prefix sharing (loadtest.flops.shared_group_flops)
+    needed_flops: int  # with prefix sharing (loadtest.bench.flops.shared_group_flops)
     naive_flops: int  # every prompt from scratch
     peak_flops: float  # measured matmul FLOP/s on the threads this engine computes on
     seconds: tuple[float, ...] = ()
@@ -374,7 +374,7 @@ def parse_caps(text: str) -> dict[str, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.scaling", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bench.scaling", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="directory for scaling.json and the plots")
     parser.add_argument("--engines", type=_engines, default=ENGINES, help="comma-separated (default: all)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per point, after one warm-up")
@@ -419,8 +419,8 @@ def _run_json(results: Iterable[PointResult], settings: Settings, shape: Decoder
 async def run(args: argparse.Namespace) -> int:
     import torch
 
-    from loadtest.flops import measure_matmul_flops
-    from loadtest.scaling_plots import plot_scaling
+    from loadtest.bench.flops import measure_matmul_flops
+    from loadtest.bench.scaling_plots import plot_scaling
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,14 +1,14 @@
 """Side-by-side: the same model and workload through each serving system, one
 after another on the same machine, measured by the same load generator.
 
-    python -m loadtest.sidebyside --out runs/sidebyside [--systems brew-vllm,vllm-openai,...]
+    python -m loadtest.bench.sidebyside --out runs/sidebyside [--systems brew-vllm,vllm-openai,...]
 
 Systems (each started here as a subprocess, loaded, then stopped):
 
     brew-vllm     `brew serve --engine vllm`   (batched, shared prefixes, vLLM)
     brew-torch    `brew serve --engine torch`  (batched, prefix KV reused, transformers)
     vllm-openai   vLLM's own OpenAI server, POST /generative_scoring
-                  (loadtest.vllm_http: same token ids, one call per task)
+                  (loadtest.bench.vllm_http: same token ids, one call per task)
     naive         `brew serve --engine naive`  (one transformers forward per candidate)
 
 For each system: start it and wait until it is ready; a warm-up run at
@@ -105,7 +105,7 @@ def running(command: Sequence[str], log_path: Path) -> Iterator[subprocess.Popen
 async def scorer_for(system: str, endpoints: Endpoints, model: Path, prompts: Path) -> AsyncIterator[Scorer]:
     """A ready scorer for the running system."""
     if system == "vllm-openai":
-        from loadtest.vllm_http import VllmScoringScorer
+        from loadtest.bench.vllm_http import VllmScoringScorer
 
         async with VllmScoringScorer.for_model(f"http://{endpoints.address}", model, prompts) as scorer:
             await scorer.wait_until_ready(READY_TIMEOUT_S)
@@ -204,7 +204,7 @@ def measure_system(system: str, settings: Settings) -> SystemResult:
 class ComputeLimit:
     """The work a candidate of the workload needs and what the machine can do."""
 
-    flops_per_candidate: float  # with the shared prefix computed once (loadtest.flops)
+    flops_per_candidate: float  # with the shared prefix computed once (loadtest.bench.flops)
     naive_flops_per_candidate: float  # every prompt from scratch
     matmul_flops_per_s: float  # measured, all cores, fp32
     threads: int
@@ -217,8 +217,8 @@ def compute_limit(settings: Settings, sample: int = 200) -> ComputeLimit:
     from transformers import AutoConfig
 
     from brew.wire import request_from_proto
-    from loadtest.flops import DecoderShape, measure_matmul_flops, naive_group_flops, shared_group_flops
-    from loadtest.vllm_http import verbalizer_for
+    from loadtest.bench.flops import DecoderShape, measure_matmul_flops, naive_group_flops, shared_group_flops
+    from loadtest.bench.vllm_http import verbalizer_for
     from loadtest.workload import SyntheticWorkload
 
     shape = DecoderShape.from_config(AutoConfig.from_pretrained(str(settings.model), local_files_only=True))
@@ -276,7 +276,7 @@ def markdown_table(results: Sequence[SystemResult], candidates_per_request: int,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.sidebyside", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bench.sidebyside", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/sidebyside") / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
     parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, from {', '.join(SYSTEMS)}")
     parser.add_argument("--model", type=Path, default=defaults.DEMO_MODEL_DIR)
