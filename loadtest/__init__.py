@@ -11,5 +11,10 @@ score while p99 stays under the SLO, and where does it break?
     plots       latency over time, percentile curves, the capacity sweep (PNG)
     capacity    rate sweep and doubling + bisection search for the SLO knee
     experiment  one run from plan to files
-    cli         `python -m loadtest run|capacity` (also `brew loadtest`)
+    commands    the run and capacity commands, from parsed options to files
+    cli         `brew loadtest run|capacity|sidebyside|scaling` (also `python -m loadtest`):
+                argparse only, each command's work imported when it runs
+    bench/      benchmarks: side-by-side against vLLM's endpoint, scaling curves (see loadtest.bench)
+
+Requests are built from domain types by brew.wire.request_to_proto.
 """

@@ -1,6 +1,6 @@
 """Scaling curves: cost per candidate as candidates and history grow.
 
-`python -m loadtest.bench.scaling --out DIR` scores synthetic groups straight
+`brew loadtest scaling --out DIR` scores synthetic groups straight
 through each engine (no server, no templates) and measures two sweeps:
 
 - candidates per group (default 1 to 256) at a fixed history (512 tokens),
@@ -50,12 +50,9 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
-from loadtest.bench.scaling_points import (
-    DEFAULT_TOKEN_CAPS, ENGINES, SUFFIX_TOKENS, ScalingSettings, ScalingSweeps, label_ids_for,
-)
+from loadtest.bench.scaling_points import ScalingSettings, ScalingSweeps, label_ids_for
 
 
 async def _measure_and_report(args: argparse.Namespace) -> int:
@@ -102,69 +99,3 @@ def scaling_command(args: argparse.Namespace) -> int:
     """Measure every engine on both sweeps; write scaling.json and the plots
     under args.out and print the tables."""
     return asyncio.run(_measure_and_report(args))
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected whole numbers >= 1, got {text!r}")
-    return values
-
-
-def _engines(text: str) -> tuple[str, ...]:
-    engines = tuple(part.strip() for part in text.split(",") if part.strip())
-    unknown = set(engines) - set(ENGINES)
-    if not engines or unknown:
-        raise argparse.ArgumentTypeError(f"expected engines from {', '.join(ENGINES)}, got {text!r}")
-    return engines
-
-
-def parse_caps(text: str) -> dict[str, int]:
-    """`naive=40000,torch=0`: prompt-token caps per engine; 0 means no cap."""
-    caps = dict(DEFAULT_TOKEN_CAPS)
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        engine, _, value = part.partition("=")
-        if engine not in ENGINES or not value.isdigit():
-            raise argparse.ArgumentTypeError(f"expected ENGINE=TOKENS with ENGINE in {', '.join(ENGINES)}, "
-                                             f"got {part!r}")
-        caps[engine] = int(value)
-    return {engine: cap for engine, cap in caps.items() if cap > 0}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.bench.scaling", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="directory for scaling.json and the plots")
-    parser.add_argument("--engines", type=_engines, default=ENGINES, help="comma-separated (default: all)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per point, after one warm-up")
-    parser.add_argument("--candidates", type=_int_list, default=ScalingSweeps.candidates,
-                        help="candidates sweep")
-    parser.add_argument("--history-tokens", type=_int_list, default=ScalingSweeps.history,
-                        help="history sweep")
-    parser.add_argument("--fixed-history", type=int, default=ScalingSweeps.fixed_history,
-                        help="history tokens of the candidates sweep")
-    parser.add_argument("--fixed-candidates", type=int, default=ScalingSweeps.fixed_candidates,
-                        help="candidates of the history sweep")
-    parser.add_argument("--suffix-tokens", type=int, default=SUFFIX_TOKENS,
-                        help="tokens per candidate suffix")
-    parser.add_argument("--max-prompt-tokens", type=parse_caps, default=dict(DEFAULT_TOKEN_CAPS),
-                        metavar="ENGINE=N,...", help="skip points with more prompt tokens than this "
-                        "(candidates x (history + suffix)); 0 lifts a cap (default: naive=40000)")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--checkpoint-dir", type=Path,
-                        help="where to write the random checkpoint (default: a temporary directory)")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.repeats < 1 or args.suffix_tokens < 1:
-        build_parser().error("--repeats and --suffix-tokens must be at least 1")
-    return scaling_command(args)
-
-
-if __name__ == "__main__":  # the guard vLLM's spawned engine process needs
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """Side-by-side: the same model and workload through each serving system, one
 after another on the same machine, measured by the same load generator.
 
-    python -m loadtest.bench.sidebyside --out runs/sidebyside [--systems brew-vllm,vllm-openai,...]
+    brew loadtest sidebyside --out runs/sidebyside [--systems brew-vllm,vllm-openai,...]
 
 Systems (each started here as a subprocess, loaded, then stopped):
 
@@ -26,12 +26,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 
-from brew import defaults
 from loadtest.bench.sidebyside_systems import SYSTEMS
 
 
@@ -75,31 +72,3 @@ def sidebyside_command(args: argparse.Namespace) -> int:
                 args.out / "sweeps.png")
     print(table)
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.bench.sidebyside", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/sidebyside") / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
-    parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, from {', '.join(SYSTEMS)}")
-    parser.add_argument("--model", type=Path, default=defaults.DEMO_MODEL_DIR)
-    parser.add_argument("--prompts", type=Path, default=defaults.PROMPTS_DIR)
-    parser.add_argument("--task", default="job_apply", help="the task of every request")
-    parser.add_argument("--candidates", type=int, default=16, help="candidates per request")
-    parser.add_argument("--slo-ms", type=float, default=500.0)
-    parser.add_argument("--duration", type=float, default=15.0, help="seconds per run")
-    parser.add_argument("--start-rate", type=float, default=4.0, help="requests/s where the capacity search starts")
-    parser.add_argument("--fixed-rate", type=float, default=2.0, help="requests/s of the common fixed-rate runs")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--timeout", type=float, default=5.0, help="per-request deadline, seconds")
-    parser.add_argument("--pause", type=float, default=8.0, help="seconds between runs, for the server to drain")
-    parser.add_argument("--report", action="store_true",
-                        help="measure nothing: rewrite sidebyside.md from --out's sidebyside.json")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    return sidebyside_command(build_parser().parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
