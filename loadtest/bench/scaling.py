@@ -52,6 +52,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from brew.engines import EngineKind
 from loadtest.bench.scaling_points import ScalingSettings, ScalingSweeps, label_ids_for
 
 
@@ -68,8 +69,10 @@ async def _measure_and_report(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch_threads = torch.get_num_threads()
-    engine_threads = {kind: vllm_cpu_threads(os.environ, len(os.sched_getaffinity(0))) if kind == "vllm"
-                      else torch_threads for kind in args.engines}
+    engine_threads = {
+        kind: vllm_cpu_threads(os.environ, len(os.sched_getaffinity(0))) if kind == EngineKind.VLLM
+        else torch_threads for kind in args.engines
+    }
     sweeps = ScalingSweeps(args.candidates, args.history_tokens, args.fixed_history, args.fixed_candidates)
     settings = ScalingSettings(sweeps, args.repeats, args.seed, args.suffix_tokens, args.max_prompt_tokens)
     peaks = {}

@@ -13,13 +13,14 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from brew.engines import EngineKind
 from brew.types import ScoringGroup
 
 SUFFIX_TOKENS = 24
 FIRST_ID = 3  # ids 0-2 are the demo tokenizer's special tokens: random ids avoid them
-ENGINES = ("vllm", "torch", "naive")
+ENGINES = tuple(kind.value for kind in EngineKind)
 # Keeps a naive call to a few seconds on 2 CPU cores (8 x 4,096 tokens took 3 s).
-DEFAULT_TOKEN_CAPS = {"naive": 40_000}
+DEFAULT_TOKEN_CAPS = {EngineKind.NAIVE.value: 40_000}
 
 
 @dataclass(frozen=True, order=True)

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from brew.engines import EngineKind
 from loadtest.bench.scaling_points import ENGINES, ScalingPoint, ScalingSettings, ScalingSweeps
 from loadtest.bench.scaling_results import ScalingResult
 
@@ -26,7 +27,7 @@ def format_table(results: Sequence[ScalingResult], points: Sequence[ScalingPoint
     """A markdown table of `points`, one row per engine and point, in the given
     point order; "vs naive" is the naive engine's time over this engine's at
     the same point, where both were measured."""
-    naive = {r.point: r.median_s for r in results if r.engine == "naive"}
+    naive = {r.point: r.median_s for r in results if r.engine == EngineKind.NAIVE}
     engines = [e for e in ENGINES if any(r.engine == e for r in results)]
     engines += sorted({r.engine for r in results} - set(engines))
     by_key = {(r.engine, r.point): r for r in results}

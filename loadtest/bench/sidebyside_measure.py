@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from loadtest.bench.sidebyside_results import ComputeLimit, SystemResult
-from loadtest.bench.sidebyside_systems import BASELINE, Endpoints, free_port, running, server_command
+from loadtest.bench.sidebyside_systems import VLLM_OPENAI, Endpoints, free_port, running, server_command
 from loadtest.capacity import WARMUP_CONCURRENCY, search_capacity, write_sweep_json
 from loadtest.experiment import RunPlan, execute
 from loadtest.plots import plot_sweep
@@ -30,7 +30,7 @@ READY_TIMEOUT_S = 300.0
 @contextlib.asynccontextmanager
 async def scorer_for(system: str, endpoints: Endpoints, model: Path, prompts: Path) -> AsyncIterator[Scorer]:
     """A ready scorer for the running system."""
-    if system == "vllm-openai":
+    if system == VLLM_OPENAI:
         from loadtest.bench.vllm_http import VllmScoringScorer
 
         async with VllmScoringScorer.for_model(f"http://{endpoints.address}", model, prompts) as scorer:
@@ -59,7 +59,7 @@ class SideBySideSettings:
 
 async def _measure_system(system: str, endpoints: Endpoints, settings: SideBySideSettings) -> SystemResult:
     base_dir = settings.out / system
-    metrics = None if system == BASELINE else f"http://127.0.0.1:{endpoints.metrics_port}/metrics"
+    metrics = None if system == VLLM_OPENAI else f"http://127.0.0.1:{endpoints.metrics_port}/metrics"
     base = RunPlan(target=Target(endpoints.address), out_dir=base_dir, rate=settings.start_rate,
                    duration_s=settings.duration_s, workload=settings.workload, slo_s=settings.slo_s,
                    timeout_s=settings.timeout_s, metrics_url=metrics, ready_timeout_s=0, progress=False)

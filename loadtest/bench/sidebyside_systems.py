@@ -18,8 +18,25 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-SYSTEMS = ("brew-vllm", "brew-torch", "vllm-openai", "naive")
-BASELINE = "vllm-openai"
+from brew.engines import EngineKind
+
+VLLM_OPENAI = "vllm-openai"  # vLLM's own OpenAI server, POST /generative_scoring
+BASELINE = VLLM_OPENAI  # the system the report's ratios are taken against
+
+
+def system_name(kind: EngineKind) -> str:
+    """The system that serves with `brew serve --engine KIND`: brew-KIND, but
+    the naive engine, a baseline rather than a way to serve, is just naive."""
+    return kind.value if kind is EngineKind.NAIVE else f"brew-{kind.value}"
+
+
+ENGINE_SYSTEMS = {system_name(kind): kind for kind in EngineKind}
+# Run and reported in this order: Brew's engines, then the baselines.
+SYSTEMS = (
+    *(system_name(kind) for kind in EngineKind if kind is not EngineKind.NAIVE),
+    VLLM_OPENAI,
+    system_name(EngineKind.NAIVE),
+)
 
 
 def free_port() -> int:
@@ -42,13 +59,13 @@ def server_command(system: str, endpoints: Endpoints, model: Path) -> list[str]:
     """The command line that serves `model` as `system`, vLLM's settings
     matched to Brew's vLLM engine (fp32, eager, prefix caching, 32-token
     blocks on CPU, 1 GiB of KV cache)."""
-    if system == "vllm-openai":
+    if system == VLLM_OPENAI:
         return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
                 "--served-model-name", model.name, "--host", "127.0.0.1", "--port", str(endpoints.port),
                 "--dtype", "float32", "--enforce-eager", "--enable-prefix-caching", "--block-size", "32",
                 "--gpu-memory-utilization", "0.3", "--kv-cache-memory-bytes", str(1 << 30),
                 "--disable-log-stats"]
-    engine = {"brew-vllm": "vllm", "brew-torch": "torch", "naive": "naive"}[system]
+    engine = ENGINE_SYSTEMS[system].value
     return [sys.executable, "-m", "brew.cli", "serve", "--engine", engine, "--model", str(model),
             "--port", str(endpoints.port), "--metrics-port", str(endpoints.metrics_port), "--log-level", "warning"]
 
