@@ -219,12 +219,14 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def _add_sidebyside(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = commands.add_parser(
-        "sidebyside", help="benchmark: Brew's engines, vLLM's own endpoint and a naive baseline, one workload",
+        "sidebyside",
+        help="benchmark: Brew's engines, vLLM's own endpoint and a naive baseline, one workload",
         description="Side-by-side: the same model and workload through each serving system, one after "
                     "another on the same machine, measured by the same load generator.")
     parser.add_argument("--out", type=Path,
                         default=Path("runs/sidebyside") / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
-    parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, from {', '.join(SYSTEMS)}")
+    parser.add_argument("--systems", default=",".join(SYSTEMS),
+                        help=f"comma-separated, from {', '.join(SYSTEMS)}")
     parser.add_argument("--model", type=Path, default=defaults.DEMO_MODEL_DIR)
     parser.add_argument("--prompts", type=Path, default=defaults.PROMPTS_DIR)
     parser.add_argument("--task", default="job_apply", help="the task of every request")
@@ -233,7 +235,8 @@ def _add_sidebyside(commands: argparse._SubParsersAction) -> None:  # type: igno
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per run")
     parser.add_argument("--start-rate", type=float, default=4.0,
                         help="requests/s where the capacity search starts")
-    parser.add_argument("--fixed-rate", type=float, default=2.0, help="requests/s of the common fixed-rate runs")
+    parser.add_argument("--fixed-rate", type=float, default=2.0,
+                        help="requests/s of the common fixed-rate runs")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=5.0, help="per-request deadline, seconds")
     parser.add_argument("--pause", type=float, default=8.0,
