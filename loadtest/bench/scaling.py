@@ -52,20 +52,19 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+
 from brew.engines import EngineKind
+from loadtest.bench.flops import DecoderShape, measure_matmul_flops
+from loadtest.bench.scaling_checkpoint import checkpoint_positions, write_checkpoint
+from loadtest.bench.scaling_measure import measure_engine, vllm_cpu_threads
+from loadtest.bench.scaling_plots import plot_scaling
 from loadtest.bench.scaling_points import ScalingSettings, ScalingSweeps, label_ids_for
+from loadtest.bench.scaling_report import format_report, scaling_json
+from loadtest.bench.scaling_results import ScalingResult
 
 
 async def _measure_and_report(args: argparse.Namespace) -> int:
-    import torch
-
-    from loadtest.bench.flops import DecoderShape, measure_matmul_flops
-    from loadtest.bench.scaling_checkpoint import checkpoint_positions, write_checkpoint
-    from loadtest.bench.scaling_measure import measure_engine, vllm_cpu_threads
-    from loadtest.bench.scaling_plots import plot_scaling
-    from loadtest.bench.scaling_report import format_report, scaling_json
-    from loadtest.bench.scaling_results import ScalingResult
-
     if args.threads:
         torch.set_num_threads(args.threads)
     torch_threads = torch.get_num_threads()

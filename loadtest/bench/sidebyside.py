@@ -29,19 +29,18 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from loadtest.bench.sidebyside_measure import SideBySideSettings, compute_limit, measure_system
+from loadtest.bench.sidebyside_plots import plot_sweeps, sweep_points
+from loadtest.bench.sidebyside_report import markdown_table
+from loadtest.bench.sidebyside_results import SystemResult
 from loadtest.bench.sidebyside_systems import SYSTEMS
+from loadtest.workload import WorkloadSpec
 
 
 def sidebyside_command(args: argparse.Namespace) -> int:
     """Measure each of args.systems in turn (or, with args.report, read the
     saved results back); write sidebyside.json, sidebyside.md and sweeps.png
     under args.out and print the table."""
-    from loadtest.bench.sidebyside_measure import SideBySideSettings, compute_limit, measure_system
-    from loadtest.bench.sidebyside_plots import plot_sweeps, sweep_points
-    from loadtest.bench.sidebyside_report import markdown_table
-    from loadtest.bench.sidebyside_results import SystemResult
-    from loadtest.workload import WorkloadSpec
-
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = sorted(set(systems) - set(SYSTEMS))
     if unknown:
