@@ -5,12 +5,16 @@ score while p99 stays under the SLO, and where does it break?
 
     schedule    seeded open-loop arrival schedules (fixed, Poisson, bursty gamma)
     workload    seeded synthetic requests from the demo world, or a JSONL replay
-    convert     domain request -> brew.v1 proto (the direction brew.wire lacks)
     runner      open-loop (on schedule, capped outstanding) and closed-loop runners
     records     per-request records and HdrHistogram latencies (CO-corrected)
     summary     throughput, percentiles, goodput, errors, the server's /metrics view
     plots       latency over time, percentile curves, the capacity sweep (PNG)
     capacity    rate sweep and doubling + bisection search for the SLO knee
     experiment  one run from plan to files
-    cli         `python -m loadtest run|capacity` (also `brew loadtest`)
+    commands    the run and capacity commands, from parsed options to files
+    cli         `brew loadtest run|capacity|sidebyside|scaling` (also `python -m loadtest`):
+                argparse only, each command's work imported when it runs
+    bench/      benchmarks: side-by-side against vLLM's endpoint, scaling curves (see loadtest.bench)
+
+Requests are built from domain types by brew.wire.request_to_proto.
 """

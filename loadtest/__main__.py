@@ -1,7 +1,8 @@
-"""`python -m loadtest run|capacity ...`: see loadtest.cli."""
+"""`python -m loadtest run|capacity|sidebyside|scaling ...`: see loadtest.cli."""
 
 import sys
 
 from loadtest.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,30 +1,29 @@
-"""`python -m loadtest` (also `brew loadtest`): load one replica, or find its capacity.
+"""`brew loadtest` (also `python -m loadtest`): load one replica, find its capacity, or benchmark.
 
     python -m loadtest run --target 127.0.0.1:50051 --metrics-url http://127.0.0.1:9400/metrics \\
         --rate 20 --arrivals poisson --duration 30 --candidates 16 --slo-ms 500 --out results/run1
     python -m loadtest run --concurrency 8 --max-requests 500 ...        (closed-loop)
     python -m loadtest capacity --start-rate 5 --duration 20 ...          (double, then bisect)
     python -m loadtest capacity --rates 5,10,20,40 ...                    (a given sweep)
+    python -m loadtest sidebyside --out runs/sidebyside [--systems brew-vllm,vllm-openai,...]
+    python -m loadtest scaling --out runs/scaling [--engines vllm,torch,naive]
 
-Only argparse lives here; the work is imported when a command runs, so
-`brew --help` stays fast.
+Only argparse lives here; each command's work is imported when it runs
+(run and capacity: loadtest.commands; sidebyside and scaling:
+loadtest.bench), so `brew --help` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
 import sys
-from dataclasses import replace
-from datetime import UTC, datetime
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from brew import defaults
+from loadtest.bench.scaling_points import DEFAULT_TOKEN_CAPS, SCALING_ENGINES, SUFFIX_TOKENS, ScalingSweeps
+from loadtest.bench.sidebyside_systems import SYSTEMS
 from loadtest.schedule import Arrivals
-
-if TYPE_CHECKING:
-    from loadtest.experiment import RunPlan
 
 
 # --- argument types: each says what it expected -------------------------------
@@ -90,6 +89,36 @@ def _share(text: str) -> float:
     return value
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected whole numbers >= 1, got {text!r}")
+    return values
+
+
+def _engines(text: str) -> tuple[str, ...]:
+    engines = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = set(engines) - set(SCALING_ENGINES)
+    if not engines or unknown:
+        raise argparse.ArgumentTypeError(f"expected engines from {', '.join(SCALING_ENGINES)}, got {text!r}")
+    return engines
+
+
+def parse_caps(text: str) -> dict[str, int]:
+    """`naive=40000,torch=0`: prompt-token caps per engine; 0 means no cap."""
+    caps = dict(DEFAULT_TOKEN_CAPS)
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        engine, _, value = part.partition("=")
+        if engine not in SCALING_ENGINES or not value.isdigit():
+            raise argparse.ArgumentTypeError(f"expected ENGINE=TOKENS with ENGINE in {', '.join(SCALING_ENGINES)}, "
+                                             f"got {part!r}")
+        caps[engine] = int(value)
+    return {engine: cap for engine, cap in caps.items() if cap > 0}
+
+
 # --- parser -----------------------------------------------------------------------
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -152,7 +181,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog or "python -m loadtest",
         description="Load-test one Brew replica: how many candidates/s it scores while p99 stays under "
-                    "the SLO, and where it breaks. Writes summary.json, requests.jsonl and PNG plots.",
+                    "the SLO, and where it breaks. Writes summary.json, requests.jsonl and PNG plots. "
+                    "sidebyside and scaling benchmark Brew's engines against other systems and as the "
+                    "work grows.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -162,7 +193,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     mode.add_argument("--concurrency", type=_positive_int,
                       help="closed-loop: this many callers, each sending when its last answer arrives")
     _add_common(run)
-    run.set_defaults(command_run=_run)
+    run.set_defaults(handler=_run)
 
     capacity = commands.add_parser("capacity", help="open-loop sweep: the highest rate within the SLO")
     rates = capacity.add_mutually_exclusive_group(required=True)
@@ -180,122 +211,102 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                                "the first loaded step would otherwise pay for batch shapes not seen yet; "
                                "0 skips (default: %(default)s)")
     _add_common(capacity)
-    capacity.set_defaults(command_run=_capacity)
+    capacity.set_defaults(handler=_capacity)
+    _add_sidebyside(commands)
+    _add_scaling(commands)
     return parser
 
 
-# --- commands -------------------------------------------------------------------
+def _add_sidebyside(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = commands.add_parser(
+        "sidebyside",
+        help="benchmark: Brew's engines, vLLM's own endpoint and a naive baseline, one workload",
+        description="Side-by-side: the same model and workload through each serving system, one after "
+                    "another on the same machine, measured by the same load generator.")
+    parser.add_argument("--out", type=Path,
+                        default=Path("runs/sidebyside") / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+    parser.add_argument("--systems", default=",".join(SYSTEMS),
+                        help=f"comma-separated, from {', '.join(SYSTEMS)}")
+    parser.add_argument("--model", type=Path, default=defaults.DEMO_MODEL_DIR)
+    parser.add_argument("--prompts", type=Path, default=defaults.PROMPTS_DIR)
+    parser.add_argument("--task", default="job_apply", help="the task of every request")
+    parser.add_argument("--candidates", type=int, default=16, help="candidates per request")
+    parser.add_argument("--slo-ms", type=float, default=500.0)
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per run")
+    parser.add_argument("--start-rate", type=float, default=4.0,
+                        help="requests/s where the capacity search starts")
+    parser.add_argument("--fixed-rate", type=float, default=2.0,
+                        help="requests/s of the common fixed-rate runs")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=5.0, help="per-request deadline, seconds")
+    parser.add_argument("--pause", type=float, default=8.0,
+                        help="seconds between runs, for the server to drain")
+    parser.add_argument("--report", action="store_true",
+                        help="measure nothing: rewrite sidebyside.md from --out's sidebyside.json")
+    parser.set_defaults(handler=_sidebyside)
 
-def _plan(args: argparse.Namespace, default_duration: float) -> RunPlan:
-    from loadtest.experiment import RunPlan
-    from loadtest.runner import Target
-    from loadtest.workload import WorkloadSpec
 
-    token = None
-    if args.auth_token_env:
-        token = os.environ.get(args.auth_token_env)
-        if token is None:
-            raise ValueError(f"--auth-token-env {args.auth_token_env}: that variable is not set")
-    spec = WorkloadSpec(tasks=args.tasks, candidates=args.candidates, history=args.history,
-                        members=args.members, repeat_share=args.repeat_share, seed=args.seed)
-    duration = args.duration
-    if duration is None and args.max_requests is None:
-        duration = default_duration
-    out = args.out or Path("runs") / "loadtest" / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    return RunPlan(
-        target=Target(args.target, tls_root_cert=args.tls_root_cert, tls_server_name=args.tls_server_name,
-                      token=token),
-        out_dir=out,
-        rate=getattr(args, "rate", None),
-        concurrency=getattr(args, "concurrency", None),
-        arrivals=args.arrivals,
-        burstiness=args.burstiness if args.arrivals is Arrivals.GAMMA else 1.0,
-        duration_s=duration,
-        max_requests=args.max_requests,
-        workload=spec,
-        replay=args.replay,
-        timeout_s=args.timeout,
-        slo_s=args.slo_ms / 1000.0,
-        seed=args.seed,
-        max_outstanding=args.max_outstanding,
-        metrics_url=args.metrics_url,
-        ready_timeout_s=args.ready_timeout,
-        progress=not args.no_progress,
-        plots=not args.no_plots,
-    )
+def _add_scaling(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = commands.add_parser(
+        "scaling", help="benchmark: cost per candidate as candidates and history grow, engines in-process",
+        description="Scaling curves: cost per candidate as candidates and history grow.")
+    parser.add_argument("--out", type=Path, required=True, help="directory for scaling.json and the plots")
+    parser.add_argument("--engines", type=_engines, default=SCALING_ENGINES, help="comma-separated (default: all)")
+    parser.add_argument("--repeats", type=_positive_int, default=5,
+                        help="timed calls per point, after one warm-up")
+    parser.add_argument("--candidates", type=_int_list, default=ScalingSweeps.candidates,
+                        help="candidates sweep")
+    parser.add_argument("--history-tokens", type=_int_list, default=ScalingSweeps.history,
+                        help="history sweep")
+    parser.add_argument("--fixed-history", type=int, default=ScalingSweeps.fixed_history,
+                        help="history tokens of the candidates sweep")
+    parser.add_argument("--fixed-candidates", type=int, default=ScalingSweeps.fixed_candidates,
+                        help="candidates of the history sweep")
+    parser.add_argument("--suffix-tokens", type=_positive_int, default=SUFFIX_TOKENS,
+                        help="tokens per candidate suffix")
+    parser.add_argument("--max-prompt-tokens", type=parse_caps, default=dict(DEFAULT_TOKEN_CAPS),
+                        metavar="ENGINE=N,...", help="skip points with more prompt tokens than this "
+                        "(candidates x (history + suffix)); 0 lifts a cap (default: naive=40000)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint-dir", type=Path,
+                        help="where to write the random checkpoint (default: a temporary directory)")
+    parser.set_defaults(handler=_scaling)
 
+
+# --- dispatch: each command's work is imported only when it runs ------------------
 
 def _run(args: argparse.Namespace) -> int:
-    from loadtest.experiment import execute
-    from loadtest.summary import format_summary
+    from loadtest.commands import run_command
 
-    plan = _plan(args, default_duration=30.0)
-    summary = asyncio.run(execute(plan))
-    print(format_summary(summary))
-    if plan.metrics_url is None:
-        print("(no --metrics-url: the server's view was not recorded)")
-    print(f"files in {plan.out_dir}")
-    return 0
+    return run_command(args)
 
 
 def _capacity(args: argparse.Namespace) -> int:
-    from loadtest.capacity import WARMUP_CONCURRENCY, search_capacity, sweep_rates, write_sweep_json
-    from loadtest.experiment import execute
-    from loadtest.plots import plot_sweep
-    from loadtest.summary import Summary
+    from loadtest.commands import capacity_command
 
-    base = _plan(argparse.Namespace(**{**vars(args), "rate": args.start_rate or args.rates[0]}),
-                 default_duration=20.0)
-    steps_run = 0
+    return capacity_command(args)
 
-    async def measure(rate: float) -> Summary:
-        nonlocal steps_run
-        if steps_run and args.pause > 0:
-            await asyncio.sleep(args.pause)
-        # A new seed per step: fresh members, so no step rides on the prefix
-        # cache warmed by the one before it.
-        plan = replace(base, rate=rate, seed=base.seed + steps_run,
-                       out_dir=base.out_dir / f"step-{steps_run:02d}-rate-{rate:g}")
-        steps_run += 1
-        summary = await execute(plan)
-        p99 = "-" if summary.p99_ms is None else f"{summary.p99_ms:.1f}"
-        errors = ", ".join(f"{code} {n}" for code, n in summary.errors.items()) or "no errors"
-        print(f"rate {rate:8.2f}/s  {summary.candidates_per_s:9.1f} candidates/s  p99 {p99:>8} ms  {errors}",
-              flush=True)
-        return summary
 
-    async def sweep():  # type: ignore[no-untyped-def]
-        if args.warmup > 0:
-            print(f"warm-up: {args.warmup:g} s closed-loop, {WARMUP_CONCURRENCY} callers (not reported)",
-                  flush=True)
-            await execute(replace(base, rate=None, concurrency=WARMUP_CONCURRENCY, duration_s=args.warmup,
-                                  max_requests=None, out_dir=base.out_dir / "warmup", plots=False))
-            await asyncio.sleep(args.pause)
-        if args.rates:
-            return await sweep_rates(measure, args.rates)
-        return await search_capacity(measure, args.start_rate, max_brackets=args.max_brackets,
-                                     bisect_steps=args.bisect_steps)
+def _sidebyside(args: argparse.Namespace) -> int:
+    from loadtest.bench.sidebyside import sidebyside_command
 
-    result = asyncio.run(sweep())
-    write_sweep_json(result, base.out_dir / "sweep.json")
-    capacity = result.capacity
-    if base.plots:
-        plot_sweep(result, base.slo_s, base.out_dir / "sweep.png")
-    if capacity is None:
-        print(f"no rate met the SLO ({base.slo_s * 1000:g} ms p99, no errors): try a lower --start-rate")
-    else:
-        print(f"capacity: {capacity.rate:g} requests/s = "
-              f"{capacity.summary.candidates_per_s:.1f} candidates/s at p99 {capacity.summary.p99_ms:.1f} ms "
-              f"(SLO {base.slo_s * 1000:g} ms)")
-    print(f"files in {base.out_dir}")
-    return 0
+    return sidebyside_command(args)
+
+
+def _scaling(args: argparse.Namespace) -> int:
+    from loadtest.bench.scaling import scaling_command
+
+    return scaling_command(args)
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = build_parser(prog)
     args = parser.parse_args(argv)
+    # The command sees only its own options (sidebyside saves them with its results).
+    options = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ("command", "handler")})
     try:
-        return int(args.command_run(args))
+        return int(args.handler(options))
     except ValueError as error:  # a plan or workload that cannot run: the message says why
         print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
         return 2

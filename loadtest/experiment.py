@@ -130,7 +130,7 @@ async def execute(plan: RunPlan, scorer: Scorer | None = None) -> Summary:
     """Run the plan against its target and write its files; returns the summary.
 
     `scorer` replaces the gRPC client of `plan.target` (which then only names
-    the target): loadtest.vllm_http loads another server with the same plan."""
+    the target): loadtest.bench.vllm_http loads another server with the same plan."""
     stream = make_workload(plan).requests()
     plan.out_dir.mkdir(parents=True, exist_ok=True)
     async with contextlib.AsyncExitStack() as stack:

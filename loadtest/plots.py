@@ -32,7 +32,8 @@ PERCENTILE_TICKS = ((1, "0%"), (2, "50%"), (10, "90%"), (100, "99%"), (1000, "99
                     (100_000, "99.999%"))
 
 
-def _save(figure: plt.Figure, path: Path) -> Path:
+def save_png(figure: plt.Figure, path: Path) -> Path:
+    """Lay the figure out, write it to `path` as PNG and close it."""
     figure.tight_layout()
     figure.savefig(path, dpi=100, format="png")
     plt.close(figure)
@@ -55,7 +56,7 @@ def plot_latency_over_time(records: Sequence[RequestRecord], slo_s: float, path:
     axes.set_title("Latency over time")
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")  # outside: no point hidden
     axes.grid(True, which="both", alpha=0.3)
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 def percentile_curve(histogram: HdrHistogram, points: int = 200) -> tuple[list[float], list[float]]:
@@ -88,7 +89,7 @@ def plot_percentiles(
     axes.set_title("Latency by percentile (OK answers)")
     axes.legend(loc="upper left", fontsize="small")
     axes.grid(True, which="major", alpha=0.3)
-    return _save(figure, path)
+    return save_png(figure, path)
 
 
 def plot_sweep(sweep: Sweep, slo_s: float, path: Path) -> Path:
@@ -115,27 +116,11 @@ def plot_sweep(sweep: Sweep, slo_s: float, path: Path) -> Path:
                            f"{capacity.summary.candidates_per_s:.1f} candidates/s")
     if ys and min(ys) > 0:
         axes.set_yscale("log")
-    _label_sweep_axes(axes, "Capacity sweep")
-    return _save(figure, path)
+    label_sweep_axes(axes, "Capacity sweep")
+    return save_png(figure, path)
 
 
-def plot_sweeps(sweeps: dict[str, Sequence[tuple[float, float, bool]]], slo_s: float, path: Path) -> Path:
-    """Several systems' sweeps on one chart (side-by-side runs), each step as
-    (candidates/s, p99 ms, good), in rate order; the curve furthest right
-    under the SLO line serves the most."""
-    figure, axes = plt.subplots(figsize=(9, 4.5))
-    for name, steps in sweeps.items():
-        line, = axes.plot([x for x, _, _ in steps], [y for _, y, _ in steps], marker="o", linewidth=1, label=name)
-        bad = [(x, y) for x, y, good in steps if not good]
-        if bad:
-            axes.scatter(*zip(*bad), marker="X", s=60, color=line.get_color(), zorder=3)
-    axes.axhline(slo_s * 1000, color="tab:red", linestyle="--", linewidth=1, label=f"SLO {slo_s * 1000:g} ms")
-    axes.set_yscale("log")
-    _label_sweep_axes(axes, "Capacity sweeps, same workload and machine (X: over the SLO or errors)")
-    return _save(figure, path)
-
-
-def _label_sweep_axes(axes: plt.Axes, title: str) -> None:
+def label_sweep_axes(axes: plt.Axes, title: str) -> None:
     """Axis names, title, legend and grid shared by the sweep charts."""
     axes.set_xlabel("throughput (candidates/s, OK)")
     axes.set_ylabel("p99 latency from intended send (ms)")

@@ -39,7 +39,7 @@ from serving.client import NO_RETRY, RankingClient
 
 
 class Scorer(Protocol):
-    """What the runners call: RankingClient, loadtest.vllm_http, or a fake in
+    """What the runners call: RankingClient, loadtest.bench.vllm_http, or a fake in
     tests. Failures raise grpc.aio.AioRpcError or ScoringFailed."""
 
     async def score(self, request: pb.ScoreCandidatesRequest, timeout: float) -> object: ...

@@ -37,8 +37,7 @@ from brew.demo.world import Persona, World
 from brew.errors import InvalidRequestError
 from brew.types import Item, ScoreRequest, TaskRequest
 from brew.v1 import ranking_pb2 as pb
-from brew.wire import parse_request_json
-from loadtest.convert import request_to_proto
+from brew.wire import parse_request_json, request_to_proto
 
 # How each demo task draws a candidate for a persona (biased towards the
 # persona, as a real candidate generator is).

@@ -1,5 +1,5 @@
 """The side-by-side baseline is a fair one: vLLM's own OpenAI server, started
-as BENCHMARKS.md starts it, fed by loadtest.vllm_http, scores the same
+as BENCHMARKS.md starts it, fed by loadtest.bench.vllm_http, scores the same
 candidates as Brew with the same probabilities. A benchmark that compared
 different work would measure nothing."""
 
@@ -15,8 +15,8 @@ from brew.engines import EngineKind
 from brew.runtime import build_ranker
 from brew.wire import request_from_proto
 from loadtest.runner import ScoringFailed
-from loadtest.sidebyside import Endpoints, free_port, running, server_command
-from loadtest.vllm_http import VllmScoringScorer
+from loadtest.bench.sidebyside_systems import Endpoints, free_port, running, server_command
+from loadtest.bench.vllm_http import VllmScoringScorer
 
 pytestmark = [pytest.mark.integration, pytest.mark.vllm, pytest.mark.asyncio(loop_scope="module")]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from loadtest.capacity import Sweep, SweepStep
-from loadtest.plots import percentile_curve, plot_latency_over_time, plot_percentiles, plot_sweep, plot_sweeps
+from loadtest.plots import percentile_curve, plot_latency_over_time, plot_percentiles, plot_sweep
 from loadtest.records import CLIENT_REJECTED, RequestRecord, latency_histogram, ok_latency_histograms
 from loadtest.summary import RunInfo, summarize
 
@@ -56,14 +56,3 @@ def test_sweep_plot(tmp_path):
     nothing = Sweep((step(10, 0.9),))
     assert nothing.capacity is None
     assert is_png(plot_sweep(nothing, 0.5, tmp_path / "none.png"))
-
-
-def test_sweeps_of_several_systems_share_one_plot(tmp_path):
-    from loadtest.capacity import write_sweep_json
-    from loadtest.sidebyside import sweep_points
-
-    write_sweep_json(Sweep((step(20, 0.2), step(10, 0.1), step(40, 0.9))), tmp_path / "sweep.json")
-    points = sweep_points(tmp_path / "sweep.json")
-    assert [good for _, _, good in points] == [True, True, False]  # in rate order
-    assert [p99 for _, p99, _ in points] == sorted(p99 for _, p99, _ in points)
-    assert is_png(plot_sweeps({"a": points, "b": points[:1]}, 0.5, tmp_path / "sweeps.png"))

@@ -11,7 +11,7 @@ import pytest
 
 from brew.v1 import ranking_pb2 as pb
 from loadtest.records import CLIENT_REJECTED
-from loadtest.runner import run_closed_loop, run_open_loop
+from loadtest.runner import ScoringFailed, call_status, run_closed_loop, run_open_loop
 
 pytestmark = pytest.mark.asyncio
 
@@ -122,3 +122,12 @@ async def test_closed_loop_stops_at_the_duration_or_when_requests_run_out():
 async def test_closed_loop_needs_a_bound():
     with pytest.raises(ValueError, match="needs a bound"):
         await run_closed_loop(FakeScorer(), iter([]), concurrency=1, timeout_s=1)
+
+
+class FailingScorer:
+    async def score(self, request: pb.ScoreCandidatesRequest, timeout: float) -> None:
+        raise ScoringFailed("HTTP_503", "overloaded")
+
+
+async def test_a_non_grpc_failure_is_recorded_by_its_status():
+    assert await call_status(FailingScorer(), pb.ScoreCandidatesRequest(), timeout_s=1.0) == "HTTP_503"

@@ -9,10 +9,6 @@ from dataclasses import replace
 
 import pytest
 
-from brew.demo.world import World
-from brew.types import ScoreRequest, TaskRequest
-from brew.wire import request_from_proto
-from loadtest.convert import request_to_proto
 from loadtest.workload import (
     ReplayWorkload,
     SyntheticWorkload,
@@ -113,25 +109,6 @@ def test_replay_names_the_bad_line(tmp_path):
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(ValueError, match="no requests"):
         ReplayWorkload(tmp_path / "empty.jsonl")
-
-
-def test_request_to_proto_is_the_inverse_of_request_from_proto():
-    world = World(11)
-    persona = world.persona()
-    request = ScoreRequest(
-        request_id="r-1",
-        member=persona.member,
-        tasks=(TaskRequest("job_apply", (world.job(persona), world.job(persona))),
-               TaskRequest("feed_engagement", (world.post(persona),))),
-    )
-    back = request_from_proto(request_to_proto(request))
-    assert back.request_id == request.request_id and back.tasks == request.tasks
-    assert back.member.member_id == request.member.member_id
-    assert back.member.profile == request.member.profile
-    assert len(back.member.history) == len(request.member.history)
-    for got, sent in zip(back.member.history, request.member.history):
-        assert (got.action, got.item) == (sent.action, sent.item)
-        assert got.timestamp == pytest.approx(sent.timestamp, abs=1e-6)
 
 
 @pytest.mark.parametrize(

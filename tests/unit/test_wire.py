@@ -163,3 +163,28 @@ def test_the_task_list_names_every_loaded_task(shipped_tasks):
     assert list(job.labels) == [" applied", " viewed", " dismissed", " none"]
     assert job.positive_label == " applied" and job.version == shipped_tasks["job_apply"].version
     assert job.description == shipped_tasks["job_apply"].description
+
+
+# --- requests built from domain types (the load generator's direction) -------------
+
+def test_request_to_proto_is_the_inverse_of_request_from_proto():
+    from brew.demo.world import World
+    from brew.types import ScoreRequest, TaskRequest
+    from brew.wire import request_to_proto
+
+    world = World(11)
+    persona = world.persona()
+    request = ScoreRequest(
+        request_id="r-1",
+        member=persona.member,
+        tasks=(TaskRequest("job_apply", (world.job(persona), world.job(persona))),
+               TaskRequest("feed_engagement", (world.post(persona),))),
+    )
+    back = request_from_proto(request_to_proto(request))
+    assert back.request_id == request.request_id and back.tasks == request.tasks
+    assert back.member.member_id == request.member.member_id
+    assert back.member.profile == request.member.profile
+    assert len(back.member.history) == len(request.member.history)
+    for got, sent in zip(back.member.history, request.member.history):
+        assert (got.action, got.item) == (sent.action, sent.item)
+        assert got.timestamp == pytest.approx(sent.timestamp, abs=1e-6)

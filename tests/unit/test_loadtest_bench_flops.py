@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from brew import defaults
-from loadtest.flops import (
+from loadtest.bench.flops import (
     DecoderShape, attended_keys, forward_flops, measure_matmul_flops, naive_group_flops, shared_group_flops,
 )
 

@@ -19,14 +19,15 @@ import matplotlib
 matplotlib.use("Agg")  # files only; before pyplot is imported
 import matplotlib.pyplot as plt  # noqa: E402
 
-from loadtest.scaling import ENGINES, Point, PointResult, Sweeps  # noqa: E402
+from loadtest.bench.scaling_points import SCALING_ENGINES, ScalingPoint, ScalingSweeps  # noqa: E402
+from loadtest.bench.scaling_results import ScalingResult  # noqa: E402
 
 
-def _plot(results: Sequence[PointResult], points: Sequence[Point], x: Callable[[Point], int], xlabel: str,
-          title: str, path: Path) -> Path:
+def _plot(results: Sequence[ScalingResult], points: Sequence[ScalingPoint], x: Callable[[ScalingPoint], int],
+          xlabel: str, title: str, path: Path) -> Path:
     figure, axes = plt.subplots(figsize=(8, 5))
     wanted = set(points)
-    engines = [e for e in ENGINES if any(r.engine == e for r in results)]
+    engines = [e for e in SCALING_ENGINES if any(r.engine == e for r in results)]
     for engine in engines:
         measured = sorted((x(r.point), r.s_per_candidate) for r in results
                           if r.engine == engine and r.point in wanted and r.s_per_candidate is not None)
@@ -54,7 +55,7 @@ def _plot(results: Sequence[PointResult], points: Sequence[Point], x: Callable[[
     return path
 
 
-def plot_scaling(results: Sequence[PointResult], sweeps: Sweeps, out: Path) -> list[Path]:
+def plot_scaling(results: Sequence[ScalingResult], sweeps: ScalingSweeps, out: Path) -> list[Path]:
     """Both plots into `out`; returns their paths."""
     return [
         _plot(results, sweeps.candidates_points(), lambda p: p.candidates, "candidates per group",

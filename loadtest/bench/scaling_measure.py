@@ -1,0 +1,78 @@
+"""The scaling benchmark's measurement: one engine started in-process, every
+point timed on it, and the threads each engine computes on.
+
+The first call at each point is a warm-up and is not timed; every timed call
+records the share of prompt tokens the engine reports as cached, so what
+vLLM really reused is visible rather than assumed.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from loadtest.bench.flops import DecoderShape, naive_group_flops, shared_group_flops
+from loadtest.bench.scaling_points import ScalingPoint, ScalingSettings, make_group
+from loadtest.bench.scaling_results import ScalingResult
+
+
+def point_flops(shape: DecoderShape, point: ScalingPoint, suffix_tokens: int) -> tuple[int, int]:
+    """(needed with sharing, needed without) for a group at `point`."""
+    suffixes = [suffix_tokens] * point.candidates
+    return (shared_group_flops(shape, point.history_tokens, suffixes),
+            naive_group_flops(shape, point.history_tokens, suffixes))
+
+
+def vllm_cpu_threads(environ: Mapping[str, str], cpus: int) -> int:
+    """The OpenMP threads vLLM's CPU worker computes on (one rank), as vLLM 0.32
+    decides them (vllm/utils/ompmultiprocessing.py): with the default "auto"
+    binding, every allowed core but the reserved ones (1 by default);
+    with an explicit list ("0-3,6"), its cores; with "nobind", all cores."""
+    bind = environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto").strip()
+    if bind == "auto":
+        reserved = int(environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "1"))
+        return max(1, cpus - reserved)
+    if bind == "nobind":
+        return cpus
+    count = 0
+    for part in bind.split("|")[0].split(","):  # "|" separates tensor-parallel ranks
+        first, _, last = part.partition("-")
+        count += int(last or first) - int(first) + 1
+    return count
+
+
+async def measure_engine(kind: str, model_dir: Path, shape: DecoderShape, label_ids: tuple[int, int],
+                         settings: ScalingSettings, peak_flops: float) -> list[ScalingResult]:
+    """Start one engine, measure every point on it, close it."""
+    from brew.engines import create_engine
+
+    engine = await create_engine(kind, model_dir)
+    results = []
+    try:
+        for point in settings.sweeps.points():
+            needed, naive = point_flops(shape, point, settings.suffix_tokens)
+            reason = settings.skip_reason(kind, point)
+            if reason:
+                results.append(ScalingResult(kind, point, needed, naive, peak_flops, skipped=reason))
+                continue
+            seconds, prompt, cached = [], 0, 0
+            for call in range(settings.repeats + 1):  # call 0 is the warm-up
+                group = make_group(point, vocab_size=shape.vocab_size, suffix_tokens=settings.suffix_tokens,
+                                   label_ids=label_ids, seed=settings.seed, call=call)
+                start = time.perf_counter()
+                [result] = await engine.score([group])
+                elapsed = time.perf_counter() - start
+                if call:
+                    seconds.append(elapsed)
+                    prompt += sum(c.prompt_tokens for c in result.candidates)
+                    cached += sum(c.cached_tokens for c in result.candidates)
+            measured = ScalingResult(kind, point, needed, naive, peak_flops, tuple(seconds),
+                                     cached / prompt if prompt else None)
+            results.append(measured)
+            print(f"{kind} {point.candidates} x {point.history_tokens}: "
+                  f"{measured.s_per_candidate * 1000:.2f} ms/candidate", file=sys.stderr, flush=True)
+    finally:
+        await engine.close()
+    return results

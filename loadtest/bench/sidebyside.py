@@ -1,0 +1,73 @@
+"""Side-by-side: the same model and workload through each serving system, one
+after another on the same machine, measured by the same load generator.
+
+    brew loadtest sidebyside --out runs/sidebyside [--systems brew-vllm,vllm-openai,...]
+
+Systems (each started here as a subprocess, loaded, then stopped):
+
+    brew-vllm     `brew serve --engine vllm`   (batched, shared prefixes, vLLM)
+    brew-torch    `brew serve --engine torch`  (batched, prefix KV reused, transformers)
+    vllm-openai   vLLM's own OpenAI server, POST /generative_scoring
+                  (loadtest.bench.vllm_http: same token ids, one call per task)
+    naive         `brew serve --engine naive`  (one transformers forward per candidate)
+
+For each system: start it and wait until it is ready; a warm-up run at
+saturation (closed-loop, WARMUP_CONCURRENCY callers) that is thrown away; a
+capacity search (loadtest.capacity: double until p99 breaks the SLO, then
+bisect); then `--repeats` runs at the capacity rate found and
+`--repeats` at one fixed rate common to all systems, each with a fresh seed
+(fresh members, so no repeat rides on the previous one's prefix cache). The
+report gives medians of the repeats and ratios against vllm-openai, and is
+written as sidebyside.json, sidebyside.md and sweeps.png (every system's
+sweep on one chart) under --out, next to every run's own files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from loadtest.bench.sidebyside_measure import SideBySideSettings, compute_limit, measure_system
+from loadtest.bench.sidebyside_plots import plot_sweeps, sweep_points
+from loadtest.bench.sidebyside_report import markdown_table
+from loadtest.bench.sidebyside_results import SystemResult
+from loadtest.bench.sidebyside_systems import SYSTEMS
+from loadtest.workload import WorkloadSpec
+
+
+def sidebyside_command(args: argparse.Namespace) -> int:
+    """Measure each of args.systems in turn (or, with args.report, read the
+    saved results back); write sidebyside.json, sidebyside.md and sweeps.png
+    under args.out and print the table."""
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = sorted(set(systems) - set(SYSTEMS))
+    if unknown:
+        raise SystemExit(f"unknown systems {unknown}; choose from {list(SYSTEMS)}")
+    results_file = args.out / "sidebyside.json"
+    if args.report:
+        saved = json.loads(results_file.read_text(encoding="utf-8"))
+        vars(args).update({k: v for k, v in saved["settings"].items() if k not in ("report", "out")})
+        args.model, args.prompts, args.report = Path(args.model), Path(args.prompts), True
+    settings = SideBySideSettings(
+        out=args.out, model=args.model.resolve(), prompts=args.prompts.resolve(),
+        workload=WorkloadSpec(tasks={args.task: 1.0}, candidates=(args.candidates, args.candidates)),
+        slo_s=args.slo_ms / 1000, duration_s=args.duration, start_rate=args.start_rate,
+        fixed_rate=args.fixed_rate, repeats=args.repeats, timeout_s=args.timeout, pause_s=args.pause,
+    )
+    if args.report:
+        results = [SystemResult(**r) for r in saved["results"]]
+    else:
+        results = [measure_system(system, settings) for system in systems]
+        args.out.mkdir(parents=True, exist_ok=True)
+        results_file.write_text(
+            json.dumps({"settings": {**vars(args), "out": str(args.out), "model": str(args.model),
+                                     "prompts": str(args.prompts)},
+                        "results": [asdict(r) for r in results]}, indent=2) + "\n", encoding="utf-8")
+    table = markdown_table(results, args.candidates, compute_limit(settings))
+    (args.out / "sidebyside.md").write_text(table, encoding="utf-8")
+    plot_sweeps({r.system: sweep_points(args.out / r.system / "sweep.json") for r in results}, settings.slo_s,
+                args.out / "sweeps.png")
+    print(table)
+    return 0

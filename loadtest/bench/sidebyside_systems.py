@@ -1,0 +1,88 @@
+"""The systems a side-by-side run compares, and how each is started.
+
+Each system is a server started here as a subprocess on free localhost
+ports, its output in a log file, and stopped with SIGTERM (then SIGKILL)
+when its runs are done. vLLM's own server gets the settings Brew's vLLM
+engine runs with, so only the serving path differs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from brew.engines import EngineKind
+
+VLLM_OPENAI = "vllm-openai"  # vLLM's own OpenAI server, POST /generative_scoring
+BASELINE = VLLM_OPENAI  # the system the report's ratios are taken against
+
+
+def system_name(kind: EngineKind) -> str:
+    """The system that serves with `brew serve --engine KIND`: brew-KIND, but
+    the naive engine, a baseline rather than a way to serve, is just naive."""
+    return kind.value if kind is EngineKind.NAIVE else f"brew-{kind.value}"
+
+
+ENGINE_SYSTEMS = {system_name(kind): kind for kind in EngineKind}
+# Run and reported in this order: Brew's engines, then the baselines.
+SYSTEMS = (
+    *(system_name(kind) for kind in EngineKind if kind is not EngineKind.NAIVE),
+    VLLM_OPENAI,
+    system_name(EngineKind.NAIVE),
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    port: int
+    metrics_port: int
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def server_command(system: str, endpoints: Endpoints, model: Path) -> list[str]:
+    """The command line that serves `model` as `system`, vLLM's settings
+    matched to Brew's vLLM engine (fp32, eager, prefix caching, 32-token
+    blocks on CPU, 1 GiB of KV cache)."""
+    if system == VLLM_OPENAI:
+        return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+                "--served-model-name", model.name, "--host", "127.0.0.1", "--port", str(endpoints.port),
+                "--dtype", "float32", "--enforce-eager", "--enable-prefix-caching", "--block-size", "32",
+                "--gpu-memory-utilization", "0.3", "--kv-cache-memory-bytes", str(1 << 30),
+                "--disable-log-stats"]
+    engine = ENGINE_SYSTEMS[system].value
+    return [sys.executable, "-m", "brew.cli", "serve", "--engine", engine, "--model", str(model),
+            "--port", str(endpoints.port), "--metrics-port", str(endpoints.metrics_port), "--log-level", "warning"]
+
+
+@contextlib.contextmanager
+def running(command: Sequence[str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The server process, its output in `log_path`; SIGTERM (then SIGKILL) on exit."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+        try:
+            yield process
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -1,0 +1,25 @@
+"""The systems of a side-by-side run are started with matched settings."""
+
+from __future__ import annotations
+
+from brew.engines import EngineKind
+from loadtest.bench.sidebyside_systems import ENGINE_SYSTEMS, SYSTEMS, Endpoints, server_command
+
+
+def test_vllms_server_runs_with_brews_vllm_settings(tmp_path):
+    command = server_command("vllm-openai", Endpoints(8000, 9000), tmp_path / "brew-demo")
+    flags = " ".join(command)
+    for setting in ("--dtype float32", "--enforce-eager", "--enable-prefix-caching", "--block-size 32",
+                    "--served-model-name brew-demo", "--port 8000"):
+        assert setting in flags
+    assert "--engine torch" in " ".join(server_command("brew-torch", Endpoints(8000, 9000), tmp_path))
+
+
+def test_every_engine_kind_is_a_system_served_by_that_engine(tmp_path):
+    # The names BENCHMARKS.md reports; the baselines run last.
+    assert SYSTEMS[:2] == ("brew-vllm", "brew-torch") and SYSTEMS[-2:] == ("vllm-openai", "naive")
+    assert set(ENGINE_SYSTEMS.values()) == set(EngineKind)
+    for system, kind in ENGINE_SYSTEMS.items():
+        assert system in SYSTEMS
+        command = server_command(system, Endpoints(8000, 9000), tmp_path)
+        assert command[command.index("--engine") + 1] == kind
