@@ -15,6 +15,10 @@ or with `model.set_attn_implementation(...)`; the mask is built to match it:
 "sdpa" (the transformers default; CPU and CUDA) takes the dense boolean mask,
 "eager" an additive float mask, "flex_attention" a flex BlockMask, whose
 block sparsity skips the masked-out blocks that the dense kernels compute.
+Flex is refused on CPU: its CPU kernel compiled for one pass shape, then
+failed to compile (torch 2.13 inductor, CppCompileError) for the next.
+Dense kernels pay for every masked entry of a row, which is why
+`plan_passes` keeps rows as short as the longest group by default.
 
 Transformers facts this relies on (transformers 5.19, checked in its source):
 - `masking_utils._preprocess_mask_arguments`, called by `create_causal_mask`
@@ -31,8 +35,8 @@ Transformers facts this relies on (transformers 5.19, checked in its source):
   Qwen3 alike): the mask is added to the attention scores, so eager needs
   0 where attending and the dtype's minimum elsewhere.
 - `integrations/flex_attention.py` `flex_attention_forward`: a `BlockMask`
-  is passed to a `torch.compile`d `flex_attention` as `block_mask` (the first
-  call compiles: seconds on GPU, tens of seconds on CPU).
+  is passed to a `torch.compile`d `flex_attention` (`WrappedFlexAttention`,
+  default dynamic shapes) as `block_mask`; the first call compiles.
 - `LlamaModel.forward` (and `Qwen2Model`, `Qwen3Model`): the given
   `position_ids` (rows, length) feed the rotary embedding per row, and the
   final norm is applied before `last_hidden_state` is returned;
@@ -77,17 +81,23 @@ def _additive_mask(packed: PackedPass, device: torch.device, dtype: torch.dtype)
     return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, blocked)
 
 
-def _block_mask(packed: PackedPass, device: torch.device, dtype: torch.dtype) -> object:
-    from torch.nn.attention.flex_attention import create_block_mask
-
+def flex_mask_mod(packed: PackedPass, device: torch.device | str) -> Callable[..., torch.Tensor]:
+    """The pass's mask as a flex-attention mask_mod (batch, head, q, kv) -> bool."""
     segment = packed.segment_ids.to(device)
     context = packed.context_ids.to(device)
 
     def mask_mod(batch: torch.Tensor, head: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
         return may_attend(segment[batch, q], segment[batch, kv], context[batch, q], q, kv)
 
+    return mask_mod
+
+
+def _block_mask(packed: PackedPass, device: torch.device, dtype: torch.dtype) -> object:
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    length = packed.length
     return create_block_mask(
-        mask_mod, B=packed.rows, H=None, Q_LEN=packed.length, KV_LEN=packed.length, device=device
+        flex_mask_mod(packed, device), B=packed.rows, H=None, Q_LEN=length, KV_LEN=length, device=device
     )
 
 
@@ -114,13 +124,19 @@ def attention_kernel(model: PreTrainedModel) -> AttentionKernel:
             "sliding window; turn sliding windows off in the config (use_sliding_window=false)"
         )
     try:
-        return AttentionKernel(config._attn_implementation)
+        kernel = AttentionKernel(config._attn_implementation)
     except ValueError:
         raise ValueError(
             f"multi-item scoring needs an attention kernel that takes an arbitrary mask; the model uses "
             f"{config._attn_implementation!r}: load it with attn_implementation set to one of "
             f"{', '.join(k.value for k in AttentionKernel)}"
         ) from None
+    if kernel is AttentionKernel.FLEX and model.device.type == "cpu":
+        raise ValueError(
+            "flex_attention is refused on CPU: with torch 2.13 inductor fails to compile its CPU kernel "
+            "(CppCompileError) once pass shapes vary; use sdpa on CPU"
+        )
+    return kernel
 
 
 def gather_label_logprobs(

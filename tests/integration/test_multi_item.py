@@ -15,13 +15,15 @@ from collections.abc import Sequence
 from types import SimpleNamespace
 
 import pytest
+import torch
 from tiny_model import MODEL_TYPES, VOCAB_SIZE, build_tiny_causal_lm
+from torch.nn.attention.flex_attention import create_mask
 from transformers import AutoModelForCausalLM
 
 from brew import defaults
 from brew.demo.evaluate import heldout_groups
 from brew.engines.loading import load_causal_lm
-from brew.engines.multi_item import AttentionKernel, attention_kernel, score_groups_packed
+from brew.engines.multi_item import AttentionKernel, attention_kernel, flex_mask_mod, score_groups_packed
 from brew.engines.naive import last_position_label_logprobs
 from brew.engines.packing import plan_passes
 from brew.tasks import load_tasks
@@ -89,9 +91,14 @@ def test_reference_scores_vary_enough_for_parity_to_mean_something(tiny):
     assert max(first_label) - min(first_label) > 1000 * PARITY_TOLERANCE
 
 
-def test_all_groups_in_one_pass_match_plain_forward_passes(tiny):
-    results, stats = score_groups_packed(tiny.model, GROUPS, max_batch_tokens=ONE_PASS_BUDGET)
-    assert (stats.passes, stats.rows) == (1, 1)
+@pytest.mark.parametrize("max_row_tokens", [None, ONE_PASS_BUDGET], ids=["row-per-longest-group", "one-row"])
+def test_all_groups_in_one_pass_match_plain_forward_passes(tiny, max_row_tokens):
+    results, stats = score_groups_packed(
+        tiny.model, GROUPS, max_batch_tokens=ONE_PASS_BUDGET, max_row_tokens=max_row_tokens
+    )
+    assert stats.passes == 1
+    # By default rows are as long as the longest group (360 tokens): groups 0, 1 and 3 share one.
+    assert stats.rows == (1 if max_row_tokens else 3)
     assert max_gap(results, tiny.expected) < PARITY_TOLERANCE
 
 
@@ -128,28 +135,43 @@ def test_many_small_groups_in_one_pass_score_as_each_group_alone(tiny):
     assert max_gap(together, [[c.label_logprobs for c in r.candidates] for r in alone]) < PARITY_TOLERANCE
 
 
-def kernel_scores(model_dir, kernel: AttentionKernel) -> list[GroupResult]:
+def kernel_model(model_dir, kernel: AttentionKernel, device: str = "cpu"):
     model = AutoModelForCausalLM.from_pretrained(
         model_dir, attn_implementation=kernel.value, local_files_only=True
     )
-    assert attention_kernel(model.eval()) is kernel
-    return score_groups_packed(model, GROUPS, max_batch_tokens=ONE_PASS_BUDGET)[0]
+    return model.to(device).eval()
 
 
 def test_the_eager_kernel_gives_the_same_scores(tiny):
-    assert max_gap(kernel_scores(tiny.dir, AttentionKernel.EAGER), tiny.expected) < PARITY_TOLERANCE
+    model = kernel_model(tiny.dir, AttentionKernel.EAGER)
+    assert attention_kernel(model) is AttentionKernel.EAGER
+    results, _ = score_groups_packed(model, GROUPS, max_batch_tokens=SMALL_BUDGET)
+    assert max_gap(results, tiny.expected) < PARITY_TOLERANCE
 
 
-def test_the_flex_kernel_gives_the_same_scores(tmp_path):
-    # One architecture only: flex attention compiles for tens of seconds on CPU.
-    model_dir = build_tiny_causal_lm(tmp_path, "qwen3", attention_heads=4, kv_heads=2)
-    expected = reference(load_causal_lm(model_dir), GROUPS)
-    assert max_gap(kernel_scores(model_dir, AttentionKernel.FLEX), expected) < PARITY_TOLERANCE
+def test_the_flex_mask_mod_is_the_dense_mask():
+    for packed in plan_passes(GROUPS, 600).passes:
+        length = packed.length
+        flex_dense = create_mask(flex_mask_mod(packed, "cpu"), packed.rows, None, length, length, "cpu")
+        assert torch.equal(flex_dense, packed.dense_mask())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="flex attention is refused on CPU")
+@pytest.mark.parametrize("budget", [ONE_PASS_BUDGET, SMALL_BUDGET])
+def test_the_flex_kernel_gives_the_same_scores_on_cuda(tiny, budget):
+    model = kernel_model(tiny.dir, AttentionKernel.FLEX, "cuda")
+    results, _ = score_groups_packed(model, GROUPS, max_batch_tokens=budget)
+    assert max_gap(results, tiny.expected) < PARITY_TOLERANCE
+
+
+def test_the_flex_kernel_is_refused_on_cpu(tiny):
+    with pytest.raises(ValueError, match="flex_attention is refused on CPU"):
+        score_groups_packed(kernel_model(tiny.dir, AttentionKernel.FLEX), GROUPS, max_batch_tokens=100)
 
 
 def _config(**fields) -> SimpleNamespace:
-    defaults = {"model_type": "llama", "_attn_implementation": "sdpa", "layer_types": None}
-    return SimpleNamespace(config=SimpleNamespace(**{**defaults, **fields}))
+    usable = {"model_type": "llama", "_attn_implementation": "sdpa", "layer_types": None}
+    return SimpleNamespace(config=SimpleNamespace(**{**usable, **fields}))
 
 
 @pytest.mark.parametrize(

@@ -187,8 +187,27 @@ def random_groups(seed: int, count: int) -> list[ScoringGroup]:
 def test_small_groups_share_one_pass_under_a_large_budget():
     groups = random_groups(seed=1, count=6)
     plan = plan_passes(groups, max_batch_tokens=10_000)
-    assert len(plan.passes) == 1 and plan.passes[0].rows == 1
+    assert len(plan.passes) == 1
     assert plan.stats.real_tokens == sum(len(g.prefix_ids) + sum(map(len, g.suffix_ids)) for g in groups)
+    assert_plan_scores_every_candidate_once(plan, groups)
+
+
+def test_rows_default_to_the_longest_group_and_smaller_groups_share_them():
+    groups = [
+        ScoringGroup((1,) * 10, ((2,) * 10, (3,) * 10), (7,)),  # 30 tokens
+        ScoringGroup((1,) * 5, ((2,) * 5,), (7,)),  # 10
+        ScoringGroup((1,) * 8, ((2,) * 4, (3,) * 8), (7,)),  # 20
+    ]
+    plan = plan_passes(groups, max_batch_tokens=1000)
+    assert [(p.rows, p.length) for p in plan.passes] == [(2, 30)]
+    assert [[r.group for r in p.readouts] for p in plan.passes] == [[0, 0, 1, 2, 2]]  # 1 and 2 share a row
+    assert plan.stats.pad_tokens == 0
+
+
+def test_rows_as_long_as_the_budget_hold_every_group_side_by_side():
+    groups = random_groups(seed=1, count=6)
+    plan = plan_passes(groups, max_batch_tokens=10_000, max_row_tokens=10_000)
+    assert [p.rows for p in plan.passes] == [1]
     assert plan.stats.pad_tokens == 0
     assert_plan_scores_every_candidate_once(plan, groups)
 
