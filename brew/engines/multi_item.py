@@ -11,14 +11,19 @@ fp32 full-vocabulary `log_softmax` values, as every engine reports them.
 
 The attention kernel is the model's own (`config._attn_implementation`),
 chosen where the model is loaded (`from_pretrained(attn_implementation=...)`)
-or with `model.set_attn_implementation(...)`; the mask is built to match it:
-"sdpa" (the transformers default; CPU and CUDA) takes the dense boolean mask,
-"eager" an additive float mask, "flex_attention" a flex BlockMask, whose
-block sparsity skips the masked-out blocks that the dense kernels compute.
-Flex is refused on CPU: its CPU kernel compiled for one pass shape, then
-failed to compile (torch 2.13 inductor, CppCompileError) for the next.
-Dense kernels pay for every masked entry of a row, which is why
-`plan_passes` keeps rows as short as the longest group by default.
+or with `model.set_attn_implementation(...)`, and the mask is built to match
+it (`AttentionKernel`):
+- "sdpa" (the transformers default) and "eager": a dense additive mask, 0
+  where a token may attend and the dtype's minimum elsewhere. SDPA would
+  take the boolean mask too, but torch turns a boolean mask into an additive
+  one on every call, in every layer (`aten::where`: about a tenth of the
+  demo model's forward on CPU); built once per pass it is not. Dense kernels
+  pay for every masked entry of a row, which is why `plan_passes` keeps rows
+  as short as the longest group by default.
+- "flex_attention": a flex BlockMask from the same `may_attend` rule; its
+  block sparsity skips masked-out blocks. Refused on CPU: there the kernel
+  compiled for a first pass shape, then failed to compile for the next
+  (torch 2.13 inductor, CppCompileError).
 
 Transformers facts this relies on (transformers 5.19, checked in its source):
 - `masking_utils._preprocess_mask_arguments`, called by `create_causal_mask`
@@ -27,10 +32,10 @@ Transformers facts this relies on (transformers 5.19, checked in its source):
   packed mask reaches every layer unchanged; it also replaces any sliding
   window, which is why models with sliding-window layers are refused.
 - `integrations/sdpa_attention.py` `sdpa_attention_forward`: the mask goes
-  to `torch.nn.functional.scaled_dot_product_attention` as `attn_mask`
-  (boolean: True = attend) with `is_causal=False` whenever a mask is given;
-  with grouped-query attention the key/value heads are repeated (`repeat_kv`)
-  when a mask is given on CUDA, or handled by `enable_gqa` elsewhere.
+  unchanged to `torch.nn.functional.scaled_dot_product_attention` as
+  `attn_mask` (added to the scores), with `is_causal=False` whenever a mask
+  is given; with grouped-query attention and a mask, `use_gqa_in_sdpa` is
+  false on CPU and CUDA, so key/value heads are repeated (`repeat_kv`).
 - `models/llama/modeling_llama.py` `eager_attention_forward` (Qwen2 and
   Qwen3 alike): the mask is added to the attention scores, so eager needs
   0 where attending and the dtype's minimum elsewhere.
@@ -71,10 +76,6 @@ class AttentionKernel(StrEnum):
     FLEX = "flex_attention"
 
 
-def _boolean_mask(packed: PackedPass, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    return packed.dense_mask(device)
-
-
 def _additive_mask(packed: PackedPass, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     allowed = packed.dense_mask(device)
     blocked = torch.finfo(dtype).min
@@ -102,7 +103,7 @@ def _block_mask(packed: PackedPass, device: torch.device, dtype: torch.dtype) ->
 
 
 _MASK_BUILDERS: dict[AttentionKernel, Callable[[PackedPass, torch.device, torch.dtype], object]] = {
-    AttentionKernel.SDPA: _boolean_mask,
+    AttentionKernel.SDPA: _additive_mask,
     AttentionKernel.EAGER: _additive_mask,
     AttentionKernel.FLEX: _block_mask,
 }
