@@ -205,6 +205,61 @@ def piece_length(group: ScoringGroup, piece: RowPiece) -> int:
     return len(group.prefix_ids) + sum(len(group.suffix_ids[c]) for c in piece.candidates)
 
 
+@dataclass
+class _Row:
+    """One row being laid out: per-token lists, its read-outs, its mask's True entries."""
+
+    ids: list[int]
+    positions: list[int]
+    segments: list[int]
+    contexts: list[int]
+    readouts: list[ReadOut]
+    attended: int = 0
+
+    def add_block(self, ids: Sequence[int], first_position: int, segment: int, context: int) -> None:
+        """Append a block that sees the `context` block and itself causally."""
+        self.ids += ids
+        self.positions += range(first_position, first_position + len(ids))
+        self.segments += [segment] * len(ids)
+        self.contexts += [context] * len(ids)
+        context_len = first_position if segment != context else 0
+        self.attended += len(ids) * context_len + len(ids) * (len(ids) + 1) // 2
+
+    def pad_to(self, length: int, pad_id: int) -> None:
+        pads = length - len(self.ids)
+        self.ids += [pad_id] * pads
+        self.positions += [0] * pads
+        self.segments += [_PAD_SEGMENT] * pads
+        self.contexts += [_PAD_SEGMENT] * pads
+        self.attended += pads  # each pad sees itself
+
+
+def _lay_out_row(groups: Sequence[ScoringGroup], row: int, pieces: Sequence[RowPiece]) -> _Row:
+    laid_out = _Row([], [], [], [], [])
+    next_segment = 0
+    for piece in pieces:
+        group = groups[piece.group]
+        prefix_len = len(group.prefix_ids)
+        prefix_segment, next_segment = next_segment, next_segment + 1  # numbered even when empty
+        laid_out.add_block(group.prefix_ids, 0, prefix_segment, prefix_segment)
+        prefix_last = len(laid_out.ids) - 1
+        for candidate in piece.candidates:
+            suffix = group.suffix_ids[candidate]
+            if suffix:
+                laid_out.add_block(suffix, prefix_len, next_segment, prefix_segment)
+                next_segment += 1
+                column = len(laid_out.ids) - 1
+            elif prefix_len:
+                column = prefix_last
+            else:
+                raise ValueError(
+                    f"group {piece.group}, candidate {candidate}: cannot score an empty prompt "
+                    "(neither prefix nor suffix)"
+                )
+            laid_out.readouts.append(ReadOut(group=piece.group, candidate=candidate, row=row, column=column))
+    return laid_out
+
+
 def pack_rows(
     groups: Sequence[ScoringGroup], rows: Sequence[Sequence[RowPiece]], pad_id: int = 0
 ) -> PackedPass:
@@ -214,65 +269,23 @@ def pack_rows(
     Raises ValueError for a candidate with neither prefix nor suffix (there is
     no position to read its logits at).
     """
-    laid_out: list[list[list[int]]] = []  # per row: ids, positions, segments, contexts
-    readouts: list[ReadOut] = []
-    attended = 0
-    for row, pieces in enumerate(rows):
-        ids: list[int] = []
-        positions: list[int] = []
-        segments: list[int] = []
-        contexts: list[int] = []
-        next_segment = 0
-        for piece in pieces:
-            group = groups[piece.group]
-            prefix_len = len(group.prefix_ids)
-            prefix_segment, next_segment = next_segment, next_segment + 1  # numbered even when empty
-            ids += group.prefix_ids
-            positions += range(prefix_len)
-            segments += [prefix_segment] * prefix_len
-            contexts += [prefix_segment] * prefix_len
-            prefix_last = len(ids) - 1
-            attended += prefix_len * (prefix_len + 1) // 2
-            for candidate in piece.candidates:
-                suffix = group.suffix_ids[candidate]
-                if suffix:
-                    ids += suffix
-                    positions += range(prefix_len, prefix_len + len(suffix))
-                    segments += [next_segment] * len(suffix)
-                    contexts += [prefix_segment] * len(suffix)
-                    next_segment += 1
-                    attended += len(suffix) * prefix_len + len(suffix) * (len(suffix) + 1) // 2
-                    column = len(ids) - 1
-                elif prefix_len:
-                    column = prefix_last
-                else:
-                    raise ValueError(
-                        f"group {piece.group}, candidate {candidate}: cannot score an empty prompt "
-                        "(neither prefix nor suffix)"
-                    )
-                readouts.append(ReadOut(group=piece.group, candidate=candidate, row=row, column=column))
-        laid_out.append([ids, positions, segments, contexts])
-    length = max((len(row[0]) for row in laid_out), default=0)
-    real = sum(len(row[0]) for row in laid_out)
-    for ids, positions, segments, contexts in laid_out:
-        pads = length - len(ids)
-        ids += [pad_id] * pads
-        positions += [0] * pads
-        segments += [_PAD_SEGMENT] * pads
-        contexts += [_PAD_SEGMENT] * pads
-        attended += pads
+    laid_out = [_lay_out_row(groups, row, pieces) for row, pieces in enumerate(rows)]
+    real = sum(len(row.ids) for row in laid_out)
+    length = max((len(row.ids) for row in laid_out), default=0)
+    for row in laid_out:
+        row.pad_to(length, pad_id)
 
-    def tensor(field: int) -> torch.Tensor:
-        return torch.tensor([row[field] for row in laid_out], dtype=torch.long).reshape(len(laid_out), length)
+    def tensor(values: list[list[int]]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.long).reshape(len(laid_out), length)  # (rows, length)
 
     return PackedPass(
-        input_ids=tensor(0),
-        position_ids=tensor(1),
-        segment_ids=tensor(2),
-        context_ids=tensor(3),
-        readouts=tuple(readouts),
+        input_ids=tensor([row.ids for row in laid_out]),
+        position_ids=tensor([row.positions for row in laid_out]),
+        segment_ids=tensor([row.segments for row in laid_out]),
+        context_ids=tensor([row.contexts for row in laid_out]),
+        readouts=tuple(r for row in laid_out for r in row.readouts),
         real_tokens=real,
-        attended_pairs=attended,
+        attended_pairs=sum(row.attended for row in laid_out),
     )
 
 

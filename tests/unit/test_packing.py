@@ -44,6 +44,7 @@ def assert_plan_scores_every_candidate_once(plan: PackingPlan, groups) -> None:
     assert read == [(g, c) for g, group in enumerate(groups) for c in range(group.num_candidates)]
     for packed in plan.passes:
         assert_each_readout_sees_its_plain_prompt(packed, groups)
+        assert packed.attended_pairs == int(packed.dense_mask().sum())
 
 
 @pytest.fixture(scope="module")
