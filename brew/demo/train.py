@@ -23,8 +23,8 @@ from tqdm import tqdm
 from brew.demo.checkpoint import ModelShape, build_model, train_tokenizer
 from brew.demo.examples import corpus_texts, draw_group
 from brew.demo.examples import LabeledGroup
-from brew.demo.packing import PackedBatch, pack_groups, packed_logits
 from brew.demo.world import DEMO_TASKS, World
+from brew.engines.packing import IGNORE_INDEX, PackedPass, pack_groups
 from brew.tasks import load_tasks
 from brew.tokenization import PromptTokenizer
 from brew.verbalize import Verbalizer
@@ -76,14 +76,27 @@ def label_targets(groups: list[LabeledGroup], vocab_size: int, kind: str) -> tor
     return dense
 
 
-def training_loss(model: torch.nn.Module, batch: PackedBatch, groups: list[LabeledGroup], config: TrainConfig) -> torch.Tensor:
+def packed_logits(model: torch.nn.Module, batch: PackedPass) -> torch.Tensor:
+    """fp32 logits at every position, (rows, length, vocab)."""
+    output = model(
+        input_ids=batch.input_ids,
+        position_ids=batch.position_ids,
+        attention_mask=batch.dense_mask(),
+        use_cache=False,
+    )
+    return output.logits.float()
+
+
+def training_loss(
+    model: torch.nn.Module, batch: PackedPass, groups: list[LabeledGroup], config: TrainConfig
+) -> torch.Tensor:
     """Label loss at each candidate's last token, plus the weighted next-token loss."""
     logits = packed_logits(model, batch)
-    last = logits[batch.last_rows, batch.last_columns]
+    last = logits[batch.readout_rows, batch.readout_columns]
     loss = torch.nn.functional.cross_entropy(last, label_targets(groups, last.shape[-1], config.targets))
     if config.language_model_weight:
         language = torch.nn.functional.cross_entropy(
-            logits.flatten(0, 1), batch.next_token_targets.flatten(), ignore_index=-100
+            logits.flatten(0, 1), batch.next_token_targets().flatten(), ignore_index=IGNORE_INDEX
         )
         loss = loss + config.language_model_weight * language
     return loss

@@ -1,4 +1,4 @@
-"""Build a tiny random Llama checkpoint directory for engine tests.
+"""Build tiny random checkpoint directories (Llama, Qwen2, Qwen3) for engine tests.
 
 The engines only see token ids, so a random model checks what matters to
 them (that they compute the same function as a plain forward pass) in
@@ -17,7 +17,14 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    AutoModelForCausalLM,
+    LlamaConfig,
+    PretrainedConfig,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen3Config,
+)
 
 VOCAB_SIZE = 512
 SPECIAL_TOKENS = ("<s>", "</s>", "<pad>")
@@ -51,17 +58,29 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
 
 
-def build_tiny_llama(out_dir: str | Path) -> Path:
-    """Save a seeded random fp32 LlamaForCausalLM and its tokenizer to `out_dir`."""
+_CONFIGS: dict[str, type[PretrainedConfig]] = {
+    "llama": LlamaConfig,
+    "qwen2": Qwen2Config,
+    "qwen3": Qwen3Config,
+}
+MODEL_TYPES = tuple(_CONFIGS)
+
+
+def build_tiny_causal_lm(
+    out_dir: str | Path, model_type: str = "llama", *, attention_heads: int = 2, kv_heads: int = 2
+) -> Path:
+    """Save a seeded random fp32 causal LM of `model_type` (head_dim 64; fewer
+    key/value heads than attention heads for grouped-query attention) and its
+    tokenizer to `out_dir`."""
     out = Path(out_dir)
     tokenizer = build_tokenizer()
-    config = LlamaConfig(
+    config = _CONFIGS[model_type](
         vocab_size=VOCAB_SIZE,
-        hidden_size=128,
-        intermediate_size=256,
+        hidden_size=64 * attention_heads,
+        intermediate_size=128 * attention_heads,
         num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
+        num_attention_heads=attention_heads,
+        num_key_value_heads=kv_heads,
         head_dim=64,
         max_position_embeddings=512,
         initializer_range=0.2,
@@ -72,7 +91,12 @@ def build_tiny_llama(out_dir: str | Path) -> Path:
         dtype="float32",
     )
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config).to(torch.float32).eval()
+    model = AutoModelForCausalLM.from_config(config).to(torch.float32).eval()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def build_tiny_llama(out_dir: str | Path) -> Path:
+    """Save a seeded random fp32 LlamaForCausalLM and its tokenizer to `out_dir`."""
+    return build_tiny_causal_lm(out_dir, "llama")
