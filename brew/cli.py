@@ -45,7 +45,8 @@ async def _score(args: argparse.Namespace) -> int:
     from serving.service import local_service
 
     request = request_from_proto(parse_request_json(args.request.read_text(encoding="utf-8")))
-    ranker = await build_ranker(args.model, args.prompts, args.engine, dtype=args.dtype, device=args.device)
+    ranker = await build_ranker(args.model, args.prompts, args.engine, dtype=args.dtype, device=args.device,
+                                multi_item=args.multi_item)
     try:
         async with local_service(ranker) as service:
             response = await service.score(RequestShape.of(request), lambda: request, deadline=None)
@@ -97,7 +98,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         config = load_config(
             args.config, engine=args.engine, model=args.model, prompts=args.prompts, dtype=args.dtype,
-            device=args.device, host=args.host, port=args.port, metrics_host=args.metrics_host,
+            device=args.device, multi_item=args.multi_item, host=args.host, port=args.port,
+            metrics_host=args.metrics_host,
             metrics_port=args.metrics_port,
             slo_seconds=None if args.slo_ms is None else args.slo_ms / 1000.0,
             grace_seconds=args.grace_seconds, tls_cert=args.tls_cert, tls_key=args.tls_key,
@@ -131,6 +133,9 @@ def _add_serve_parser(commands: argparse._SubParsersAction) -> None:  # type: ig
     serve.add_argument("--model", type=Path, help="checkpoint directory (default: the bundled demo model)")
     serve.add_argument("--prompts", type=Path, help="prompts directory (default: the bundled prompts/)")
     serve.add_argument("--dtype", help="model dtype (default: float32)")
+    serve.add_argument("--multi-item", action="store_true", default=None,
+                       help="exact multi-item scoring: each engine batch (all callers) packed into few forward "
+                            "passes (torch engine; [torch] max_batch_tokens per pass)")
     serve.add_argument("--device", help="torch device for the torch engines (default: cpu)")
     serve.add_argument("--host", help="gRPC listen address (default: 127.0.0.1; 0.0.0.0 for all interfaces)")
     serve.add_argument("--port", type=int, help="gRPC port (default: 50051; 0 picks a free one)")
@@ -221,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--request", type=Path, default=defaults.EXAMPLE_REQUEST,
                        help="request in the JSON mapping of brew.v1.ScoreCandidatesRequest")
     _add_model_options(score, EngineKind.VLLM)
+    score.add_argument("--multi-item", action="store_true",
+                       help="exact multi-item scoring: the request's groups packed into few forward passes "
+                            "(torch engine); the same scores as without it")
     score.set_defaults(run=lambda a: asyncio.run(_score(a)))
 
     evaluate = commands.add_parser("eval", help="per-task AUC of the model and of the ground truth, held out")

@@ -41,3 +41,10 @@ class TaskConfigError(BrewError):
     template syntax, or label words that are not single tokens)."""
 
     reason = "task_config"
+
+
+class EngineConfigError(BrewError):
+    """An engine cannot be started as asked (e.g. multi-item scoring on an
+    engine that has none); the message names what to change."""
+
+    reason = "engine_config"

@@ -22,11 +22,13 @@ async def build_ranker(
     device: str = "cpu",
     vllm: VllmOptions | None = None,
     torch: TorchOptions | None = None,
+    multi_item: bool = False,
 ) -> Ranker:
     """Load tasks and tokenizer first (fast, fail early on a bad label), then
     start the engine (slow)."""
     tasks = load_tasks(prompts_dir)
     tokenizer = PromptTokenizer.from_pretrained(model_dir)
     label_ids = task_label_ids(tasks, tokenizer)
-    scoring_engine = await create_engine(engine, model_dir, dtype=dtype, device=device, vllm=vllm, torch=torch)
+    scoring_engine = await create_engine(engine, model_dir, dtype=dtype, device=device, vllm=vllm, torch=torch,
+                                         multi_item=multi_item)
     return Ranker(Verbalizer(tasks, tokenizer, scoring_engine.max_model_len, label_ids), scoring_engine)

@@ -5,8 +5,9 @@ validated when the object is built, with a message that says how to fix it,
 so a bad setting fails at start, not under load. A TOML file mirrors the
 sections below:
 
-    engine = "vllm"            # vllm | torch | naive
+    engine = "vllm"            # vllm | torch | naive (brew.engines.ENGINES)
     model = "brew/demo/brew-demo"
+    multi_item = false         # exact multi-item scoring: one packed forward per engine batch
     [server]   host, port, metrics_port, grace_seconds, max_message_bytes, ...
     [batching] max_batch_candidates, collect_window_ms, max_queue_candidates, ...
     [limits]   max_candidates_per_request, max_tasks_per_request, max_history_items
@@ -57,6 +58,7 @@ class ServerConfig:
     prompts: Path = defaults.PROMPTS_DIR
     dtype: str = "float32"
     device: str = "cpu"
+    multi_item: bool = False
     host: str = "127.0.0.1"
     port: int = 50051
     metrics_host: str = "127.0.0.1"
@@ -106,6 +108,11 @@ def _problems(config: ServerConfig):  # type: ignore[no-untyped-def]
         return
     if not (config.model / "config.json").is_file():
         yield f"model {config.model} is not a checkpoint directory (no config.json); pass --model DIR"
+    if not isinstance(config.multi_item, bool):
+        yield f"multi_item must be true or false, got {config.multi_item!r}"
+    elif config.multi_item and not ENGINES[config.engine].multi_item:
+        with_it = [kind.value for kind, spec in ENGINES.items() if spec.multi_item]
+        yield f"multi_item: engine {config.engine.value} has no multi-item scoring; use engine {with_it}"
     if not config.prompts.is_dir():
         yield f"prompts {config.prompts} is not a directory; pass --prompts DIR"
     for name in ("port", "metrics_port"):
@@ -147,7 +154,8 @@ def _problems(config: ServerConfig):  # type: ignore[no-untyped-def]
 
 
 SECTIONS = {"batching", "limits", "vllm", "torch"}
-SERVER_KEYS = {f.name for f in fields(ServerConfig)} - SECTIONS - {"engine", "model", "prompts"}
+TOP_KEYS = ("engine", "model", "prompts", "dtype", "device", "multi_item")
+SERVER_KEYS = {f.name for f in fields(ServerConfig)} - SECTIONS - set(TOP_KEYS)
 
 
 def load_config(toml_file: Path | None = None, **overrides: Any) -> ServerConfig:
@@ -210,9 +218,9 @@ def _given(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _from_toml(raw: Mapping[str, Any]) -> dict[str, Any]:
-    known_top = {"engine", "model", "prompts", "dtype", "device", "server"} | SECTIONS
+    known_top = {*TOP_KEYS, "server"} | SECTIONS
     _reject_unknown("", raw, known_top)
-    values = {k: raw[k] for k in ("engine", "model", "prompts", "dtype", "device") if k in raw}
+    values = {k: raw[k] for k in TOP_KEYS if k in raw}
     server = dict(raw.get("server", {}))
     _reject_unknown("[server]", server, SERVER_KEYS)
     values.update(server)

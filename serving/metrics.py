@@ -19,7 +19,12 @@ import threading
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+if TYPE_CHECKING:
+    from brew.engines.packing import PackingStats
 
 # Seconds: fine below 100 ms where a ranking SLO usually sits, coarse above.
 LATENCY_BUCKETS = (
@@ -27,6 +32,8 @@ LATENCY_BUCKETS = (
     1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0,
 )
 BATCH_CANDIDATE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+FORWARD_TOKEN_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
+SHARE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 
 
 def latency_buckets(slo_seconds: float) -> tuple[float, ...]:
@@ -86,6 +93,16 @@ class ServiceMetrics:
                                        registry=r)
         self.task_info = Gauge("brew_task_info", "The tasks being served (value 1), with their template versions.",
                                ["task", "version"], registry=r)
+        self.forward_tokens = Histogram(
+            "brew_forward_tokens", "Real (not pad) tokens per packed forward pass (multi-item scoring).",
+            buckets=FORWARD_TOKEN_BUCKETS, registry=r)
+        self.forward_slots = Counter(
+            "brew_forward_token_slots", "Token slots of packed forward passes, by kind: real or pad.",
+            ["kind"], registry=r)
+        self.forward_masked_share = Histogram(
+            "brew_forward_masked_share",
+            "Share of a packed pass's causal attention the multi-item mask blocks (dense work spent on nothing).",
+            buckets=SHARE_BUCKETS, registry=r)
         self.prompt_reloads = Counter("brew_prompt_reloads", "Prompt reloads (SIGHUP or ReloadPrompts), by outcome.",
                                       ["outcome"], registry=r)
 
@@ -137,7 +154,16 @@ class ServiceMetrics:
     def reload_finished(self, ok: bool) -> None:
         self.prompt_reloads.labels(outcome="ok" if ok else "failed").inc()
 
-    # --- reported by the batcher ------------------------------------------
+    # --- reported by the engine (multi-item scoring) -----------------------
+
+    def forward_packed(self, stats: PackingStats) -> None:
+        """One packed forward pass: its real tokens, its pads, its masked share."""
+        self.forward_tokens.observe(stats.real_tokens)
+        self.forward_slots.labels(kind="real").inc(stats.real_tokens)
+        self.forward_slots.labels(kind="pad").inc(stats.pad_tokens)
+        self.forward_masked_share.observe(stats.masked_share)
+
+    # --- reported by the dispatcher ---------------------------------------
 
     def batch_dispatched(self, candidates: int) -> None:
         self.batch_candidates.observe(candidates)

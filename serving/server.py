@@ -131,8 +131,10 @@ class BrewServer:
         config = self.config
         ranker = await build_ranker(
             config.model, config.prompts, config.engine, dtype=config.dtype, device=config.device,
-            vllm=config.vllm, torch=config.torch,
+            vllm=config.vllm, torch=config.torch, multi_item=config.multi_item,
         )
+        if hasattr(ranker.engine, "on_forward"):  # an engine that packs forward passes reports them
+            ranker.engine.on_forward = self.metrics.forward_packed
         dispatcher = Dispatcher(ranker.engine, config.batching, on_batch=self.metrics.batch_dispatched,
                                 on_engine_failure=self.lifecycle.to_failed)
         dispatcher.start()

@@ -9,12 +9,14 @@ even be installed where only those run).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from brew.engines.base import CallerOutcome, CallerWork, ScoringEngine
+from brew.errors import EngineConfigError
 from brew.engines.options import TorchOptions, VllmOptions
 
 
@@ -61,13 +63,15 @@ class EngineSpec:
     kind: EngineKind
     description: str
     start: Callable[[EngineStart], Awaitable[ScoringEngine]]
+    multi_item: bool = False  # has exact multi-item scoring (one packed forward per engine batch)
 
 
 ENGINES: dict[EngineKind, EngineSpec] = {
     spec.kind: spec
     for spec in (
         EngineSpec(EngineKind.VLLM, "vLLM AsyncLLM in-process, prefix caching (production)", _start_vllm),
-        EngineSpec(EngineKind.TORCH, "transformers, prefix KV computed once per group (reference)", _start_torch),
+        EngineSpec(EngineKind.TORCH, "transformers, prefix KV computed once per group (reference)", _start_torch,
+                   multi_item=True),
         EngineSpec(EngineKind.NAIVE, "one plain forward pass per candidate (baseline)", _start_naive),
     )
 }
@@ -81,10 +85,19 @@ async def create_engine(
     device: str = "cpu",
     vllm: VllmOptions | None = None,
     torch: TorchOptions | None = None,
+    multi_item: bool = False,
 ) -> ScoringEngine:
-    """Start an engine of `kind` on the checkpoint in `model_dir`."""
-    start = EngineStart(Path(model_dir), dtype, device, vllm or VllmOptions(), torch or TorchOptions())
-    return await ENGINES[EngineKind(kind)].start(start)
+    """Start an engine of `kind` on the checkpoint in `model_dir`;
+    `multi_item` switches on exact multi-item scoring where the kind has it."""
+    kind = EngineKind(kind)
+    spec = ENGINES[kind]
+    if multi_item and not spec.multi_item:
+        with_it = [k.value for k, s in ENGINES.items() if s.multi_item]
+        raise EngineConfigError(f"engine {kind.value} has no multi-item scoring; engines with it: {with_it}")
+    torch = torch or TorchOptions()
+    if multi_item:
+        torch = dataclasses.replace(torch, multi_item=True)
+    return await spec.start(EngineStart(Path(model_dir), dtype, device, vllm or VllmOptions(), torch))
 
 
 __all__ = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 DEFAULT_MAX_FORWARD_CANDIDATES = 64
+DEFAULT_MAX_BATCH_TOKENS = 16384
 
 
 @dataclass(frozen=True)
@@ -49,17 +50,28 @@ class VllmOptions:
 class TorchOptions:
     """How the transformers engine (`torch`) runs its forward passes.
 
-    `max_forward_candidates` caps the candidate rows of one forward pass (a
-    group with more candidates is split into several passes behind its one
-    prefix). It bounds activation memory, not batching across callers: that
-    is the dispatcher's `max_batch_candidates`.
+    Per-group path (default): each group's prefix runs once, its KV cache is
+    reused by the candidate rows; `max_forward_candidates` caps the candidate
+    rows of one forward pass (a group with more is split into several passes
+    behind its one prefix).
+
+    `multi_item`: exact multi-item scoring (brew.engines.multi_item): the
+    whole engine batch (every caller's groups) packed into as few forward
+    passes as `max_batch_tokens` (rows x length, pads included) allows,
+    candidates isolated by the attention mask. Both bound activation memory,
+    not batching across callers: that is the dispatcher's
+    `max_batch_candidates`.
     """
 
     max_forward_candidates: int = DEFAULT_MAX_FORWARD_CANDIDATES
+    multi_item: bool = False
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
 
     def __post_init__(self) -> None:
         if self.max_forward_candidates < 1:
             raise ValueError(f"max_forward_candidates must be at least 1, got {self.max_forward_candidates}")
+        if self.max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens must be at least 1, got {self.max_batch_tokens}")
 
 
 def option_names(options: type) -> frozenset[str]:

@@ -9,6 +9,14 @@ against the naive engine). Logits are read at each row's own last real token.
 
 It is the engine for machines without vLLM and the GPU baseline to compare
 vLLM with; its outputs match the naive engine within fp32 rounding.
+
+With `TorchOptions(multi_item=True)` it scores the dispatcher's whole batch
+(every caller's groups) by exact multi-item scoring instead: groups packed
+side by side into as few forward passes as the token budget allows
+(brew.engines.packing plans them, brew.engines.multi_item runs them), each
+candidate isolated by the attention mask, no prefix KV copied. A caller is
+answered as soon as the last pass holding one of its candidates is done; a
+pass holding only abandoned callers is skipped.
 """
 
 from __future__ import annotations
@@ -25,7 +33,9 @@ from transformers import DynamicCache, PreTrainedModel
 
 from brew.engines.base import CallerOutcome, CallerWork, score_callers_concurrently, score_one_caller
 from brew.engines.loading import load_causal_lm
+from brew.engines.multi_item import assemble_results, attention_kernel, score_pass
 from brew.engines.options import TorchOptions
+from brew.engines.packing import PackingStats, plan_passes
 from brew.types import CandidateLogprobs, GroupResult, ScoringGroup
 
 _PAD_ID = 0  # any valid id: no real token ever attends to a pad (right padding, causal mask)
@@ -83,6 +93,19 @@ def score_suffixes(
     return _label_logprobs(out.logits[torch.arange(rows, device=device), column], label_ids)  # (rows, vocab)
 
 
+def _check_not_empty(group: ScoringGroup) -> None:
+    if not group.prefix_ids and not all(group.suffix_ids):
+        raise ValueError("cannot score an empty prompt: a candidate has neither prefix nor suffix")
+
+
+def _caller_results(groups: Sequence[ScoringGroup], span: range,
+                    logprobs: dict[tuple[int, int], tuple[float, ...]]) -> list[GroupResult]:
+    """One caller's GroupResults from the batch's read-outs, keyed by batch group index."""
+    own = [groups[i] for i in span]
+    return assemble_results(own, {(i - span.start, c): logprobs[i, c]
+                                  for i in span for c in range(groups[i].num_candidates)})
+
+
 class TorchEngine:
     """ScoringEngine over one transformers model, prefix computed once per group.
 
@@ -95,8 +118,13 @@ class TorchEngine:
     def __init__(self, model: PreTrainedModel, model_name: str, options: TorchOptions | None = None) -> None:
         self._model = model
         self._model_name = model_name
-        self._max_forward = (options or TorchOptions()).max_forward_candidates
+        self._options = options or TorchOptions()
+        self._max_forward = self._options.max_forward_candidates
+        if self._options.multi_item:
+            attention_kernel(model)  # refuse a model the packed path cannot run, at start
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="brew-torch")
+        # Called after every packed forward pass with what it cost (metrics).
+        self.on_forward: Callable[[PackingStats], None] | None = None
 
     @classmethod
     async def start(
@@ -122,10 +150,13 @@ class TorchEngine:
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._model, *args)
 
+    @property
+    def multi_item(self) -> bool:
+        return self._options.multi_item
+
     async def _score_group(self, group: ScoringGroup) -> GroupResult:
         prefix_len = len(group.prefix_ids)
-        if prefix_len == 0 and not all(group.suffix_ids):
-            raise ValueError("cannot score an empty prompt: a candidate has neither prefix nor suffix")
+        _check_not_empty(group)
         cache, after_prefix = await self._run(encode_prefix, group.prefix_ids, group.label_ids)
 
         # Candidates with an empty suffix are scored right after the prefix.
@@ -154,8 +185,49 @@ class TorchEngine:
         return [await self._score_group(group) for group in groups]
 
     async def score_batch(self, batch: Sequence[CallerWork]) -> list[CallerOutcome]:
-        """Callers interleave on the one worker thread, job by job."""
+        """Multi-item: every caller packed together. Per group: callers
+        interleave on the one worker thread, job by job."""
+        if self._options.multi_item:
+            return await self._score_packed(batch)
         return await score_callers_concurrently(self._score_groups, batch)
+
+    async def _score_packed(self, batch: Sequence[CallerWork]) -> list[CallerOutcome]:
+        """One plan for the whole batch, one worker-thread job per pass."""
+        outcomes: list[CallerOutcome | None] = [None] * len(batch)
+        groups: list[ScoringGroup] = []
+        spans: dict[int, range] = {}  # caller -> its groups' indices in `groups`
+        for caller, work in enumerate(batch):
+            try:
+                for group in work.groups:
+                    _check_not_empty(group)
+            except ValueError as error:
+                outcomes[caller] = error
+                continue
+            spans[caller] = range(len(groups), len(groups) + len(work.groups))
+            groups.extend(work.groups)
+        owner = {index: caller for caller, span in spans.items() for index in span}
+        pending = {caller: sum(groups[i].num_candidates for i in span) for caller, span in spans.items()}
+        logprobs: dict[tuple[int, int], tuple[float, ...]] = {}
+        loop = asyncio.get_running_loop()
+        try:
+            plan = await loop.run_in_executor(self._executor, plan_passes, groups, self._options.max_batch_tokens)
+            for packed in plan.passes:
+                callers = {owner[r.group] for r in packed.readouts}
+                if all(batch[c].abandoned for c in callers):
+                    continue
+                values = await loop.run_in_executor(self._executor, score_pass, self._model, packed, groups)
+                if self.on_forward is not None:
+                    self.on_forward(packed.stats)
+                for readout, value in zip(packed.readouts, values, strict=True):
+                    logprobs[readout.group, readout.candidate] = value
+                    pending[owner[readout.group]] -= 1
+                for caller in callers:
+                    if not pending[caller] and outcomes[caller] is None:
+                        outcomes[caller] = _caller_results(groups, spans[caller], logprobs)
+                        batch[caller].deliver(outcomes[caller])
+        except Exception as error:  # the engine failed: every caller not yet answered gets it
+            return [error if outcome is None else outcome for outcome in outcomes]
+        return [asyncio.CancelledError("the caller left") if outcome is None else outcome for outcome in outcomes]
 
     async def score(self, groups: Sequence[ScoringGroup]) -> list[GroupResult]:
         return await score_one_caller(self, groups)

@@ -26,6 +26,7 @@ from brew.v1 import ranking_pb2 as pb
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 TOLERANCE = 1e-5  # the same engine and model in and out of the server
+PARITY_TOLERANCE = 1e-4  # multi-item against the per-group path: every speed-up keeps scores within it
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -241,3 +242,26 @@ async def test_a_label_that_is_not_one_token_fails_start_naming_it(tmp_path):
     with pytest.raises(BrewError, match="Yes indeed"):
         async with running_server(engine="torch", prompts=prompts):
             pass
+
+
+async def test_multi_item_serves_the_scores_of_the_per_group_path_and_reports_its_passes(client):
+    per_group = scores(await client.score(example_request()))
+    completed = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "brew.cli", "score", "--engine", "torch", "--multi-item",
+         "--request", str(defaults.EXAMPLE_REQUEST)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+    )
+    assert completed.returncode == 0, completed.stderr
+    cli = {(r["task"], s["itemId"]): s["score"] for r in json.loads(completed.stdout)["results"] for s in r["scores"]}
+    async with running_server(engine="torch", multi_item=True) as packed, client_for(packed) as packed_client:
+        before = scrape(packed)
+        served = scores(await packed_client.score(example_request()))
+        after = scrape(packed)
+    assert served.keys() == per_group.keys() == cli.keys()
+    for key, score in served.items():
+        assert score == pytest.approx(per_group[key], abs=PARITY_TOLERANCE), key  # another computation
+        assert score == pytest.approx(cli[key], abs=TOLERANCE), key  # the same one
+    assert after.value("brew_forward_tokens_count") == before.value("brew_forward_tokens_count") + 1  # one pass
+    assert after.value("brew_forward_token_slots_total", kind="real") > before.value(
+        "brew_forward_token_slots_total", kind="real")

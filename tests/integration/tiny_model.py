@@ -67,11 +67,13 @@ MODEL_TYPES = tuple(_CONFIGS)
 
 
 def build_tiny_causal_lm(
-    out_dir: str | Path, model_type: str = "llama", *, attention_heads: int = 2, kv_heads: int = 2
+    out_dir: str | Path, model_type: str = "llama", *, attention_heads: int = 2, kv_heads: int = 2,
+    **config_overrides: object,
 ) -> Path:
     """Save a seeded random fp32 causal LM of `model_type` (head_dim 64; fewer
-    key/value heads than attention heads for grouped-query attention) and its
-    tokenizer to `out_dir`."""
+    key/value heads than attention heads for grouped-query attention; any
+    config field overridden, e.g. the RoPE parameters) and its tokenizer to
+    `out_dir`."""
     out = Path(out_dir)
     tokenizer = build_tokenizer()
     config = _CONFIGS[model_type](
@@ -89,6 +91,7 @@ def build_tiny_causal_lm(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         dtype="float32",
+        **config_overrides,
     )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config).to(torch.float32).eval()
