@@ -77,6 +77,29 @@ ENGINES: dict[EngineKind, EngineSpec] = {
 }
 
 
+MULTI_ITEM_SUFFIX = "-mis"
+
+
+@dataclass(frozen=True)
+class EngineVariant:
+    """One way to run an engine: its kind, with or without multi-item scoring."""
+
+    kind: EngineKind
+    multi_item: bool = False
+
+    @property
+    def name(self) -> str:
+        """How benchmarks name it: the kind, `<kind>-mis` with multi-item scoring."""
+        return self.kind.value + (MULTI_ITEM_SUFFIX if self.multi_item else "")
+
+
+def engine_variants() -> dict[str, EngineVariant]:
+    """Every engine kind, and each kind that has multi-item scoring once more with it on."""
+    variants = [EngineVariant(kind, multi_item) for kind, spec in ENGINES.items()
+                for multi_item in ((False, True) if spec.multi_item else (False,))]
+    return {variant.name: variant for variant in variants}
+
+
 async def create_engine(
     kind: EngineKind | str,
     model_dir: str | Path,
@@ -101,6 +124,6 @@ async def create_engine(
 
 
 __all__ = [
-    "ENGINES", "CallerOutcome", "CallerWork", "EngineKind", "EngineSpec", "ScoringEngine", "TorchOptions",
-    "VllmOptions", "create_engine",
+    "ENGINES", "CallerOutcome", "CallerWork", "EngineKind", "EngineSpec", "EngineVariant", "ScoringEngine",
+    "TorchOptions", "VllmOptions", "create_engine", "engine_variants",
 ]

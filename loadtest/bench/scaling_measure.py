@@ -46,9 +46,10 @@ def vllm_cpu_threads(environ: Mapping[str, str], cpus: int) -> int:
 async def measure_engine(kind: str, model_dir: Path, shape: DecoderShape, label_ids: tuple[int, int],
                          settings: ScalingSettings, peak_flops: float) -> list[ScalingResult]:
     """Start one engine, measure every point on it, close it."""
-    from brew.engines import create_engine
+    from brew.engines import create_engine, engine_variants
 
-    engine = await create_engine(kind, model_dir)
+    variant = engine_variants()[kind]
+    engine = await create_engine(variant.kind, model_dir, multi_item=variant.multi_item)
     results = []
     try:
         for point in settings.sweeps.points():

@@ -13,12 +13,12 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from brew.engines import EngineKind
+from brew.engines import EngineKind, engine_variants
 from brew.types import ScoringGroup
 
 SUFFIX_TOKENS = 24
 FIRST_ID = 3  # ids 0-2 are the demo tokenizer's special tokens: random ids avoid them
-SCALING_ENGINES = tuple(kind.value for kind in EngineKind)
+SCALING_ENGINES = tuple(engine_variants())  # vllm, torch, torch-mis, naive
 # Keeps a naive call to a few seconds on 2 CPU cores (8 x 4,096 tokens took 3 s).
 DEFAULT_TOKEN_CAPS = {EngineKind.NAIVE.value: 40_000}
 

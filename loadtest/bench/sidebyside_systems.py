@@ -18,24 +18,25 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from brew.engines import EngineKind
+from brew.engines import EngineKind, EngineVariant, engine_variants
 
 VLLM_OPENAI = "vllm-openai"  # vLLM's own OpenAI server, POST /generative_scoring
 BASELINE = VLLM_OPENAI  # the system the report's ratios are taken against
 
 
-def system_name(kind: EngineKind) -> str:
-    """The system that serves with `brew serve --engine KIND`: brew-KIND, but
-    the naive engine, a baseline rather than a way to serve, is just naive."""
-    return kind.value if kind is EngineKind.NAIVE else f"brew-{kind.value}"
+def system_name(variant: EngineVariant) -> str:
+    """The system that serves with `brew serve --engine KIND [--multi-item]`:
+    brew-KIND[-mis], but the naive engine, a baseline rather than a way to
+    serve, is just naive."""
+    return variant.name if variant.kind is EngineKind.NAIVE else f"brew-{variant.name}"
 
 
-ENGINE_SYSTEMS = {system_name(kind): kind for kind in EngineKind}
+ENGINE_SYSTEMS = {system_name(variant): variant for variant in engine_variants().values()}
 # Run and reported in this order: Brew's engines, then the baselines.
 SYSTEMS = (
-    *(system_name(kind) for kind in EngineKind if kind is not EngineKind.NAIVE),
+    *(name for name, variant in ENGINE_SYSTEMS.items() if variant.kind is not EngineKind.NAIVE),
     VLLM_OPENAI,
-    system_name(EngineKind.NAIVE),
+    *(name for name, variant in ENGINE_SYSTEMS.items() if variant.kind is EngineKind.NAIVE),
 )
 
 
@@ -65,8 +66,9 @@ def server_command(system: str, endpoints: Endpoints, model: Path) -> list[str]:
                 "--dtype", "float32", "--enforce-eager", "--enable-prefix-caching", "--block-size", "32",
                 "--gpu-memory-utilization", "0.3", "--kv-cache-memory-bytes", str(1 << 30),
                 "--disable-log-stats"]
-    engine = ENGINE_SYSTEMS[system].value
-    return [sys.executable, "-m", "brew.cli", "serve", "--engine", engine, "--model", str(model),
+    variant = ENGINE_SYSTEMS[system]
+    return [sys.executable, "-m", "brew.cli", "serve", "--engine", variant.kind.value, "--model", str(model),
+            *(["--multi-item"] if variant.multi_item else []),
             "--port", str(endpoints.port), "--metrics-port", str(endpoints.metrics_port), "--log-level", "warning"]
 
 

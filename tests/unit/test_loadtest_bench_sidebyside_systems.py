@@ -18,8 +18,14 @@ def test_vllms_server_runs_with_brews_vllm_settings(tmp_path):
 def test_every_engine_kind_is_a_system_served_by_that_engine(tmp_path):
     # The names BENCHMARKS.md reports; the baselines run last.
     assert SYSTEMS[:2] == ("brew-vllm", "brew-torch") and SYSTEMS[-2:] == ("vllm-openai", "naive")
-    assert set(ENGINE_SYSTEMS.values()) == set(EngineKind)
-    for system, kind in ENGINE_SYSTEMS.items():
+    assert {variant.kind for variant in ENGINE_SYSTEMS.values()} == set(EngineKind)
+    for system, variant in ENGINE_SYSTEMS.items():
         assert system in SYSTEMS
         command = server_command(system, Endpoints(8000, 9000), tmp_path)
-        assert command[command.index("--engine") + 1] == kind
+        assert command[command.index("--engine") + 1] == variant.kind
+        assert ("--multi-item" in command) == variant.multi_item
+
+
+def test_multi_item_runs_as_its_own_system(tmp_path):
+    command = server_command("brew-torch-mis", Endpoints(8000, 9000), tmp_path)
+    assert command[command.index("--engine") + 1] == "torch" and "--multi-item" in command
