@@ -11,6 +11,10 @@ from dataclasses import dataclass, fields
 
 DEFAULT_MAX_FORWARD_CANDIDATES = 64
 DEFAULT_MAX_BATCH_TOKENS = 16384
+# Measured on the CPU with the dense SDPA kernel (BENCHMARKS.md, scaling): a
+# group packed alone beat the per-group path up to about 3,000 tokens and lost
+# beyond, where a dense mask's length-squared attention outweighs the saving.
+DEFAULT_MAX_ROW_TOKENS = 3072
 
 
 @dataclass(frozen=True)
@@ -58,20 +62,24 @@ class TorchOptions:
     `multi_item`: exact multi-item scoring (brew.engines.multi_item): the
     whole engine batch (every caller's groups) packed into as few forward
     passes as `max_batch_tokens` (rows x length, pads included) allows,
-    candidates isolated by the attention mask. Both bound activation memory,
-    not batching across callers: that is the dispatcher's
-    `max_batch_candidates`.
+    candidates isolated by the attention mask. A group longer than
+    `max_row_tokens` (its prefix plus every candidate) takes the per-group
+    path instead: dense attention kernels pay length squared per row, masked
+    or not. Both budgets bound activation memory, not batching across
+    callers: that is the dispatcher's `max_batch_candidates`.
     """
 
     max_forward_candidates: int = DEFAULT_MAX_FORWARD_CANDIDATES
     multi_item: bool = False
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
+    max_row_tokens: int = DEFAULT_MAX_ROW_TOKENS
 
     def __post_init__(self) -> None:
         if self.max_forward_candidates < 1:
             raise ValueError(f"max_forward_candidates must be at least 1, got {self.max_forward_candidates}")
-        if self.max_batch_tokens < 1:
-            raise ValueError(f"max_batch_tokens must be at least 1, got {self.max_batch_tokens}")
+        for name in ("max_batch_tokens", "max_row_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
 def option_names(options: type) -> frozenset[str]:

@@ -35,7 +35,7 @@ from brew.engines.base import CallerOutcome, CallerWork, score_callers_concurren
 from brew.engines.loading import load_causal_lm
 from brew.engines.multi_item import assemble_results, attention_kernel, score_pass
 from brew.engines.options import TorchOptions
-from brew.engines.packing import PackingStats, plan_passes
+from brew.engines.packing import PackingStats, group_length, plan_passes
 from brew.types import CandidateLogprobs, GroupResult, ScoringGroup
 
 _PAD_ID = 0  # any valid id: no real token ever attends to a pad (right padding, causal mask)
@@ -208,23 +208,38 @@ class TorchEngine:
         owner = {index: caller for caller, span in spans.items() for index in span}
         pending = {caller: sum(groups[i].num_candidates for i in span) for caller, span in spans.items()}
         logprobs: dict[tuple[int, int], tuple[float, ...]] = {}
+
+        def record(index: int, candidate: int, value: tuple[float, ...]) -> None:
+            logprobs[index, candidate] = value
+            caller = owner[index]
+            pending[caller] -= 1
+            if not pending[caller] and outcomes[caller] is None:
+                outcomes[caller] = _caller_results(groups, spans[caller], logprobs)
+                batch[caller].deliver(outcomes[caller])
+
+        # Long groups go the per-group way (prefix KV once): a dense mask over
+        # a long row costs more than packing saves (TorchOptions.max_row_tokens).
+        packable = [i for i, group in enumerate(groups) if group_length(group) <= self._options.max_row_tokens]
+        long = [i for i, group in enumerate(groups) if group_length(group) > self._options.max_row_tokens]
+        packed_groups = [groups[i] for i in packable]
         loop = asyncio.get_running_loop()
         try:
-            plan = await loop.run_in_executor(self._executor, plan_passes, groups, self._options.max_batch_tokens)
+            plan = await loop.run_in_executor(self._executor, plan_passes, packed_groups,
+                                              self._options.max_batch_tokens)
             for packed in plan.passes:
-                callers = {owner[r.group] for r in packed.readouts}
-                if all(batch[c].abandoned for c in callers):
+                if all(batch[owner[packable[r.group]]].abandoned for r in packed.readouts):
                     continue
-                values = await loop.run_in_executor(self._executor, score_pass, self._model, packed, groups)
+                values = await loop.run_in_executor(self._executor, score_pass, self._model, packed, packed_groups)
                 if self.on_forward is not None:
                     self.on_forward(packed.stats)
                 for readout, value in zip(packed.readouts, values, strict=True):
-                    logprobs[readout.group, readout.candidate] = value
-                    pending[owner[readout.group]] -= 1
-                for caller in callers:
-                    if not pending[caller] and outcomes[caller] is None:
-                        outcomes[caller] = _caller_results(groups, spans[caller], logprobs)
-                        batch[caller].deliver(outcomes[caller])
+                    record(packable[readout.group], readout.candidate, value)
+            for index in long:
+                if batch[owner[index]].abandoned:
+                    continue
+                result = await self._score_group(groups[index])
+                for candidate, scored in enumerate(result.candidates):
+                    record(index, candidate, scored.label_logprobs)
         except Exception as error:  # the engine failed: every caller not yet answered gets it
             return [error if outcome is None else outcome for outcome in outcomes]
         return [asyncio.CancelledError("the caller left") if outcome is None else outcome for outcome in outcomes]

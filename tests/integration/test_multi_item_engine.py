@@ -173,3 +173,17 @@ async def test_the_example_request_scores_the_same_with_and_without_multi_item()
         for a, b in zip(left.candidates, right.candidates, strict=True):
             assert max(abs(x - y) for x, y in zip(a.label_logprobs, b.label_logprobs, strict=True)) < PARITY_TOLERANCE
         assert (left.prompt_tokens, left.cached_prompt_tokens) == (right.prompt_tokens, right.cached_prompt_tokens)
+
+
+async def test_groups_longer_than_a_row_take_the_per_group_path_with_the_same_scores(qwen3_dir, expected):
+    engine = await TorchEngine.start(qwen3_dir, options=TorchOptions(multi_item=True, max_row_tokens=500))
+    passes: list[PackingStats] = []
+    engine.on_forward = passes.append
+    try:
+        outcomes = await engine.score_batch([CallerWork(groups) for groups in CALLERS])
+    finally:
+        await engine.close()
+    # the 256-candidate group (about 1,200 tokens) was not packed: no pass holds that many tokens
+    assert passes and max(p.real_tokens for p in passes) < 1000
+    for outcome, caller_expected in zip(outcomes, expected, strict=True):
+        assert max_gap(outcome, caller_expected) < PARITY_TOLERANCE
