@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import pytest
 import pytest_asyncio
+from test_multi_item import max_gap
 from tiny_model import VOCAB_SIZE, build_tiny_causal_lm
 
 from brew import defaults
@@ -23,7 +24,7 @@ from brew.engines.packing import PackingStats, plan_passes
 from brew.engines.torch_engine import TorchEngine
 from brew.errors import EngineConfigError
 from brew.runtime import build_ranker
-from brew.types import GroupResult, ScoringGroup
+from brew.types import ScoringGroup
 from brew.wire import parse_request_json, request_from_proto
 from serving.limits import RequestShape
 from serving.service import local_service
@@ -63,15 +64,6 @@ def naive_scores(model, groups: Sequence[ScoringGroup]) -> list[list[tuple[float
             for g in groups]
 
 
-def max_gap(results: Sequence[GroupResult], expected: Sequence[Sequence[Sequence[float]]]) -> float:
-    return max(
-        abs(a - b)
-        for result, group_expected in zip(results, expected, strict=True)
-        for candidate, candidate_expected in zip(result.candidates, group_expected, strict=True)
-        for a, b in zip(candidate.label_logprobs, candidate_expected, strict=True)
-    )
-
-
 @pytest.fixture(scope="module")
 def qwen3_dir(tmp_path_factory):
     """A tiny Qwen3: 4 query heads over 2 key/value heads, a RoPE base unlike the default."""
@@ -87,12 +79,25 @@ def expected(qwen3_dir):
     return [naive_scores(model, groups) for groups in CALLERS]
 
 
+async def start_packed(model_dir, **options) -> TorchEngine:
+    """A multi-item torch engine that records its passes in `.passes`."""
+    engine = await TorchEngine.start(model_dir, options=TorchOptions(multi_item=True, **options))
+    engine.passes = []
+    engine.on_forward = engine.passes.append
+    return engine
+
+
+async def score_all_callers(model_dir, **options) -> tuple[list, list[PackingStats]]:
+    engine = await start_packed(model_dir, **options)
+    try:
+        return await engine.score_batch([CallerWork(groups) for groups in CALLERS]), engine.passes
+    finally:
+        await engine.close()
+
+
 @pytest_asyncio.fixture
 async def packed_engine(qwen3_dir):
-    engine = await TorchEngine.start(qwen3_dir, options=TorchOptions(multi_item=True, max_batch_tokens=1024))
-    passes: list[PackingStats] = []
-    engine.on_forward = passes.append
-    engine.passes = passes
+    engine = await start_packed(qwen3_dir, max_batch_tokens=1024)
     yield engine
     await engine.close()
 
@@ -114,13 +119,7 @@ async def test_the_token_budget_splits_the_pack(packed_engine, expected):
 
 
 async def test_one_big_pass_scores_the_same(qwen3_dir, expected):
-    engine = await TorchEngine.start(qwen3_dir, options=TorchOptions(multi_item=True, max_batch_tokens=65536))
-    passes: list[PackingStats] = []
-    engine.on_forward = passes.append
-    try:
-        outcomes = await engine.score_batch([CallerWork(groups) for groups in CALLERS])
-    finally:
-        await engine.close()
+    outcomes, passes = await score_all_callers(qwen3_dir, max_batch_tokens=65536)
     assert len(passes) == 1  # one forward pass serves the whole engine batch
     for outcome, caller_expected in zip(outcomes, expected, strict=True):
         assert max_gap(outcome, caller_expected) < PARITY_TOLERANCE
@@ -176,13 +175,7 @@ async def test_the_example_request_scores_the_same_with_and_without_multi_item()
 
 
 async def test_groups_longer_than_a_row_take_the_per_group_path_with_the_same_scores(qwen3_dir, expected):
-    engine = await TorchEngine.start(qwen3_dir, options=TorchOptions(multi_item=True, max_row_tokens=500))
-    passes: list[PackingStats] = []
-    engine.on_forward = passes.append
-    try:
-        outcomes = await engine.score_batch([CallerWork(groups) for groups in CALLERS])
-    finally:
-        await engine.close()
+    outcomes, passes = await score_all_callers(qwen3_dir, max_row_tokens=500)
     # the 256-candidate group (about 1,200 tokens) was not packed: no pass holds that many tokens
     assert passes and max(p.real_tokens for p in passes) < 1000
     for outcome, caller_expected in zip(outcomes, expected, strict=True):
