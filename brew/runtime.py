@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from brew.context_cache import ContextCache
 from brew.engines import EngineKind, create_engine
 from brew.engines.options import TorchOptions, VllmOptions
 from brew.ranker import Ranker
@@ -23,12 +24,15 @@ async def build_ranker(
     vllm: VllmOptions | None = None,
     torch: TorchOptions | None = None,
     multi_item: bool = False,
+    context_cache: ContextCache | None = None,
 ) -> Ranker:
     """Load tasks and tokenizer first (fast, fail early on a bad label), then
-    start the engine (slow)."""
+    start the engine (slow). With `context_cache`, a member's rendered
+    context is reused across requests (brew.context_cache)."""
     tasks = load_tasks(prompts_dir)
     tokenizer = PromptTokenizer.from_pretrained(model_dir)
     label_ids = task_label_ids(tasks, tokenizer)
     scoring_engine = await create_engine(engine, model_dir, dtype=dtype, device=device, vllm=vllm, torch=torch,
                                          multi_item=multi_item)
-    return Ranker(Verbalizer(tasks, tokenizer, scoring_engine.max_model_len, label_ids), scoring_engine)
+    verbalizer = Verbalizer(tasks, tokenizer, scoring_engine.max_model_len, label_ids, context_cache)
+    return Ranker(verbalizer, scoring_engine)

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from brew.context_cache import ContextCache, member_digest
 from brew.errors import EmptyCandidatesError, PromptTooLongError
 from brew.history import fit_token_budget, truncate_tokens
 from brew.tasks import Task, TaskRegistry
@@ -62,13 +63,17 @@ class PreparedTask:
 class Verbalizer:
     """Turns (member, task request) into token ids with one tokenizer and one
     set of tasks. Label words are checked against the tokenizer when the
-    verbalizer is built, so a bad label fails at start-up, not per request."""
+    verbalizer is built, so a bad label fails at start-up, not per request.
+    With a `context_cache` (brew.context_cache) a member's rendered and
+    tokenized context is reused for as long as the cache keeps it."""
 
     def __init__(self, tasks: TaskRegistry, tokenizer: PromptTokenizer, max_model_len: int,
-                 label_ids: Mapping[str, tuple[int, ...]] | None = None) -> None:
+                 label_ids: Mapping[str, tuple[int, ...]] | None = None,
+                 context_cache: ContextCache[tuple[RenderedContext, tuple[int, ...]]] | None = None) -> None:
         self.tasks = tasks
         self.tokenizer = tokenizer
         self.max_model_len = max_model_len
+        self.context_cache = context_cache
         self._label_ids = dict(label_ids) if label_ids is not None else task_label_ids(tasks, tokenizer)
 
     def label_ids(self, task_name: str) -> tuple[int, ...]:
@@ -80,8 +85,7 @@ class Verbalizer:
         task = self.tasks[request.task]
         if not request.candidates:
             raise EmptyCandidatesError(f"task {task.name}: candidates is empty; send at least one")
-        context = self.render_context(member, task)
-        prefix_ids = self.tokenizer.bos_ids + tuple(self.tokenizer.encode(context.text))
+        context, prefix_ids = self._context(member, task)
         candidate_texts = tuple(self.render_candidate(member, task, item) for item in request.candidates)
         suffixes = tuple(tuple(ids) for ids in self.tokenizer.encode_many(candidate_texts))
         self._check_lengths(task, request.candidates, prefix_ids, suffixes)
@@ -92,6 +96,17 @@ class Verbalizer:
             context=context,
             candidate_texts=candidate_texts,
         )
+
+    def _context(self, member: Member, task: Task) -> tuple[RenderedContext, tuple[int, ...]]:
+        """The shared context and its ids (BOS first), from the cache when it has them."""
+
+        def render() -> tuple[RenderedContext, tuple[int, ...]]:
+            context = self.render_context(member, task)
+            return context, self.tokenizer.bos_ids + tuple(self.tokenizer.encode(context.text))
+
+        if self.context_cache is None:
+            return render()
+        return self.context_cache.get_or_make((task.name, task.version, member_digest(member)), render)
 
     def render_context(self, member: Member, task: Task) -> RenderedContext:
         """The shared context text; sees the member, never a candidate."""

@@ -69,6 +69,7 @@ class ServerConfig:
     keepalive_time_seconds: float = 60.0
     keepalive_timeout_seconds: float = 20.0
     stats_interval_seconds: float = 10.0
+    context_cache_entries: int = 4096  # rendered member contexts kept for repeat members; 0 turns it off
     tls_cert: Path | None = None
     tls_key: Path | None = None
     auth_token: str | None = None
@@ -85,7 +86,7 @@ class ServerConfig:
 
 NUMBER_SETTINGS = (
     "port", "metrics_port", "slo_seconds", "grace_seconds", "max_message_bytes", "keepalive_time_seconds",
-    "keepalive_timeout_seconds", "stats_interval_seconds",
+    "keepalive_timeout_seconds", "stats_interval_seconds", "context_cache_entries",
 )
 
 
@@ -125,6 +126,8 @@ def _problems(config: ServerConfig):  # type: ignore[no-untyped-def]
                  "stats_interval_seconds"):
         if getattr(config, name) <= 0:
             yield f"{name} must be > 0, got {getattr(config, name)}"
+    if config.context_cache_entries < 0:
+        yield f"context_cache_entries must be >= 0 (0 turns the cache off), got {config.context_cache_entries}"
     if config.max_message_bytes < 1024:
         yield f"max_message_bytes={config.max_message_bytes} is too small; use at least 1024"
     if (config.tls_cert is None) != (config.tls_key is None):

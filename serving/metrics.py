@@ -103,6 +103,9 @@ class ServiceMetrics:
             "brew_forward_masked_share",
             "Share of a packed pass's causal attention the multi-item mask blocks (dense work spent on nothing).",
             buckets=SHARE_BUCKETS, registry=r)
+        self.context_cache = Counter(
+            "brew_context_cache_events", "Rendered member contexts: hit, miss, eviction (repeat members skip rendering).",
+            ["event"], registry=r)
         self.prompt_reloads = Counter("brew_prompt_reloads", "Prompt reloads (SIGHUP or ReloadPrompts), by outcome.",
                                       ["outcome"], registry=r)
 
@@ -150,6 +153,9 @@ class ServiceMetrics:
         self.task_info.clear()
         for task, version in versions.items():
             self.task_info.labels(task=task, version=version).set(1)
+
+    def context_cache_event(self, event: str) -> None:
+        self.context_cache.labels(event=event).inc()
 
     def reload_finished(self, ok: bool) -> None:
         self.prompt_reloads.labels(outcome="ok" if ok else "failed").inc()

@@ -56,7 +56,9 @@ def checked_verbalizer(prompts_dir: Path, current: Verbalizer) -> Verbalizer:
         raise PromptReloadError(f"prompts in {prompts_dir} not reloaded, {len(errors)} error(s); "
                                 f"the previous set keeps serving:\n{listed}")
     try:
-        return Verbalizer(load_tasks(prompts_dir), current.tokenizer, current.max_model_len)
+        # A new, empty context cache: the old one holds the old templates' contexts.
+        cache = current.context_cache.empty_like() if current.context_cache is not None else None
+        return Verbalizer(load_tasks(prompts_dir), current.tokenizer, current.max_model_len, context_cache=cache)
     except BrewError as error:  # e.g. a file changed again between lint and load
         raise PromptReloadError(f"prompts in {prompts_dir} not reloaded: {error}") from error
 

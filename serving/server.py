@@ -30,6 +30,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from brew import defaults
+from brew.context_cache import ContextCache
 from brew.runtime import build_ranker
 from brew.types import ScoreRequest
 from brew.v1 import ranking_pb2, ranking_pb2_grpc
@@ -132,6 +133,8 @@ class BrewServer:
         ranker = await build_ranker(
             config.model, config.prompts, config.engine, dtype=config.dtype, device=config.device,
             vllm=config.vllm, torch=config.torch, multi_item=config.multi_item,
+            context_cache=ContextCache(config.context_cache_entries, self.metrics.context_cache_event)
+            if config.context_cache_entries else None,
         )
         if hasattr(ranker.engine, "on_forward"):  # an engine that packs forward passes reports them
             ranker.engine.on_forward = self.metrics.forward_packed

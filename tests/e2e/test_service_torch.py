@@ -265,3 +265,14 @@ async def test_multi_item_serves_the_scores_of_the_per_group_path_and_reports_it
     assert after.value("brew_forward_tokens_count") == before.value("brew_forward_tokens_count") + 1  # one pass
     assert after.value("brew_forward_token_slots_total", kind="real") > before.value(
         "brew_forward_token_slots_total", kind="real")
+
+
+async def test_a_repeat_member_is_served_from_the_context_cache(server, client):
+    first = await client.score(example_request())
+    before = scrape(server)
+    again = await client.score(example_request())
+    after = scrape(server)
+    assert scores(again) == scores(first)
+    hits = after.value("brew_context_cache_events_total", event="hit") - before.value(
+        "brew_context_cache_events_total", event="hit")
+    assert hits == 3  # one context per task, none rendered again
