@@ -1,0 +1,175 @@
+"""Host cost: the CPU seconds each process of a serving system spends, read from /proc.
+
+A benchmark snapshots the processes it cares about before and after a run:
+the server process and all its descendants (vLLM's engine core and worker,
+each named by its command line, which is the process title vLLM sets), and
+the load generator itself. The difference, divided by the candidates scored
+OK in the run, is the CPU seconds per candidate of each process: what the
+serving path costs the host beyond the model's arithmetic.
+
+CPU time is utime + stime of /proc/<pid>/stat (fields 14 and 15, in clock
+ticks of os.sysconf("SC_CLK_TCK"), usually 10 ms): the process's own time,
+all its threads included, its children excluded (each child is read on its
+own). A process started between the two snapshots counts all its time; one
+that exited before the second is lost, since its time cannot be read any
+more. The pid and the start time (field 22) identify a process, so a pid
+reused in between is not mistaken for the old one.
+
+Why /proc and not psutil: psutil is not one of Brew's dependencies (it comes
+with vLLM, an optional extra), and the figures needed are three fields of one
+line per process; reading them directly keeps the unit exact (clock ticks)
+and the parsing tested on a sample line. Linux only: where there is no /proc
+a snapshot is empty and the reports show no host cost.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+PROC = Path("/proc")
+SERVER = "server"
+LOAD_GENERATOR = "load generator"
+NAME_CHARS = 60  # a child's label: its command line, cut to this length
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    """The fields of one /proc/<pid>/stat line that host cost needs."""
+
+    pid: int
+    comm: str  # the kernel's short name (15 characters at most)
+    ppid: int
+    cpu_ticks: int  # utime + stime: the process's own CPU time, every thread, no children
+    start_ticks: int  # clock ticks after boot at which it started: with the pid, its identity
+
+
+def parse_stat(line: str) -> ProcStat:
+    """One /proc/<pid>/stat line. The command name (field 2) is in parentheses
+    and may itself hold spaces and parentheses, so the fields after it are
+    counted from the last ')'."""
+    head, paren, tail = line.rpartition(")")
+    pid_text, opened, comm = head.partition(" (")
+    if not paren or not opened:
+        raise ValueError(f"not a /proc/<pid>/stat line: {line[:80]!r}")
+    fields = tail.split()  # fields[0] is proc(5)'s field 3 (state): field n is fields[n - 3]
+    return ProcStat(pid=int(pid_text), comm=comm, ppid=int(fields[1]),
+                    cpu_ticks=int(fields[11]) + int(fields[12]), start_ticks=int(fields[19]))
+
+
+def clock_ticks_per_s() -> int:
+    return os.sysconf("SC_CLK_TCK")
+
+
+def read_stat(pid: int, proc: Path = PROC) -> ProcStat | None:
+    """The process's stat, or None when it is gone (or there is no /proc)."""
+    try:
+        return parse_stat((proc / str(pid) / "stat").read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) the process has spent so far, its children excluded."""
+    stat = read_stat(pid)
+    if stat is None:
+        raise ProcessLookupError(f"no process {pid} in {PROC}")
+    return stat.cpu_ticks / clock_ticks_per_s()
+
+
+def all_stats(proc: Path = PROC) -> list[ProcStat]:
+    """Every process's stat (those that exit while being read are left out)."""
+    if not proc.is_dir():
+        return []
+    stats = (read_stat(int(entry.name), proc) for entry in proc.iterdir() if entry.name.isdigit())
+    return [stat for stat in stats if stat is not None]
+
+
+def descendants(pid: int, stats: Iterable[ProcStat]) -> list[int]:
+    """`pid` and every process below it, parents before their children."""
+    children: dict[int, list[int]] = {}
+    for stat in stats:
+        children.setdefault(stat.ppid, []).append(stat.pid)
+    tree, index = [pid], 0
+    while index < len(tree):
+        tree += sorted(children.get(tree[index], ()))
+        index += 1
+    return tree
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants now, parents first."""
+    return descendants(pid, all_stats())
+
+
+def command_name(pid: int, fallback: str = "", proc: Path = PROC) -> str:
+    """The process's command line (its title, where it set one), the
+    interpreter's directory left out, cut to NAME_CHARS; `fallback` (the
+    kernel's name) when it has none."""
+    try:
+        words = (proc / str(pid) / "cmdline").read_bytes().decode("utf-8", "replace").split("\0")
+    except OSError:
+        words = []
+    words = [word for word in words if word]
+    if not words:
+        return fallback
+    name = " ".join([os.path.basename(words[0]), *words[1:]])
+    return name if len(name) <= NAME_CHARS else name[:NAME_CHARS - 1] + "…"
+
+
+@dataclass(frozen=True)
+class ProcessCpu:
+    """One process at one instant: who it is and the CPU seconds it has spent."""
+
+    pid: int
+    start_ticks: int
+    label: str  # a role ("server", "load generator") or a descendant's command line
+    cpu_s: float
+
+
+@dataclass(frozen=True)
+class HostSnapshot:
+    processes: tuple[ProcessCpu, ...]
+
+    @classmethod
+    def take(cls, trees: Mapping[str, int], processes: Mapping[str, int] | None = None) -> HostSnapshot:
+        """The CPU seconds of each root in `trees` (labelled by its key) and of
+        all its descendants (labelled by command line), and of each process in
+        `processes` alone, without its children."""
+        stats = all_stats()
+        by_pid = {stat.pid: stat for stat in stats}
+        ticks = clock_ticks_per_s()
+        taken: list[ProcessCpu] = []
+
+        def add(pid: int, label: str) -> None:
+            stat = by_pid.get(pid)
+            if stat is not None:
+                taken.append(ProcessCpu(pid, stat.start_ticks, label, stat.cpu_ticks / ticks))
+
+        for label, root in trees.items():
+            add(root, label)
+            for pid in descendants(root, stats)[1:]:
+                add(pid, command_name(pid, by_pid[pid].comm))
+        for label, pid in (processes or {}).items():
+            add(pid, label)
+        return cls(tuple(taken))
+
+
+def cpu_by_process(before: HostSnapshot, after: HostSnapshot) -> dict[str, float]:
+    """CPU seconds spent between two snapshots, by label, in `after`'s order
+    (processes sharing a label are summed). A process in both counts its
+    increase; one started in between counts all its time."""
+    earlier = {(p.pid, p.start_ticks): p.cpu_s for p in before.processes}
+    spent: dict[str, float] = {}
+    for process in after.processes:
+        spent[process.label] = (spent.get(process.label, 0.0)
+                                + process.cpu_s - earlier.get((process.pid, process.start_ticks), 0.0))
+    return spent
+
+
+def per_candidate(cpu_s: Mapping[str, float], candidates: int) -> dict[str, float]:
+    """CPU seconds per candidate by label; empty when nothing was scored."""
+    return {label: seconds / candidates for label, seconds in cpu_s.items()} if candidates > 0 else {}
+
