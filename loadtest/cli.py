@@ -89,6 +89,17 @@ def _share(text: str) -> float:
     return value
 
 
+def even_count(text: str) -> int:
+    """Extra windows that confirm a capacity step: 0, 2, 4, ... (so the windows have a majority)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an even whole number, got {text!r}") from None
+    if value < 0 or value % 2:
+        raise argparse.ArgumentTypeError(f"expected an even whole number >= 0 (0, 2, 4, ...), got {text!r}")
+    return value
+
+
 def _int_list(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(part) for part in text.split(","))
@@ -204,6 +215,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                           help="bisection steps (default: %(default)s)")
     capacity.add_argument("--max-brackets", type=_positive_int, default=10,
                           help="at most this many doubling/halving steps (default: %(default)s)")
+    capacity.add_argument("--confirm", type=even_count, default=2,
+                          help="extra windows that confirm a bad step, and the capacity found; a rate is "
+                               "judged on the majority of its windows; 0: one window decides "
+                               "(default: %(default)s)")
     capacity.add_argument("--pause", type=float, default=2.0,
                           help="seconds between steps, for the server to drain (default: %(default)s)")
     capacity.add_argument("--warmup", type=float, default=15.0,

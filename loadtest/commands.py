@@ -105,20 +105,21 @@ def capacity_command(args: argparse.Namespace) -> int:
                                   max_requests=None, out_dir=base.out_dir / "warmup", plots=False))
             await asyncio.sleep(args.pause)
         if args.rates:
-            return await sweep_rates(measure, args.rates)
+            return await sweep_rates(measure, args.rates, confirm=args.confirm)
         return await search_capacity(measure, args.start_rate, max_brackets=args.max_brackets,
-                                     bisect_steps=args.bisect_steps)
+                                     bisect_steps=args.bisect_steps, confirm=args.confirm)
 
     result = asyncio.run(sweep())
     write_sweep_json(result, base.out_dir / "sweep.json")
-    capacity = result.capacity
+    verdict = result.capacity_verdict
     if base.plots:
         plot_sweep(result, base.slo_s, base.out_dir / "sweep.png")
-    if capacity is None:
+    if verdict is None:
         print(f"no rate met the SLO ({base.slo_s * 1000:g} ms p99, no errors): try a lower --start-rate")
     else:
+        capacity = verdict.median
         print(f"capacity: {capacity.rate:g} requests/s = "
               f"{capacity.summary.candidates_per_s:.1f} candidates/s at p99 {capacity.summary.p99_ms:.1f} ms "
-              f"(SLO {base.slo_s * 1000:g} ms)")
+              f"(SLO {base.slo_s * 1000:g} ms; {verdict.good_windows} of {len(verdict.windows)} windows good)")
     print(f"files in {base.out_dir}")
     return 0

@@ -93,20 +93,23 @@ def plot_percentiles(
 
 
 def plot_sweep(sweep: Sweep, slo_s: float, path: Path) -> Path:
-    """One point per step, in rate order: the throughput reached against its
-    p99 (from intended send). Steps that broke the SLO or had errors are crosses."""
+    """One point per window: the throughput reached against its p99 (from
+    intended send); windows that broke the SLO or had errors are crosses. The
+    line joins each rate's median window, in rate order."""
     figure, axes = plt.subplots(figsize=(9, 4.5))
-    steps = sorted((s for s in sweep.steps if s.summary.p99_ms is not None), key=lambda s: s.rate)
-    xs = [s.summary.candidates_per_s for s in steps]
+    steps = [s for s in sweep.steps if s.summary.p99_ms is not None]
+    medians = [v.median for v in sweep.verdicts() if v.median.summary.p99_ms is not None]
     ys = [s.summary.p99_ms or 0.0 for s in steps]
-    axes.plot(xs, ys, color="tab:blue", linewidth=1, zorder=1)
+    axes.plot([s.summary.candidates_per_s for s in medians], [s.summary.p99_ms for s in medians],
+              color="tab:blue", linewidth=1, zorder=1)
     for good, marker, label in ((True, "o", "within SLO, no errors"), (False, "X", "over SLO or errors")):
-        chosen = [(x, y) for x, y, s in zip(xs, ys, steps) if s.good == good]
+        chosen = [(s.summary.candidates_per_s, s.summary.p99_ms) for s in steps if s.good == good]
         if chosen:
             axes.scatter(*zip(*chosen), marker=marker, color="tab:blue" if good else "tab:red", zorder=2,
                          label=label)
-    for x, y, step in zip(xs, ys, steps):
-        axes.annotate(f"{step.rate:g}/s", (x, y), textcoords="offset points", xytext=(4, 4), fontsize="small")
+    for step in medians:
+        axes.annotate(f"{step.rate:g}/s", (step.summary.candidates_per_s, step.summary.p99_ms),
+                      textcoords="offset points", xytext=(4, 4), fontsize="small")
     axes.axhline(slo_s * 1000, color="tab:red", linestyle="--", linewidth=1, label=f"SLO {slo_s * 1000:g} ms")
     capacity = sweep.capacity
     if capacity is not None and capacity.summary.p99_ms is not None:

@@ -17,9 +17,13 @@ from loadtest.plots import label_sweep_axes, save_png  # noqa: E402
 
 
 def sweep_points(path: Path) -> list[tuple[float, float, bool]]:
-    """(candidates/s, p99 ms, good) per step of a saved sweep, in rate order."""
-    steps = sorted(json.loads(path.read_text(encoding="utf-8"))["steps"], key=lambda step: step["rate"])
-    return [(step["candidates_per_s"], step["p99_ms"], step["good"]) for step in steps if step["p99_ms"] is not None]
+    """(candidates/s, p99 ms, good) per rate of a saved sweep, in rate order:
+    the verdict on the rate and its median window's figures (a sweep saved
+    before rates had verdicts: every window)."""
+    document = json.loads(path.read_text(encoding="utf-8"))
+    rates = sorted(document.get("rates", document["steps"]), key=lambda rate: rate["rate"])
+    return [(rate["candidates_per_s"], rate["p99_ms"], rate["good"])
+            for rate in rates if rate["p99_ms"] is not None]
 
 
 def plot_sweeps(sweeps: dict[str, Sequence[tuple[float, float, bool]]], slo_s: float, path: Path) -> Path:

@@ -1,4 +1,4 @@
-"""Several systems' saved sweeps are read back in rate order and drawn on one chart."""
+"""Several systems' saved sweeps are read back, a point per rate in rate order, and drawn on one chart."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ def is_png(path) -> bool:
 
 
 def test_sweeps_of_several_systems_share_one_plot(tmp_path):
-    write_sweep_json(Sweep((step(20, 0.2), step(10, 0.1), step(40, 0.9))), tmp_path / "sweep.json")
+    sweep = Sweep((step(20, 0.2), step(10, 0.1), step(40, 0.9), step(40, 0.1), step(40, 0.95)))
+    write_sweep_json(sweep, tmp_path / "sweep.json")
     points = sweep_points(tmp_path / "sweep.json")
-    assert [good for _, _, good in points] == [True, True, False]  # in rate order
+    assert [good for _, _, good in points] == [True, True, False]  # one point per rate, in rate order
     assert [p99 for _, p99, _ in points] == sorted(p99 for _, p99, _ in points)
     assert is_png(plot_sweeps({"a": points, "b": points[:1]}, 0.5, tmp_path / "sweeps.png"))

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from brew.cli import build_parser as brew_parser
-from loadtest.cli import build_parser, int_range, main, parse_caps, rate_list, task_weights
+from loadtest.cli import build_parser, even_count, int_range, main, parse_caps, rate_list, task_weights
 
 
 def test_argument_types():
@@ -19,7 +19,9 @@ def test_argument_types():
     assert task_weights("job_apply=1,feed_engagement=2.5") == {"job_apply": 1.0, "feed_engagement": 2.5}
     assert task_weights("pymk_connect") == {"pymk_connect": 1.0}
     assert rate_list("5,10, 20") == [5.0, 10.0, 20.0]
-    for call, text in ((int_range, "8-x"), (int_range, "9-3"), (task_weights, "a=b"), (rate_list, "5,-1")):
+    assert even_count("0") == 0 and even_count("2") == 2
+    for call, text in ((int_range, "8-x"), (int_range, "9-3"), (task_weights, "a=b"), (rate_list, "5,-1"),
+                       (even_count, "1"), (even_count, "-2"), (even_count, "two")):
         with pytest.raises(argparse.ArgumentTypeError):
             call(text)
 

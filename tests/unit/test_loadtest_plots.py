@@ -51,7 +51,7 @@ def step(rate: float, latency_s: float) -> SweepStep:
 
 
 def test_sweep_plot(tmp_path):
-    sweep = Sweep((step(10, 0.1), step(20, 0.2), step(40, 0.9)))
+    sweep = Sweep((step(10, 0.1), step(20, 0.2), step(40, 0.9), step(40, 0.9), step(20, 0.3)))
     assert is_png(plot_sweep(sweep, 0.5, tmp_path / "sweep.png"))
     nothing = Sweep((step(10, 0.9),))
     assert nothing.capacity is None
