@@ -25,7 +25,8 @@ Two ways to choose the rates:
 The search takes the measurement as a callable (rate -> Summary), so the
 search logic is tested without a server. `sweep.json` holds the capacity,
 the verdict on every rate and every window's summary: the whole
-throughput/latency curve.
+throughput/latency curve, and the saturation throughput when it was measured
+(loadtest.saturation).
 """
 
 from __future__ import annotations
@@ -34,8 +35,12 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loadtest.summary import Summary
+
+if TYPE_CHECKING:
+    from loadtest.saturation import Saturation
 
 FORMAT = "brew.loadtest.sweep/1"  # keys are only ever added
 # Closed-loop callers of the warm-up before a sweep: enough to saturate a
@@ -231,5 +236,9 @@ async def search_capacity(
     return windows.sweep()
 
 
-def write_sweep_json(sweep: Sweep, path: Path) -> None:
-    path.write_text(json.dumps(sweep.to_json(), indent=2) + "\n", encoding="utf-8")
+def write_sweep_json(sweep: Sweep, path: Path, saturation: Saturation | None = None) -> None:
+    """sweep.json: the sweep, and the saturation throughput when it was measured."""
+    document = sweep.to_json()
+    if saturation is not None:
+        document["saturation"] = saturation.to_json()
+    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")

@@ -89,15 +89,30 @@ def _share(text: str) -> float:
     return value
 
 
-def even_count(text: str) -> int:
-    """Extra windows that confirm a capacity step: 0, 2, 4, ... (so the windows have a majority)."""
+def _count(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an even whole number, got {text!r}") from None
-    if value < 0 or value % 2:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def even_count(text: str) -> int:
+    """Extra windows that confirm a capacity step: 0, 2, 4, ... (so the windows have a majority)."""
+    value = _count(text)
+    if value % 2:
         raise argparse.ArgumentTypeError(f"expected an even whole number >= 0 (0, 2, 4, ...), got {text!r}")
     return value
+
+
+def fraction_list(text: str) -> tuple[float, ...]:
+    """'0.5,0.7,0.9' -> (0.5, 0.7, 0.9): shares in (0, 1]."""
+    values = tuple(_positive_float(part) for part in text.split(",") if part.strip())
+    if not values or max(values) > 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated fractions in (0, 1], got {text!r}")
+    return values
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -219,6 +234,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                           help="extra windows that confirm a bad step, and the capacity found; a rate is "
                                "judged on the majority of its windows; 0: one window decides "
                                "(default: %(default)s)")
+    capacity.add_argument("--saturation-callers", type=_count, metavar="N",
+                          help="closed-loop callers of the saturation run after the sweep (default: twice the "
+                               "requests a Brew server keeps in flight, 64 at 16 candidates); 0 skips it")
+    capacity.add_argument("--fractions", type=fraction_list, default=(0.5, 0.7, 0.9), metavar="F1,F2,...",
+                          help="open-loop runs at these fractions of the saturation requests/s "
+                               "(default: 0.5,0.7,0.9)")
     capacity.add_argument("--pause", type=float, default=2.0,
                           help="seconds between steps, for the server to drain (default: %(default)s)")
     capacity.add_argument("--warmup", type=float, default=15.0,

@@ -2,7 +2,8 @@
 
     run       one open-loop or closed-loop run (loadtest.experiment)
     capacity  a warm-up, then a rate sweep or a capacity search (loadtest.capacity),
-              one run per step, each in its own directory
+              one run per step, each in its own directory; then the saturation
+              throughput and the p99 at fractions of it (loadtest.saturation)
 
 loadtest.cli parses the options and imports this module only when one of
 these commands runs.
@@ -21,6 +22,7 @@ from loadtest.capacity import WARMUP_CONCURRENCY, search_capacity, sweep_rates, 
 from loadtest.experiment import RunPlan, execute
 from loadtest.plots import plot_sweep
 from loadtest.runner import Target
+from loadtest.saturation import format_saturation, measure_saturation, saturation_callers
 from loadtest.schedule import Arrivals
 from loadtest.summary import Summary, format_summary
 from loadtest.workload import WorkloadSpec
@@ -76,26 +78,36 @@ def run_command(args: argparse.Namespace) -> int:
 
 def capacity_command(args: argparse.Namespace) -> int:
     """A warm-up, then a sweep over the given rates or a doubling and bisecting
-    search; write sweep.json (and sweep.png), print the capacity found."""
+    search, then (unless --saturation-callers 0) a closed-loop saturation run
+    and open-loop runs at fractions of it; write sweep.json (and sweep.png),
+    print the capacity and the saturation found."""
     base = plan_from_args(argparse.Namespace(**{**vars(args), "rate": args.start_rate or args.rates[0]}),
                           default_duration=20.0)
     steps_run = 0
 
-    async def measure(rate: float) -> Summary:
+    async def run_step(rate: float | None, callers: int | None = None) -> Summary:
+        """One step: open-loop at `rate`, or closed-loop with `callers`."""
         nonlocal steps_run
         if steps_run and args.pause > 0:
             await asyncio.sleep(args.pause)
         # A new seed per step: fresh members, so no step rides on the prefix
         # cache warmed by the one before it.
-        plan = replace(base, rate=rate, seed=base.seed + steps_run,
-                       out_dir=base.out_dir / f"step-{steps_run:02d}-rate-{rate:g}")
+        name = f"rate-{rate:g}" if rate is not None else f"callers-{callers}"
+        plan = replace(base, rate=rate, concurrency=callers, seed=base.seed + steps_run,
+                       out_dir=base.out_dir / f"step-{steps_run:02d}-{name}")
         steps_run += 1
         summary = await execute(plan)
         p99 = "-" if summary.p99_ms is None else f"{summary.p99_ms:.1f}"
         errors = ", ".join(f"{code} {n}" for code, n in summary.errors.items()) or "no errors"
-        print(f"rate {rate:8.2f}/s  {summary.candidates_per_s:9.1f} candidates/s  p99 {p99:>8} ms  {errors}",
-              flush=True)
+        load = f"rate {rate:8.2f}/s" if rate is not None else f"{callers:5d} callers"
+        print(f"{load}  {summary.candidates_per_s:9.1f} candidates/s  p99 {p99:>8} ms  {errors}", flush=True)
         return summary
+
+    async def measure(rate: float) -> Summary:
+        return await run_step(rate)
+
+    async def closed_loop(callers: int) -> Summary:
+        return await run_step(None, callers)
 
     async def sweep():  # type: ignore[no-untyped-def]
         if args.warmup > 0:
@@ -105,12 +117,21 @@ def capacity_command(args: argparse.Namespace) -> int:
                                   max_requests=None, out_dir=base.out_dir / "warmup", plots=False))
             await asyncio.sleep(args.pause)
         if args.rates:
-            return await sweep_rates(measure, args.rates, confirm=args.confirm)
-        return await search_capacity(measure, args.start_rate, max_brackets=args.max_brackets,
-                                     bisect_steps=args.bisect_steps, confirm=args.confirm)
+            found = await sweep_rates(measure, args.rates, confirm=args.confirm)
+        else:
+            found = await search_capacity(measure, args.start_rate, max_brackets=args.max_brackets,
+                                          bisect_steps=args.bisect_steps, confirm=args.confirm)
+        if not callers:
+            return found, None
+        print(f"saturation: {callers} closed-loop callers, then open-loop at "
+              f"{', '.join(f'{f:.0%}' for f in args.fractions)} of the requests/s they sustained", flush=True)
+        return found, await measure_saturation(closed_loop, measure, callers, args.fractions)
 
-    result = asyncio.run(sweep())
-    write_sweep_json(result, base.out_dir / "sweep.json")
+    callers = args.saturation_callers
+    if callers is None:
+        callers = saturation_callers(sum(base.workload.candidates) / 2)
+    result, saturation = asyncio.run(sweep())
+    write_sweep_json(result, base.out_dir / "sweep.json", saturation)
     verdict = result.capacity_verdict
     if base.plots:
         plot_sweep(result, base.slo_s, base.out_dir / "sweep.png")
@@ -121,5 +142,7 @@ def capacity_command(args: argparse.Namespace) -> int:
         print(f"capacity: {capacity.rate:g} requests/s = "
               f"{capacity.summary.candidates_per_s:.1f} candidates/s at p99 {capacity.summary.p99_ms:.1f} ms "
               f"(SLO {base.slo_s * 1000:g} ms; {verdict.good_windows} of {len(verdict.windows)} windows good)")
+    if saturation is not None:
+        print(format_saturation(saturation))
     print(f"files in {base.out_dir}")
     return 0

@@ -10,7 +10,9 @@ import sys
 import pytest
 
 from brew.cli import build_parser as brew_parser
-from loadtest.cli import build_parser, even_count, int_range, main, parse_caps, rate_list, task_weights
+from loadtest.cli import (
+    build_parser, even_count, fraction_list, int_range, main, parse_caps, rate_list, task_weights,
+)
 
 
 def test_argument_types():
@@ -20,8 +22,10 @@ def test_argument_types():
     assert task_weights("pymk_connect") == {"pymk_connect": 1.0}
     assert rate_list("5,10, 20") == [5.0, 10.0, 20.0]
     assert even_count("0") == 0 and even_count("2") == 2
+    assert fraction_list("0.5, 0.9,1") == (0.5, 0.9, 1.0)
     for call, text in ((int_range, "8-x"), (int_range, "9-3"), (task_weights, "a=b"), (rate_list, "5,-1"),
-                       (even_count, "1"), (even_count, "-2"), (even_count, "two")):
+                       (even_count, "1"), (even_count, "-2"), (even_count, "two"), (fraction_list, "0.5,1.2"),
+                       (fraction_list, "0"), (fraction_list, ",")):
         with pytest.raises(argparse.ArgumentTypeError):
             call(text)
 
@@ -37,6 +41,13 @@ def test_a_run_is_open_loop_or_closed_loop_never_both(capsys):
 def test_an_invalid_workload_is_an_error_that_says_why(capsys, tmp_path):
     assert main(["run", "--rate", "5", "--tasks", "nope=1", "--out", str(tmp_path)]) == 2
     assert "has no synthetic candidates" in capsys.readouterr().err
+
+
+def test_capacity_confirms_and_measures_the_saturation_by_default():
+    args = build_parser().parse_args(["capacity", "--start-rate", "4"])
+    assert (args.confirm, args.saturation_callers, args.fractions) == (2, None, (0.5, 0.7, 0.9))
+    args = build_parser().parse_args(["capacity", "--rates", "4,8", "--confirm", "0", "--saturation-callers", "0"])
+    assert (args.confirm, args.saturation_callers) == (0, 0)
 
 
 def test_brew_loadtest_forwards_its_arguments():
