@@ -126,11 +126,15 @@ async def _load(plan: RunPlan, client: Scorer, stream: Iterator[pb.ScoreCandidat
                                  progress=plan.progress)
 
 
-async def execute(plan: RunPlan, scorer: Scorer | None = None) -> Summary:
+async def execute(plan: RunPlan, scorer: Scorer | None = None,
+                  around_load: contextlib.AbstractContextManager[object] | None = None) -> Summary:
     """Run the plan against its target and write its files; returns the summary.
 
     `scorer` replaces the gRPC client of `plan.target` (which then only names
-    the target): loadtest.bench.vllm_http loads another server with the same plan."""
+    the target): loadtest.bench.vllm_http loads another server with the same plan.
+    `around_load` is entered around the load (which, open-loop, starts by
+    drawing its requests), not the readiness check, the scrapes or the files:
+    loadtest.host_cost.CpuMeter reads the CPU the load cost."""
     stream = make_workload(plan).requests()
     plan.out_dir.mkdir(parents=True, exist_ok=True)
     async with contextlib.AsyncExitStack() as stack:
@@ -141,7 +145,8 @@ async def execute(plan: RunPlan, scorer: Scorer | None = None) -> Summary:
             scorer = client
         # An unreachable /metrics raises here, before any load is sent.
         before = await _scrape(plan.metrics_url) if plan.metrics_url else None
-        result = await _load(plan, scorer, stream)
+        with around_load or contextlib.nullcontext():
+            result = await _load(plan, scorer, stream)
     server: ServerView | None = None
     if plan.metrics_url and before is not None:
         try:

@@ -24,6 +24,7 @@ a snapshot is empty and the reports show no host cost.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -173,3 +174,31 @@ def per_candidate(cpu_s: Mapping[str, float], candidates: int) -> dict[str, floa
     """CPU seconds per candidate by label; empty when nothing was scored."""
     return {label: seconds / candidates for label, seconds in cpu_s.items()} if candidates > 0 else {}
 
+
+
+class CpuMeter:
+    """A context that snapshots the same processes on entering and on leaving;
+    `spent` is then the CPU seconds by label in between (see cpu_by_process)."""
+
+    def __init__(self, trees: Mapping[str, int], processes: Mapping[str, int] | None = None) -> None:
+        self.trees = dict(trees)
+        self.processes = dict(processes or {})
+        self.spent: dict[str, float] = {}
+        self._before: HostSnapshot | None = None
+
+    def __enter__(self) -> CpuMeter:
+        self._before = HostSnapshot.take(self.trees, self.processes)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        assert self._before is not None
+        self.spent = cpu_by_process(self._before, HostSnapshot.take(self.trees, self.processes))
+
+
+
+def write_host_cost_json(cpu_s: Mapping[str, float], candidates: int, path: Path) -> None:
+    """host_cost.json of one run: CPU seconds by process over the load, the
+    candidates scored OK, and their quotient."""
+    document = {"clock_ticks_per_s": clock_ticks_per_s(), "ok_candidates": candidates, "cpu_s": dict(cpu_s),
+                "cpu_s_per_candidate": per_candidate(cpu_s, candidates)}
+    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")

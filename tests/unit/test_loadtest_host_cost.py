@@ -10,7 +10,7 @@ import time
 import pytest
 
 from loadtest.host_cost import (
-    HostSnapshot, ProcessCpu, ProcStat, command_name, cpu_by_process, cpu_seconds, descendants, parse_stat,
+    CpuMeter, HostSnapshot, ProcessCpu, ProcStat, command_name, cpu_by_process, cpu_seconds, descendants, parse_stat,
     per_candidate, process_tree,
 )
 
@@ -60,11 +60,13 @@ def test_cpu_by_process_counts_increases_new_processes_and_sums_shared_labels():
 
 @linux_only
 def test_cpu_seconds_of_this_process_grow_after_burning_cpu():
-    start = cpu_seconds(os.getpid())
-    deadline = time.monotonic() + 5.0
-    while cpu_seconds(os.getpid()) < start + 0.05 and time.monotonic() < deadline:
-        sum(i * i for i in range(10_000))
-    assert cpu_seconds(os.getpid()) >= start + 0.05
+    with CpuMeter({}, {"load generator": os.getpid()}) as meter:
+        start = cpu_seconds(os.getpid())
+        deadline = time.monotonic() + 5.0
+        while cpu_seconds(os.getpid()) < start + 0.05 and time.monotonic() < deadline:
+            sum(i * i for i in range(10_000))
+        assert cpu_seconds(os.getpid()) >= start + 0.05
+    assert list(meter.spent) == ["load generator"] and meter.spent["load generator"] >= 0.05
 
 
 @linux_only
