@@ -273,7 +273,15 @@ def _add_sidebyside(commands: argparse._SubParsersAction) -> None:  # type: igno
                         help="requests/s where the capacity search starts")
     parser.add_argument("--fixed-rate", type=float, default=2.0,
                         help="requests/s of the common fixed-rate runs")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="repeats at the capacity, of the saturation and at the fixed rate")
+    parser.add_argument("--confirm", type=even_count, default=2,
+                        help="extra windows that confirm a bad search step, and the capacity found")
+    parser.add_argument("--saturation-callers", type=_count, metavar="N",
+                        help="closed-loop callers of the saturation runs (default: twice the requests a Brew "
+                             "server keeps in flight, 64 at 16 candidates)")
+    parser.add_argument("--fractions", type=fraction_list, default=(0.5, 0.7, 0.9), metavar="F1,F2,...",
+                        help="open-loop runs at these fractions of the saturation requests/s")
     parser.add_argument("--timeout", type=float, default=5.0, help="per-request deadline, seconds")
     parser.add_argument("--pause", type=float, default=8.0,
                         help="seconds between runs, for the server to drain")

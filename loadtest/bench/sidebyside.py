@@ -14,12 +14,18 @@ Systems (each started here as a subprocess, loaded, then stopped):
 For each system: start it and wait until it is ready; a warm-up run at
 saturation (closed-loop, WARMUP_CONCURRENCY callers) that is thrown away; a
 capacity search (loadtest.capacity: double until p99 breaks the SLO, then
-bisect); then `--repeats` runs at the capacity rate found and
+bisect; a bad window and the capacity found are confirmed by the majority
+of up to 1 + `--confirm` windows); then `--repeats` runs at the capacity
+rate found, `--repeats` of the saturation throughput (loadtest.saturation:
+a closed-loop run, then open-loop runs at `--fractions` of it) and
 `--repeats` at one fixed rate common to all systems, each with a fresh seed
-(fresh members, so no repeat rides on the previous one's prefix cache). The
-report gives medians of the repeats and ratios against vllm-openai, and is
-written as sidebyside.json, sidebyside.md and sweeps.png (every system's
-sweep on one chart) under --out, next to every run's own files.
+(fresh members, so no repeat rides on the previous one's prefix cache).
+Around each run's load the CPU time of the server process, each of its
+descendants and the load generator is read from /proc (loadtest.host_cost).
+The report gives every figure as the median and the range of its repeats,
+the ratios against vllm-openai and the CPU per candidate of each process,
+and is written as sidebyside.json, sidebyside.md and sweeps.png (every
+system's sweep on one chart) under --out, next to every run's own files.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ def sidebyside_command(args: argparse.Namespace) -> int:
         workload=WorkloadSpec(tasks={args.task: 1.0}, candidates=(args.candidates, args.candidates)),
         slo_s=args.slo_ms / 1000, duration_s=args.duration, start_rate=args.start_rate,
         fixed_rate=args.fixed_rate, repeats=args.repeats, timeout_s=args.timeout, pause_s=args.pause,
+        confirm=args.confirm, saturation_callers=args.saturation_callers, fractions=tuple(args.fractions),
     )
     if args.report:
         results = [SystemResult(**r) for r in saved["results"]]

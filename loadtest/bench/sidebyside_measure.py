@@ -1,26 +1,36 @@
 """One system of a side-by-side run measured: started, warmed up, its
-capacity searched, then repeats at that capacity and at the common fixed
-rate; and the compute limit of the workload on this machine.
+capacity searched (bad steps and the capacity confirmed), then repeats at
+that capacity, of the saturation throughput with the p99 at fractions of
+it, and at the common fixed rate; and the compute limit of the workload on
+this machine.
 
 Every run gets a fresh seed (fresh members, so no repeat rides on the
-previous one's prefix cache) and its own directory of files.
+previous one's prefix cache) and its own directory of files, host_cost.json
+among them: the CPU seconds the server process, each of its descendants and
+the load generator spent over the load (loadtest.host_cost), and per OK
+candidate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from loadtest.bench.sidebyside_results import ComputeLimit, SystemResult
 from loadtest.bench.sidebyside_systems import VLLM_OPENAI, Endpoints, free_port, running, server_command
-from loadtest.capacity import WARMUP_CONCURRENCY, search_capacity, write_sweep_json
+from loadtest.capacity import (
+    DEFAULT_CONFIRM, WARMUP_CONCURRENCY, RateVerdict, search_capacity, write_sweep_json,
+)
 from loadtest.experiment import RunPlan, execute
+from loadtest.host_cost import LOAD_GENERATOR, SERVER, CpuMeter, per_candidate, write_host_cost_json
 from loadtest.plots import plot_sweep
 from loadtest.runner import Scorer, Target
+from loadtest.saturation import DEFAULT_FRACTIONS, Saturation, measure_saturation, saturation_callers
 from loadtest.summary import Summary
 from loadtest.workload import WorkloadSpec
 
@@ -55,58 +65,139 @@ class SideBySideSettings:
     repeats: int
     timeout_s: float
     pause_s: float
+    confirm: int = DEFAULT_CONFIRM  # extra windows that confirm a bad step or the capacity
+    saturation_callers: int | None = None  # None: twice what a Brew server keeps in flight
+    fractions: tuple[float, ...] = DEFAULT_FRACTIONS  # of the saturation requests/s
+
+    @property
+    def callers(self) -> int:
+        if self.saturation_callers is not None:
+            return self.saturation_callers
+        return saturation_callers(sum(self.workload.candidates) / 2)
 
 
-async def _measure_system(system: str, endpoints: Endpoints, settings: SideBySideSettings) -> SystemResult:
+@dataclass(frozen=True)
+class Measured:
+    """One run: its summary and the CPU seconds per OK candidate of each process."""
+
+    summary: Summary
+    cpu_s_per_candidate: dict[str, float]
+
+
+@dataclass
+class _Runs:
+    """The runs of one system: each after a pause, with a fresh seed, in its
+    own directory, with the CPU its processes and the load generator spent."""
+
+    system: str
+    base: RunPlan
+    scorer: Scorer
+    server_pid: int
+    pause_s: float
+    seeds: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    windows: Iterator[int] = field(default_factory=itertools.count)  # the search's windows, numbered
+
+    async def run(self, label: str, rate: float | None = None, callers: int | None = None) -> Measured:
+        """Open-loop at `rate`, or closed-loop with `callers`."""
+        # An overloaded run leaves work behind (the naive engine cannot
+        # abort a forward pass): let it drain before the next one starts.
+        await asyncio.sleep(self.pause_s)
+        plan = replace(self.base, rate=rate, concurrency=callers, seed=next(self.seeds),
+                       out_dir=self.base.out_dir / label)
+        meter = CpuMeter({SERVER: self.server_pid}, {LOAD_GENERATOR: os.getpid()})
+        summary = await execute(plan, self.scorer, meter)
+        write_host_cost_json(meter.spent, summary.ok_candidates, plan.out_dir / "host_cost.json")
+        cpu = per_candidate(meter.spent, summary.ok_candidates)
+        load = f"rate {rate:7.2f}/s" if rate is not None else f"{callers:4d} callers "
+        print(f"{self.system:12} {label:28} {load}  {summary.candidates_per_s:8.1f} cand/s  "
+              f"p99 {summary.p99_ms or float('nan'):8.1f} ms  cpu {sum(cpu.values()) * 1000:6.2f} ms/cand  "
+              f"errors {dict(summary.errors) or '-'}", flush=True)
+        return Measured(summary, cpu)
+
+    async def window(self, rate: float) -> Summary:
+        """One window of the capacity search."""
+        return (await self.run(f"search-{next(self.windows):02d}-rate-{rate:g}", rate)).summary
+
+    async def saturation(self, repeat: int, callers: int, fractions: tuple[float, ...]) -> Saturation:
+        async def closed_loop(n: int) -> Summary:
+            return (await self.run(f"saturation-{repeat}-callers-{n}", callers=n)).summary
+
+        async def open_loop(rate: float) -> Summary:
+            return (await self.run(f"saturation-{repeat}-rate-{rate:.3g}", rate)).summary
+
+        return await measure_saturation(closed_loop, open_loop, callers, fractions)
+
+
+def _fraction_figures(saturations: list[Saturation], fractions: tuple[float, ...]
+                      ) -> tuple[list[list[float]], list[list[float | None]]]:
+    """(rates, p99s) per fraction, one entry per repeat that reached it."""
+    rates: list[list[float]] = [[] for _ in fractions]
+    p99s: list[list[float | None]] = [[] for _ in fractions]
+    for saturation in saturations:
+        for index, point in enumerate(saturation.points):
+            rates[index].append(point.rate)
+            p99s[index].append(point.summary.p99_ms)
+    return rates, p99s
+
+
+def _system_result(system: str, settings: SideBySideSettings, verdict: RateVerdict | None,
+                   at_capacity: list[Measured], saturations: list[Saturation],
+                   fixed: list[Measured]) -> SystemResult:
+    fraction_rates, fraction_p99s = _fraction_figures(saturations, settings.fractions)
+    return SystemResult(
+        system=system,
+        capacity_rate=verdict.rate if verdict else None,
+        capacity_candidates_per_s=[m.summary.candidates_per_s for m in at_capacity],
+        capacity_p99_ms=[m.summary.p99_ms for m in at_capacity],
+        fixed_rate=settings.fixed_rate,
+        fixed_candidates_per_s=[m.summary.candidates_per_s for m in fixed],
+        fixed_p99_ms=[m.summary.p99_ms for m in fixed],
+        fixed_errors=[dict(m.summary.errors) for m in fixed],
+        capacity_windows=len(verdict.windows) if verdict else 0,
+        capacity_good_windows=verdict.good_windows if verdict else 0,
+        capacity_cpu_s_per_candidate=[m.cpu_s_per_candidate for m in at_capacity],
+        fixed_cpu_s_per_candidate=[m.cpu_s_per_candidate for m in fixed],
+        saturation_callers=settings.callers,
+        saturation_requests_per_s=[s.requests_per_s for s in saturations],
+        saturation_candidates_per_s=[s.candidates_per_s for s in saturations],
+        saturation_p99_ms=[s.p99_ms for s in saturations],
+        fractions=list(settings.fractions),
+        fraction_rates=fraction_rates,
+        fraction_p99_ms=fraction_p99s,
+    )
+
+
+async def _measure_system(system: str, endpoints: Endpoints, settings: SideBySideSettings,
+                          server_pid: int) -> SystemResult:
     base_dir = settings.out / system
     metrics = None if system == VLLM_OPENAI else f"http://127.0.0.1:{endpoints.metrics_port}/metrics"
     base = RunPlan(target=Target(endpoints.address), out_dir=base_dir, rate=settings.start_rate,
                    duration_s=settings.duration_s, workload=settings.workload, slo_s=settings.slo_s,
                    timeout_s=settings.timeout_s, metrics_url=metrics, ready_timeout_s=0, progress=False)
-    seeds = iter(range(1, 1_000_000))
-
+    repeats = range(settings.repeats)
     async with scorer_for(system, endpoints, settings.model, settings.prompts) as scorer:
-        async def run(rate: float, label: str) -> Summary:
-            # An overloaded run leaves work behind (the naive engine cannot
-            # abort a forward pass): let it drain before the next one starts.
-            await asyncio.sleep(settings.pause_s)
-            plan = replace(base, rate=rate, seed=next(seeds), out_dir=base_dir / label)
-            summary = await execute(plan, scorer)
-            print(f"{system:12} {label:22} rate {rate:7.2f}/s  {summary.candidates_per_s:8.1f} cand/s  "
-                  f"p99 {summary.p99_ms or float('nan'):8.1f} ms  errors {dict(summary.errors) or '-'}", flush=True)
-            return summary
-
+        runs = _Runs(system, base, scorer, server_pid, settings.pause_s)
         # Warm-up at saturation, never reported: the first run at high load
         # otherwise pays for kernels and buffers of batch shapes not seen yet
         # (measured: a p99 two to three times that of the same rate later).
         await asyncio.sleep(settings.pause_s)
         await execute(replace(base, rate=None, concurrency=WARMUP_CONCURRENCY, seed=0,
                               out_dir=base_dir / "warmup"), scorer)
-        probes = iter(range(100))
-        sweep = await search_capacity(lambda rate: run(rate, f"search-{next(probes):02d}-rate-{rate:g}"),
-                                      settings.start_rate)
+        sweep = await search_capacity(runs.window, settings.start_rate, confirm=settings.confirm)
         write_sweep_json(sweep, base_dir / "sweep.json")
         plot_sweep(sweep, settings.slo_s, base_dir / "sweep.png")
-        capacity = sweep.capacity
-        at_capacity = [await run(capacity.rate, f"capacity-{i}") for i in range(settings.repeats)] if capacity else []
-        fixed = [await run(settings.fixed_rate, f"fixed-{i}") for i in range(settings.repeats)]
-    return SystemResult(
-        system=system,
-        capacity_rate=capacity.rate if capacity else None,
-        capacity_candidates_per_s=[s.candidates_per_s for s in at_capacity],
-        capacity_p99_ms=[s.p99_ms for s in at_capacity],
-        fixed_rate=settings.fixed_rate,
-        fixed_candidates_per_s=[s.candidates_per_s for s in fixed],
-        fixed_p99_ms=[s.p99_ms for s in fixed],
-        fixed_errors=[dict(s.errors) for s in fixed],
-    )
+        verdict = sweep.capacity_verdict
+        at_capacity = [await runs.run(f"capacity-{i}", verdict.rate) for i in repeats] if verdict else []
+        saturations = [await runs.saturation(i, settings.callers, settings.fractions) for i in repeats]
+        fixed = [await runs.run(f"fixed-{i}", settings.fixed_rate) for i in repeats]
+    return _system_result(system, settings, verdict, at_capacity, saturations, fixed)
 
 
 def measure_system(system: str, settings: SideBySideSettings) -> SystemResult:
     endpoints = Endpoints(free_port(), free_port())
     command = server_command(system, endpoints, settings.model)
-    with running(command, settings.out / system / "server.log"):
-        return asyncio.run(_measure_system(system, endpoints, settings))
+    with running(command, settings.out / system / "server.log") as server:
+        return asyncio.run(_measure_system(system, endpoints, settings, server.pid))
 
 
 def compute_limit(settings: SideBySideSettings, sample: int = 200) -> ComputeLimit:
