@@ -235,8 +235,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                                "judged on the majority of its windows; 0: one window decides "
                                "(default: %(default)s)")
     capacity.add_argument("--saturation-callers", type=_count, metavar="N",
-                          help="closed-loop callers of the saturation run after the sweep (default: twice the "
-                               "requests a Brew server keeps in flight, 64 at 16 candidates); 0 skips it")
+                          help="closed-loop callers of the saturation run after the sweep (default: twice "
+                               "the requests a Brew server keeps in flight, 64 at 16 candidates, but at most "
+                               "capacity x --timeout / 2); 0 skips it")
     capacity.add_argument("--fractions", type=fraction_list, default=(0.5, 0.7, 0.9), metavar="F1,F2,...",
                           help="open-loop runs at these fractions of the saturation requests/s "
                                "(default: 0.5,0.7,0.9)")
@@ -278,8 +279,9 @@ def _add_sidebyside(commands: argparse._SubParsersAction) -> None:  # type: igno
     parser.add_argument("--confirm", type=even_count, default=2,
                         help="extra windows that confirm a bad search step, and the capacity found")
     parser.add_argument("--saturation-callers", type=_count, metavar="N",
-                        help="closed-loop callers of the saturation runs (default: twice the requests a Brew "
-                             "server keeps in flight, 64 at 16 candidates)")
+                        help="closed-loop callers of the saturation runs (default: twice the requests a "
+                             "Brew server keeps in flight, 64 at 16 candidates, but at most capacity x "
+                             "--timeout / 2)")
     parser.add_argument("--fractions", type=fraction_list, default=(0.5, 0.7, 0.9), metavar="F1,F2,...",
                         help="open-loop runs at these fractions of the saturation requests/s")
     parser.add_argument("--timeout", type=float, default=5.0, help="per-request deadline, seconds")

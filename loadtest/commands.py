@@ -121,15 +121,17 @@ def capacity_command(args: argparse.Namespace) -> int:
         else:
             found = await search_capacity(measure, args.start_rate, max_brackets=args.max_brackets,
                                           bisect_steps=args.bisect_steps, confirm=args.confirm)
+        callers = args.saturation_callers
+        if callers is None:
+            capacity = found.capacity_verdict
+            callers = saturation_callers(sum(base.workload.candidates) / 2, capacity and capacity.rate,
+                                         base.timeout_s)
         if not callers:
             return found, None
         print(f"saturation: {callers} closed-loop callers, then open-loop at "
               f"{', '.join(f'{f:.0%}' for f in args.fractions)} of the requests/s they sustained", flush=True)
         return found, await measure_saturation(closed_loop, measure, callers, args.fractions)
 
-    callers = args.saturation_callers
-    if callers is None:
-        callers = saturation_callers(sum(base.workload.candidates) / 2)
     result, saturation = asyncio.run(sweep())
     write_sweep_json(result, base.out_dir / "sweep.json", saturation)
     verdict = result.capacity_verdict
@@ -141,7 +143,8 @@ def capacity_command(args: argparse.Namespace) -> int:
         capacity = verdict.median
         print(f"capacity: {capacity.rate:g} requests/s = "
               f"{capacity.summary.candidates_per_s:.1f} candidates/s at p99 {capacity.summary.p99_ms:.1f} ms "
-              f"(SLO {base.slo_s * 1000:g} ms; {verdict.good_windows} of {len(verdict.windows)} windows good)")
+              f"(SLO {base.slo_s * 1000:g} ms; "
+              f"{verdict.good_windows} of {len(verdict.windows)} windows good)")
     if saturation is not None:
         print(format_saturation(saturation))
     print(f"files in {base.out_dir}")

@@ -6,8 +6,9 @@ figures are steadier and say more about a replica:
 
 - the saturation throughput: what the replica sustains when it is never
   idle. A closed-loop run with enough callers (by default twice the requests
-  a Brew server keeps in its engine at once: `saturation_callers`) gives its
-  OK requests/s and candidates/s, and the p99 the callers waited for them.
+  a Brew server keeps in its engine at once, but no more than keep the mean
+  wait within half the deadline: `saturation_callers`) gives its OK
+  requests/s and candidates/s, and the p99 the callers waited for them.
 - the p99 at fixed fractions of it (50%, 70% and 90% by default): open-loop
   runs at those shares of the saturation request rate, so systems are
   compared at the same relative load rather than each at its own knee.
@@ -36,13 +37,24 @@ INFLIGHT_BATCHES = 2
 ClosedLoop = Callable[[int], Awaitable[Summary]]  # callers -> the summary of a closed-loop run
 
 
-def saturation_callers(candidates_per_request: float, batch_candidates: int = BATCH_CANDIDATES,
+def saturation_callers(candidates_per_request: float, capacity_rate: float | None = None,
+                       timeout_s: float | None = None, batch_candidates: int = BATCH_CANDIDATES,
                        inflight_batches: int = INFLIGHT_BATCHES) -> int:
     """Twice the requests the server's batcher keeps in flight: enough callers
-    that a full batch is always waiting behind the ones being scored."""
+    that a full batch is always waiting behind the ones being scored.
+
+    Given the capacity rate found and the per-request deadline, no more than
+    capacity x deadline / 2: by Little's law N callers served at X requests/s
+    wait N / X seconds each, so this keeps the mean wait near half the
+    deadline. More callers would only queue, and past the deadline their
+    requests fail, which would measure the deadline rather than the server
+    (a naive engine at 1.4 requests/s cannot answer 64 callers within 5 s)."""
     if not candidates_per_request > 0:
         raise ValueError(f"candidates per request must be positive, got {candidates_per_request}")
-    return 2 * max(1, math.ceil(batch_candidates * inflight_batches / candidates_per_request))
+    callers = 2 * max(1, math.ceil(batch_candidates * inflight_batches / candidates_per_request))
+    if capacity_rate and timeout_s:
+        callers = min(callers, max(1, math.floor(capacity_rate * timeout_s / 2)))
+    return callers
 
 
 def check_fractions(fractions: Sequence[float]) -> tuple[float, ...]:

@@ -66,14 +66,14 @@ class SideBySideSettings:
     timeout_s: float
     pause_s: float
     confirm: int = DEFAULT_CONFIRM  # extra windows that confirm a bad step or the capacity
-    saturation_callers: int | None = None  # None: twice what a Brew server keeps in flight
+    saturation_callers: int | None = None  # None: loadtest.saturation.saturation_callers
     fractions: tuple[float, ...] = DEFAULT_FRACTIONS  # of the saturation requests/s
 
-    @property
-    def callers(self) -> int:
+    def callers(self, capacity_rate: float | None) -> int:
+        """The closed-loop callers of the saturation runs, given the capacity found."""
         if self.saturation_callers is not None:
             return self.saturation_callers
-        return saturation_callers(sum(self.workload.candidates) / 2)
+        return saturation_callers(sum(self.workload.candidates) / 2, capacity_rate, self.timeout_s)
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ def _fraction_figures(saturations: list[Saturation], fractions: tuple[float, ...
 
 
 def _system_result(system: str, settings: SideBySideSettings, verdict: RateVerdict | None,
-                   at_capacity: list[Measured], saturations: list[Saturation],
+                   at_capacity: list[Measured], callers: int, saturations: list[Saturation],
                    fixed: list[Measured]) -> SystemResult:
     fraction_rates, fraction_p99s = _fraction_figures(saturations, settings.fractions)
     return SystemResult(
@@ -157,7 +157,7 @@ def _system_result(system: str, settings: SideBySideSettings, verdict: RateVerdi
         capacity_good_windows=verdict.good_windows if verdict else 0,
         capacity_cpu_s_per_candidate=[m.cpu_s_per_candidate for m in at_capacity],
         fixed_cpu_s_per_candidate=[m.cpu_s_per_candidate for m in fixed],
-        saturation_callers=settings.callers,
+        saturation_callers=callers,
         saturation_requests_per_s=[s.requests_per_s for s in saturations],
         saturation_candidates_per_s=[s.candidates_per_s for s in saturations],
         saturation_p99_ms=[s.p99_ms for s in saturations],
@@ -188,9 +188,10 @@ async def _measure_system(system: str, endpoints: Endpoints, settings: SideBySid
         plot_sweep(sweep, settings.slo_s, base_dir / "sweep.png")
         verdict = sweep.capacity_verdict
         at_capacity = [await runs.run(f"capacity-{i}", verdict.rate) for i in repeats] if verdict else []
-        saturations = [await runs.saturation(i, settings.callers, settings.fractions) for i in repeats]
+        callers = settings.callers(verdict.rate if verdict else None)
+        saturations = [await runs.saturation(i, callers, settings.fractions) for i in repeats]
         fixed = [await runs.run(f"fixed-{i}", settings.fixed_rate) for i in repeats]
-    return _system_result(system, settings, verdict, at_capacity, saturations, fixed)
+    return _system_result(system, settings, verdict, at_capacity, callers, saturations, fixed)
 
 
 def measure_system(system: str, settings: SideBySideSettings) -> SystemResult:

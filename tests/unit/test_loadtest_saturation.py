@@ -20,10 +20,15 @@ def run_summary(ok: int, latency_s: float, wall_s: float = 10.0, candidates: int
     return summarize(records, wall_s=wall_s, slo_s=0.5, run=run, started_at="t")
 
 
-def test_callers_are_twice_what_the_batcher_keeps_in_flight():
+def test_callers_are_twice_what_the_batcher_keeps_in_flight_within_the_deadline():
     assert saturation_callers(16) == 64  # 2 batches of 256 candidates = 32 requests of 16
     assert saturation_callers(100) == 12  # 512 / 100 rounds up to 6
     assert saturation_callers(1000) == 2
+    # No more than the capacity rate answers within half the deadline.
+    assert saturation_callers(16, capacity_rate=24, timeout_s=5) == 60
+    assert saturation_callers(16, capacity_rate=1.4, timeout_s=5) == 3
+    assert saturation_callers(16, capacity_rate=0.1, timeout_s=5) == 1
+    assert saturation_callers(16, capacity_rate=None, timeout_s=5) == 64
     with pytest.raises(ValueError):
         saturation_callers(0)
 
