@@ -9,7 +9,9 @@ score while p99 stays under the SLO, and where does it break?
     records     per-request records and HdrHistogram latencies (CO-corrected)
     summary     throughput, percentiles, goodput, errors, the server's /metrics view
     plots       latency over time, percentile curves, the capacity sweep (PNG)
-    capacity    rate sweep and doubling + bisection search for the SLO knee
+    capacity    rate sweep and doubling + bisection search for the SLO knee, each verdict confirmed
+    saturation  closed-loop saturation throughput and the p99 at fixed fractions of it
+    host_cost   CPU seconds per process (a server, its descendants, the load generator) from /proc
     experiment  one run from plan to files
     commands    the run and capacity commands, from parsed options to files
     cli         `brew loadtest run|capacity|sidebyside|scaling` (also `python -m loadtest`):

@@ -3,11 +3,14 @@ point timed on it, and the threads each engine computes on.
 
 The first call at each point is a warm-up and is not timed; every timed call
 records the share of prompt tokens the engine reports as cached, so what
-vLLM really reused is visible rather than assumed.
+vLLM really reused is visible rather than assumed. The CPU seconds of this
+process and of each of its children (vLLM's engine core and worker) over the
+timed calls are read from /proc (loadtest.host_cost).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -15,7 +18,8 @@ from pathlib import Path
 
 from loadtest.bench.flops import DecoderShape, naive_group_flops, shared_group_flops
 from loadtest.bench.scaling_points import ScalingPoint, ScalingSettings, make_group
-from loadtest.bench.scaling_results import ScalingResult
+from loadtest.bench.scaling_results import THIS_PROCESS, ScalingResult
+from loadtest.host_cost import CpuMeter
 
 
 def point_flops(shape: DecoderShape, point: ScalingPoint, suffix_tokens: int) -> tuple[int, int]:
@@ -43,6 +47,10 @@ def vllm_cpu_threads(environ: Mapping[str, str], cpus: int) -> int:
     return count
 
 
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.2f}"
+
+
 async def measure_engine(kind: str, model_dir: Path, shape: DecoderShape, label_ids: tuple[int, int],
                          settings: ScalingSettings, peak_flops: float) -> list[ScalingResult]:
     """Start one engine, measure every point on it, close it."""
@@ -58,22 +66,26 @@ async def measure_engine(kind: str, model_dir: Path, shape: DecoderShape, label_
             if reason:
                 results.append(ScalingResult(kind, point, needed, naive, peak_flops, skipped=reason))
                 continue
+            # Drawn before any call, so the CPU meter sees the engine's work only.
+            groups = [make_group(point, vocab_size=shape.vocab_size, suffix_tokens=settings.suffix_tokens,
+                                 label_ids=label_ids, seed=settings.seed, call=call)
+                      for call in range(settings.repeats + 1)]
+            await engine.score([groups[0]])  # the warm-up
             seconds, prompt, cached = [], 0, 0
-            for call in range(settings.repeats + 1):  # call 0 is the warm-up
-                group = make_group(point, vocab_size=shape.vocab_size, suffix_tokens=settings.suffix_tokens,
-                                   label_ids=label_ids, seed=settings.seed, call=call)
-                start = time.perf_counter()
-                [result] = await engine.score([group])
-                elapsed = time.perf_counter() - start
-                if call:
-                    seconds.append(elapsed)
+            with CpuMeter({THIS_PROCESS: os.getpid()}) as meter:
+                for group in groups[1:]:
+                    start = time.perf_counter()
+                    [result] = await engine.score([group])
+                    seconds.append(time.perf_counter() - start)
                     prompt += sum(c.prompt_tokens for c in result.candidates)
                     cached += sum(c.cached_tokens for c in result.candidates)
             measured = ScalingResult(kind, point, needed, naive, peak_flops, tuple(seconds),
-                                     cached / prompt if prompt else None)
+                                     cached / prompt if prompt else None, cpu_s=meter.spent)
             results.append(measured)
             print(f"{kind} {point.candidates} x {point.history_tokens}: "
-                  f"{measured.s_per_candidate * 1000:.2f} ms/candidate", file=sys.stderr, flush=True)
+                  f"{measured.s_per_candidate * 1000:.2f} ms/candidate, CPU "
+                  f"{_ms(measured.own_cpu_s_per_candidate)} ms/candidate here and "
+                  f"{_ms(measured.children_cpu_s_per_candidate)} in children", file=sys.stderr, flush=True)
     finally:
         await engine.close()
     return results

@@ -1,5 +1,8 @@
 """The scaling benchmark's report: the markdown tables of both sweeps and the
-scaling.json document (format "brew.loadtest.scaling/1").
+scaling.json document (format "brew.loadtest.scaling/1"; keys are only ever
+added). Each row ends with the CPU milliseconds per candidate of the
+benchmark's own process and of its children (vLLM's engine core and worker)
+over the timed calls.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ def format_table(results: Sequence[ScalingResult], points: Sequence[ScalingPoint
     by_key = {(r.engine, r.point): r for r in results}
     lines = [
         "| engine | candidates | history | ms/call | ms/candidate | candidates/s | % of matmul peak "
-        "| cached | vs naive | FLOPs saved by sharing |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| cached | vs naive | FLOPs saved by sharing | CPU ms/candidate, this process "
+        "| CPU ms/candidate, children |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for point in points:
         for engine in engines:
@@ -44,14 +48,17 @@ def format_table(results: Sequence[ScalingResult], points: Sequence[ScalingPoint
             saved = f"{result.naive_flops / result.needed_flops:.1f}x"
             head = f"| {engine} | {point.candidates} | {point.history_tokens} |"
             if result.skipped:
-                lines.append(f"{head} skipped | — | — | — | — | — | {saved} |")
+                lines.append(f"{head} skipped | — | — | — | — | — | {saved} | — | — |")
                 continue
             share, cached, naive_s = result.flop_share, result.cached_share, naive.get(point)
+            own, children = result.own_cpu_s_per_candidate, result.children_cpu_s_per_candidate
             lines.append(
                 f"{head} {result.median_s * 1000:.1f} | {result.s_per_candidate * 1000:.2f} "
                 f"| {result.candidates_per_s:.1f} | {_fmt(None if share is None else share * 100, '.1f')} "
                 f"| {'—' if cached is None else f'{cached * 100:.0f}%'} "
-                f"| {'—' if naive_s is None else f'{naive_s / result.median_s:.1f}x'} | {saved} |"
+                f"| {'—' if naive_s is None else f'{naive_s / result.median_s:.1f}x'} | {saved} "
+                f"| {_fmt(None if own is None else own * 1000, '.2f')} "
+                f"| {_fmt(None if children is None else children * 1000, '.2f')} |"
             )
     return "\n".join(lines)
 

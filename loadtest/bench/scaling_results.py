@@ -8,9 +8,12 @@ from both so that neither imports the other.
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from loadtest.bench.scaling_points import ScalingPoint
+
+THIS_PROCESS = "this process"  # the benchmark's own process, where the engine runs in-process
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,9 @@ class ScalingResult:
     seconds: tuple[float, ...] = ()
     cached_share: float | None = None  # prompt tokens the engine reported as not recomputed
     skipped: str | None = None
+    # CPU seconds over the timed calls: THIS_PROCESS, and each child by its
+    # command line (vLLM's engine core and worker; loadtest.host_cost)
+    cpu_s: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def median_s(self) -> float | None:
@@ -39,6 +45,20 @@ class ScalingResult:
     def candidates_per_s(self) -> float | None:
         median = self.median_s
         return None if not median else self.point.candidates / median
+
+    @property
+    def own_cpu_s_per_candidate(self) -> float | None:
+        """CPU seconds of this process per candidate scored in the timed calls."""
+        return self._per_candidate(self.cpu_s.get(THIS_PROCESS))
+
+    @property
+    def children_cpu_s_per_candidate(self) -> float | None:
+        """CPU seconds of all its children per candidate scored in the timed calls."""
+        return self._per_candidate(sum(s for label, s in self.cpu_s.items() if label != THIS_PROCESS))
+
+    def _per_candidate(self, seconds: float | None) -> float | None:
+        scored = self.point.candidates * len(self.seconds)
+        return None if seconds is None or not self.cpu_s or not scored else seconds / scored
 
     @property
     def flop_share(self) -> float | None:
@@ -61,4 +81,7 @@ class ScalingResult:
             "peak_flops": self.peak_flops,
             "flop_share": self.flop_share,
             "cached_share": self.cached_share,
+            "cpu_s": dict(self.cpu_s),
+            "own_cpu_s_per_candidate": self.own_cpu_s_per_candidate,
+            "children_cpu_s_per_candidate": self.children_cpu_s_per_candidate,
         }

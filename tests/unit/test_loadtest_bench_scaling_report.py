@@ -12,7 +12,7 @@ def test_table_rows_speedup_and_skips():
     small, big = ScalingPoint(8, 64), ScalingPoint(256, 4096)
     results = [
         result("naive", small, seconds=(0.8,)),
-        result("torch", small, seconds=(0.2,), cached=0.5),
+        result("torch", small, seconds=(0.2,), cached=0.5, cpu_s={"this process": 0.32}),
         result("naive", big, skipped="cap"),
         result("torch", big, seconds=(2.0,)),
     ]
@@ -22,6 +22,8 @@ def test_table_rows_speedup_and_skips():
     # engines in a fixed order within each point: torch before naive
     assert table[2].startswith("| torch | 8 | 64 | 200.0 | 25.00 | 40.0 |")
     assert "| 50% | 4.0x |" in table[2]
+    assert table[2].endswith("| 40.00 | 0.00 |")  # CPU ms/candidate: this process, children
+    assert table[3].endswith("| — | — |")  # no CPU measured
     assert table[3].startswith("| naive | 8 | 64 | 800.0 |") and "| 1.0x |" in table[3]
     assert table[5].startswith("| naive | 256 | 4096 | skipped |")
     assert "| — |" in table[4]  # no naive time to compare with
