@@ -118,7 +118,8 @@ def markdown_table(results: Sequence[SystemResult], candidates_per_request: int,
     repeats = max((len(r.fixed_p99_ms) for r in results), default=0)
     callers = next((r.saturation_callers for r in results if r.saturation_callers), None)
     tables = [capacity_table(results, limit), load_table(results)]
-    if any(r.capacity_cpu_s_per_candidate or r.fixed_cpu_s_per_candidate for r in results):
+    host_cost = any(r.capacity_cpu_s_per_candidate or r.fixed_cpu_s_per_candidate for r in results)
+    if host_cost:
         tables.append(host_cost_table(results))
     notes = (f"{candidates_per_request} candidates per request. Each figure: median (min–max) over the "
              f"{repeats} repeats; × {BASELINE}: the ratio of the medians. The capacity is the rate one "
@@ -126,8 +127,9 @@ def markdown_table(results: Sequence[SystemResult], candidates_per_request: int,
     if callers:
         notes += (f" Saturation: {callers} closed-loop callers; each repeat's fractions are of its own "
                   f"saturation requests/s, offered open-loop.")
-    notes += (" CPU: user + system time from /proc over each run's load, per candidate scored OK; the "
-              "server's descendants are named by their command line (vLLM's process titles).")
+    if host_cost:
+        notes += (" CPU: user + system time from /proc over each run's load, per candidate scored OK; the "
+                  "server's descendants are named by their command line (vLLM's process titles).")
     if limit:
         notes += (f" Work per candidate {limit.flops_per_candidate / 1e6:.2f} MFLOP with the prefix shared "
                   f"({limit.naive_flops_per_candidate / 1e6:.2f} MFLOP from scratch); matmul peak "

@@ -49,7 +49,7 @@ def test_the_capacity_table_reports_medians_spreads_and_ratios_to_vllms_endpoint
     assert capacity["vllm-openai"][0][4] == "1.00"
     assert capacity["naive"][0][:5] == ["-", "-", "-", "-", "-"]
     assert load["brew-vllm"] == [["60.0 (50.0–70.0)", "1"]]  # no fractions measured: the fixed rate only
-    assert len(tables(table)) == 2  # no host cost measured: no table for it
+    assert len(tables(table)) == 2 and "CPU" not in table  # no host cost measured: no table for it
     assert "16 candidates per request" in table and "2.00 MFLOP with the prefix shared" in table
 
 
@@ -68,4 +68,4 @@ def test_fixed_fraction_p99s_and_host_cost_per_process():
     assert rows["server"] == ["-", "2.500 (2.000–3.000)"]  # the capacity run scored nothing
     assert rows["server's child `VLLM::EngineCore`"][1] == "2.000 (0.000–4.000)"  # absent: spent nothing
     assert rows["all processes"][1] == "5.500 (4.000–7.000)"
-    assert "64 closed-loop callers" in table
+    assert "64 closed-loop callers" in table and "CPU: user + system time from /proc" in table
