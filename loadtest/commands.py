@@ -123,9 +123,9 @@ def capacity_command(args: argparse.Namespace) -> int:
                                           bisect_steps=args.bisect_steps, confirm=args.confirm)
         callers = args.saturation_callers
         if callers is None:
-            capacity = found.capacity_verdict
-            callers = saturation_callers(sum(base.workload.candidates) / 2, capacity and capacity.rate,
-                                         base.timeout_s)
+            knee = found.capacity_verdict
+            callers = saturation_callers(sum(base.workload.candidates) / 2,
+                                         None if knee is None else knee.rate, base.timeout_s)
         if not callers:
             return found, None
         print(f"saturation: {callers} closed-loop callers, then open-loop at "
