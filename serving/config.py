@@ -13,6 +13,7 @@ sections below:
     [limits]   max_candidates_per_request, max_tasks_per_request, max_history_items
     [vllm]     kv_cache_gib, max_model_len, gpu_memory_utilization, ...  (brew.engines.options.VllmOptions)
     [torch]    max_forward_candidates                                  (brew.engines.options.TorchOptions)
+    [cluster]  replicas, envoy_port, hash_policy, ...  (`brew cluster`: serving.cluster, serving.envoy_config)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,37 @@ class Limits:
     max_history_items: int = 1000
 
 
+class HashPolicy(StrEnum):
+    """Envoy's consistent-hash load balancers (either keeps a member on one replica)."""
+
+    RING_HASH = "ring_hash"
+    MAGLEV = "maglev"
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """`brew cluster`: N replicas behind one Envoy port (serving.cluster, serving.envoy_config).
+
+    Replica i serves gRPC on first_replica_port + i and /metrics on
+    first_replica_metrics_port + i. A port of 0 is picked free when the
+    cluster starts. `replicas_dns` names one DNS name that resolves to every
+    replica (a Kubernetes headless service): Envoy then finds the replicas
+    there, on the server's `port`, instead of on this host.
+    """
+
+    replicas: int = 2
+    envoy_host: str = "127.0.0.1"
+    envoy_port: int = 50051
+    envoy_stats_port: int = 9902  # /stats/prometheus and /ready, on envoy_host
+    envoy_admin_port: int = 9901  # the full admin interface, on 127.0.0.1 only
+    first_replica_port: int = 50061
+    first_replica_metrics_port: int = 9401
+    hash_policy: HashPolicy = HashPolicy.RING_HASH
+    health_check_interval_seconds: float = 1.0
+    retries: int = 1
+    replicas_dns: str | None = None
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     engine: EngineKind = EngineKind.VLLM
@@ -73,10 +106,12 @@ class ServerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     auth_token: str | None = None
+    replica_name: str | None = None  # the x-brew-replica header; None: hostname:port
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     limits: Limits = field(default_factory=Limits)
     vllm: VllmOptions = field(default_factory=VllmOptions)
     torch: TorchOptions = field(default_factory=TorchOptions)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def __post_init__(self) -> None:
         problems = list(_problems(self))
@@ -94,7 +129,8 @@ def _wrong_types(config: ServerConfig):  # type: ignore[no-untyped-def]
     """Settings that are not numbers where numbers are needed (e.g. port = "50051" in TOML)."""
     sections = [("", config, NUMBER_SETTINGS),
                 ("batching.", config.batching, [f.name for f in fields(BatchingConfig)]),
-                ("limits.", config.limits, [f.name for f in fields(Limits)])]
+                ("limits.", config.limits, [f.name for f in fields(Limits)]),
+                ("cluster.", config.cluster, CLUSTER_NUMBER_SETTINGS)]
     for prefix, section, names in sections:
         for name in names:
             value = getattr(section, name)
@@ -138,6 +174,9 @@ def _problems(config: ServerConfig):  # type: ignore[no-untyped-def]
             yield f"{name} {path} does not exist"
     if config.auth_token is not None and not config.auth_token:
         yield "auth_token is empty; give a token or leave it out"
+    if config.replica_name is not None and not _is_header_value(config.replica_name):
+        yield f"replica_name {config.replica_name!r} must be non-empty printable ASCII (it is a gRPC header)"
+    yield from _cluster_problems(config.cluster)
     batching = config.batching
     if batching.max_batch_candidates < 1:
         yield f"batching.max_batch_candidates must be >= 1, got {batching.max_batch_candidates}"
@@ -156,7 +195,41 @@ def _problems(config: ServerConfig):  # type: ignore[no-untyped-def]
                f"batching.max_queue_candidates ({batching.max_queue_candidates}): such a request could never be admitted")
 
 
-SECTIONS = {"batching", "limits", "vllm", "torch"}
+CLUSTER_NUMBER_SETTINGS = (
+    "replicas", "envoy_port", "envoy_stats_port", "envoy_admin_port", "first_replica_port",
+    "first_replica_metrics_port", "health_check_interval_seconds", "retries",
+)
+
+
+def _is_header_value(text: str) -> bool:
+    return bool(text) and text.isascii() and text.isprintable() and text == text.strip()
+
+
+def _cluster_problems(cluster: ClusterConfig):  # type: ignore[no-untyped-def]
+    if cluster.replicas < 1:
+        yield f"cluster.replicas must be >= 1, got {cluster.replicas}"
+        return
+    used: dict[str, range] = {}  # setting -> the ports it takes (0: picked free at start)
+    for name in ("envoy_port", "envoy_stats_port", "envoy_admin_port", "first_replica_port",
+                 "first_replica_metrics_port"):
+        first = getattr(cluster, name)
+        ports = range(first, first + (cluster.replicas if name.startswith("first_") else 1))
+        if not 0 <= ports[0] <= ports[-1] <= 65535:
+            yield f"cluster.{name}={first} does not give every replica a TCP port (0-65535); 0 picks free ones"
+        elif first:
+            for other, taken in used.items():
+                if set(ports) & set(taken):
+                    yield f"cluster.{name} ({first}) and cluster.{other} ({taken[0]}) share ports; move one"
+            used[name] = ports
+    if cluster.health_check_interval_seconds <= 0:
+        yield f"cluster.health_check_interval_seconds must be > 0, got {cluster.health_check_interval_seconds}"
+    if cluster.retries < 0:
+        yield f"cluster.retries must be >= 0 (0: Envoy never retries), got {cluster.retries}"
+    if cluster.replicas_dns is not None and not cluster.replicas_dns.strip():
+        yield "cluster.replicas_dns is empty; give the replicas' DNS name or leave it out"
+
+
+SECTIONS = {"batching", "limits", "vllm", "torch", "cluster"}
 TOP_KEYS = ("engine", "model", "prompts", "dtype", "device", "multi_item")
 SERVER_KEYS = {f.name for f in fields(ServerConfig)} - SECTIONS - set(TOP_KEYS)
 
@@ -187,12 +260,22 @@ def load_config(toml_file: Path | None = None, **overrides: Any) -> ServerConfig
         return ServerConfig(
             batching=replace(BatchingConfig(), **sections["batching"]), limits=replace(Limits(), **sections["limits"]),
             vllm=_options("vllm", VllmOptions, sections["vllm"]), torch=_options("torch", TorchOptions, sections["torch"]),
-            **values,
+            cluster=_cluster(sections["cluster"]), **values,
         )
     except ConfigError:
         raise
     except (TypeError, ValueError) as error:
         raise ConfigError(f"invalid server configuration: {error}") from error
+
+
+def _cluster(settings: Mapping[str, Any]) -> ClusterConfig:
+    settings = dict(settings)
+    if "hash_policy" in settings:
+        if settings["hash_policy"] not in {policy.value for policy in HashPolicy}:
+            raise ConfigError(f"cluster.hash_policy {settings['hash_policy']!r} is not one of "
+                              f"{[policy.value for policy in HashPolicy]}")
+        settings["hash_policy"] = HashPolicy(settings["hash_policy"])
+    return replace(ClusterConfig(), **settings)
 
 
 def _options(section: str, options: type, settings: Mapping[str, Any]) -> Any:
@@ -237,4 +320,6 @@ def _from_toml(raw: Mapping[str, Any]) -> dict[str, Any]:
     _reject_unknown("[limits]", values["limits"], {f.name for f in fields(Limits)})
     values["vllm"] = dict(raw.get("vllm", {}))
     values["torch"] = dict(raw.get("torch", {}))
+    values["cluster"] = dict(raw.get("cluster", {}))
+    _reject_unknown("[cluster]", values["cluster"], {f.name for f in fields(ClusterConfig)})
     return values

@@ -13,7 +13,15 @@ import pytest
 from brew import defaults
 from brew.engines import EngineKind
 from brew.engines.options import TorchOptions, VllmOptions
-from serving.config import BatchingConfig, ConfigError, Limits, ServerConfig, load_config
+from serving.config import (
+    BatchingConfig,
+    ClusterConfig,
+    ConfigError,
+    HashPolicy,
+    Limits,
+    ServerConfig,
+    load_config,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -87,6 +95,18 @@ def test_the_config_is_frozen():
         ({"limits": {"max_tasks_per_request": 0}}, "limits.max_tasks_per_request must be >= 1, got 0"),
         ({"limits": {"max_candidates_per_request": 5000}},
          "limits.max_candidates_per_request (5000) exceeds batching.max_queue_candidates (4096)"),
+        ({"replica_name": "zoë"}, "replica_name 'zoë' must be non-empty printable ASCII (it is a gRPC header)"),
+        ({"cluster": {"replicas": 0}}, "cluster.replicas must be >= 1, got 0"),
+        ({"cluster": {"first_replica_port": 65535}},
+         "cluster.first_replica_port=65535 does not give every replica a TCP port (0-65535)"),
+        ({"cluster": {"envoy_stats_port": 9901}},
+         "cluster.envoy_admin_port (9901) and cluster.envoy_stats_port (9901) share ports; move one"),
+        ({"cluster": {"first_replica_metrics_port": 9900, "replicas": 3}},
+         "cluster.first_replica_metrics_port (9900) and cluster.envoy_admin_port (9901) share ports"),
+        ({"cluster": {"health_check_interval_seconds": 0}}, "cluster.health_check_interval_seconds must be > 0"),
+        ({"cluster": {"retries": -1}}, "cluster.retries must be >= 0 (0: Envoy never retries), got -1"),
+        ({"cluster": {"replicas_dns": " "}}, "cluster.replicas_dns is empty"),
+        ({"cluster": {"hash_policy": "random"}}, "cluster.hash_policy 'random' is not one of ['ring_hash', 'maglev']"),
     ],
 )
 def test_an_invalid_setting_is_named_with_the_fix(overrides, message):
@@ -114,7 +134,7 @@ def test_tls_with_both_files_is_accepted(tmp_path):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("color = 1\n", "config file: unknown key(s) ['color']; known: ['batching', 'device'"),
+        ("color = 1\n", "config file: unknown key(s) ['color']; known: ['batching', 'cluster', 'device'"),
         ("[server]\nmodel = 'x'\n", "config file [server]: unknown key(s) ['model']; known: ['auth_token'"),
         ("[vllm]\nswap_space = 4\n", "[vllm] unknown setting(s) ['swap_space']; known: ['block_size'"),
         ("[server\nport = 1\n", "cannot read config file"),
@@ -160,9 +180,19 @@ def test_a_setting_of_the_wrong_type_is_named(tmp_path):
          "config file [batching]: unknown key(s) ['max_batch']; known: ['collect_window_ms'"),
         ("[limits]\nmax_tasks = 2\n",
          "config file [limits]: unknown key(s) ['max_tasks']; known: ['max_candidates_per_request'"),
+        ("[cluster]\nreplica = 2\n", "config file [cluster]: unknown key(s) ['replica']; known: ['envoy_admin_port'"),
     ],
 )
 def test_an_unknown_key_of_a_section_lists_the_known_ones(tmp_path, text, message):
     with pytest.raises(ConfigError) as caught:
         load_config(write_toml(tmp_path, text))
     assert message in str(caught.value)
+
+
+def test_the_cluster_section_loads_from_the_file_with_flags_on_top(tmp_path):
+    path = write_toml(tmp_path, '[cluster]\nreplicas = 4\nhash_policy = "maglev"\nenvoy_port = 6000\n'
+                                'replicas_dns = "brew-replicas.brew.svc.cluster.local"\n')
+    config = load_config(path, cluster={"envoy_port": 7000, "replicas": None})
+    assert config.cluster == ClusterConfig(replicas=4, hash_policy=HashPolicy.MAGLEV, envoy_port=7000,
+                                           replicas_dns="brew-replicas.brew.svc.cluster.local")
+    assert load_config().cluster == ClusterConfig() and load_config().replica_name is None
