@@ -7,6 +7,11 @@ other code is the answer and is raised at once as grpc.aio.AioRpcError.
 Retries back off exponentially with full jitter and never outlive the
 deadline.
 
+Every ScoreCandidates call carries the member id in the `x-brew-member`
+header (serving.replica), so an Envoy in front (`brew cluster`) keeps a
+member on one replica and its prefix cache; `score_served` also says which
+replica answered (`x-brew-replica`).
+
     async with RankingClient("127.0.0.1:50051") as client:
         response = await client.score(request, timeout=1.0)
 """
@@ -26,6 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from brew.v1 import ranking_pb2 as pb
 from brew.v1 import ranking_pb2_grpc
+from serving.replica import MEMBER_HEADER, member_header_value, replica_from_metadata
 
 T = TypeVar("T")
 
@@ -46,6 +52,19 @@ class RetryPolicy:
 NO_RETRY = RetryPolicy(max_attempts=1)
 
 
+@dataclass(frozen=True)
+class Served:
+    """An answer and the replica that gave it (None: the server names none)."""
+
+    response: pb.ScoreCandidatesResponse
+    replica: str | None
+
+
+def error_replica(error: grpc.aio.AioRpcError) -> str | None:
+    """The replica that answered with this error, if it named itself."""
+    return replica_from_metadata(error.trailing_metadata())
+
+
 class RankingClient:
     """One channel to one server; cheap to share between many concurrent calls."""
 
@@ -58,7 +77,10 @@ class RankingClient:
         token: str | None = None,
         retry: RetryPolicy = RetryPolicy(),
         max_message_bytes: int = 8 * 1024 * 1024,
+        member_header: bool = True,
     ) -> None:
+        """`member_header=False` leaves x-brew-member out: Envoy then balances
+        by least request instead of keeping members on replicas."""
         options: list[tuple[str, object]] = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -72,6 +94,7 @@ class RankingClient:
             self._channel = grpc.aio.insecure_channel(target, options=options)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._retry = retry
+        self._member_header = member_header
         self._ranking = ranking_pb2_grpc.RankingServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._admin = ranking_pb2_grpc.AdminServiceStub(self._channel)
@@ -87,10 +110,21 @@ class RankingClient:
 
     async def score(self, request: pb.ScoreCandidatesRequest, timeout: float = 5.0) -> pb.ScoreCandidatesResponse:
         """ScoreCandidates within `timeout` seconds, retrying UNAVAILABLE only."""
-        return await self._with_retries(
-            lambda remaining: self._ranking.ScoreCandidates(request, timeout=remaining, metadata=self._metadata),
-            timeout,
-        )
+        return (await self.score_served(request, timeout)).response
+
+    async def score_served(self, request: pb.ScoreCandidatesRequest, timeout: float = 5.0) -> Served:
+        """As `score`, with the replica that answered (the x-brew-replica header)."""
+        metadata = self._metadata
+        member = member_header_value(request.member.member_id) if self._member_header else None
+        if member is not None:
+            metadata = (*metadata, (MEMBER_HEADER, member))
+
+        async def attempt(remaining: float) -> Served:
+            call = self._ranking.ScoreCandidates(request, timeout=remaining, metadata=metadata)
+            response = await call
+            return Served(response, replica_from_metadata(await call.initial_metadata()))
+
+        return await self._with_retries(attempt, timeout)
 
     async def list_tasks(self, timeout: float = 5.0) -> pb.ListTasksResponse:
         return await self._with_retries(

@@ -43,6 +43,7 @@ from serving.grpc_metrics import GrpcServerMetricsInterceptor
 from serving.lifecycle import Lifecycle, Phase
 from serving.metrics import ServiceMetrics
 from serving.reload import PromptReloader, ReloadResult
+from serving.replica import ReplicaHeaderInterceptor, default_replica_name
 from serving.security import BearerTokenInterceptor, server_credentials
 from serving.service import ScoringService
 from serving.servicer import RankingServicer
@@ -79,6 +80,7 @@ class BrewServer:
         self._stats: ThroughputLogger | None = None
         self._stats_task: asyncio.Task[None] | None = None
         self.endpoints: Endpoints | None = None
+        self.replica_name = config.replica_name or ""  # named once the port is bound
         self.reloader = PromptReloader(config.prompts, current=self._reloadable_ranker, install=self.service.install)
 
     def _grpc_options(self) -> list[tuple[str, int]]:
@@ -97,7 +99,8 @@ class BrewServer:
         """Open the ports, load and warm the model, then report SERVING."""
         config = self.config
         interceptors: list[grpc.aio.ServerInterceptor] = [
-            GrpcServerMetricsInterceptor(self.metrics.registry, config.slo_seconds)
+            GrpcServerMetricsInterceptor(self.metrics.registry, config.slo_seconds),
+            ReplicaHeaderInterceptor(lambda: self.replica_name),
         ]
         if config.auth_token:
             interceptors.append(BearerTokenInterceptor(config.auth_token))
@@ -119,6 +122,7 @@ class BrewServer:
             port = server.add_secure_port(address, server_credentials(config.tls_cert, config.tls_key))
         else:
             port = server.add_insecure_port(address)
+        self.replica_name = config.replica_name or default_replica_name(port)
         await server.start()
         self._server = server
         metrics_port = self.metrics.start_http_server(config.metrics_port, config.metrics_host)
