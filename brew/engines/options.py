@@ -23,7 +23,11 @@ class VllmOptions:
 
     `gpu_memory_utilization` None means a small share on CPU (see
     brew.engines.vllm_engine) and vLLM's default on GPU; `block_size` None
-    means 32 tokens on CPU and vLLM's default on GPU. Prefix caching is always
+    means 32 tokens on CPU and vLLM's default on GPU. One model over several
+    GPUs: `tensor_parallel_size` shards it across GPUs, `data_parallel_size`
+    runs that many engine copies inside the replica, balanced by vLLM (not by
+    member: more replicas behind `brew cluster` keep prefix-cache affinity
+    instead). Both go to vLLM's AsyncEngineArgs as they are. Prefix caching is always
     on: it is what makes scoring many candidates behind one prefix cheap. The
     dtype is the engine-wide setting (`create_engine(dtype=...)`).
     """
@@ -32,6 +36,7 @@ class VllmOptions:
     kv_cache_gib: float = 1.0
     gpu_memory_utilization: float | None = None
     tensor_parallel_size: int = 1
+    data_parallel_size: int = 1
     quantization: str | None = None
     enforce_eager: bool = True
     max_num_seqs: int | None = None
@@ -43,8 +48,8 @@ class VllmOptions:
             raise ValueError(f"kv_cache_gib must be positive, got {self.kv_cache_gib}")
         if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
-        for name in ("tensor_parallel_size", "max_model_len", "max_num_seqs", "max_num_batched_tokens",
-                     "block_size"):
+        for name in ("tensor_parallel_size", "data_parallel_size", "max_model_len", "max_num_seqs",
+                     "max_num_batched_tokens", "block_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
