@@ -149,9 +149,14 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     where = parser.add_argument_group("target")
     where.add_argument("--target", default="127.0.0.1:50051", help="host:port of the one server to load "
                        "(default: %(default)s)")
-    where.add_argument("--metrics-url", help="the server's /metrics URL, scraped before and after for its "
+    where.add_argument("--metrics-url", action="append",
+                       help="the server's /metrics URL, scraped before and after for its "
                        "view (batch size, queue time, cache hits, rejections), "
-                       "e.g. http://127.0.0.1:9400/metrics")
+                       "e.g. http://127.0.0.1:9400/metrics; repeat it for each replica of a cluster "
+                       "(their counters are summed)")
+    where.add_argument("--no-member-header", action="store_true",
+                       help="send no x-brew-member header: behind brew cluster, Envoy then balances by least "
+                            "request instead of keeping each member on one replica")
     where.add_argument("--tls-root-cert", type=Path, help="PEM root certificate: connect with TLS")
     where.add_argument("--tls-server-name", help="server name to verify when it differs from --target's host")
     where.add_argument("--auth-token-env", metavar="VAR",

@@ -44,7 +44,7 @@ def plan_from_args(args: argparse.Namespace, default_duration: float) -> RunPlan
     out = args.out or Path("runs") / "loadtest" / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return RunPlan(
         target=Target(args.target, tls_root_cert=args.tls_root_cert, tls_server_name=args.tls_server_name,
-                      token=token),
+                      token=token, member_header=not args.no_member_header),
         out_dir=out,
         rate=getattr(args, "rate", None),
         concurrency=getattr(args, "concurrency", None),
@@ -58,7 +58,7 @@ def plan_from_args(args: argparse.Namespace, default_duration: float) -> RunPlan
         slo_s=args.slo_ms / 1000.0,
         seed=args.seed,
         max_outstanding=args.max_outstanding,
-        metrics_url=args.metrics_url,
+        metrics_urls=tuple(args.metrics_url or ()),
         ready_timeout_s=args.ready_timeout,
         progress=not args.no_progress,
         plots=not args.no_plots,
@@ -70,7 +70,7 @@ def run_command(args: argparse.Namespace) -> int:
     plan = plan_from_args(args, default_duration=30.0)
     summary = asyncio.run(execute(plan))
     print(format_summary(summary))
-    if plan.metrics_url is None:
+    if not plan.metrics_urls:
         print("(no --metrics-url: the server's view was not recorded)")
     print(f"files in {plan.out_dir}")
     return 0

@@ -1,9 +1,9 @@
 """One load-test run from plan to files: the glue between the pieces.
 
 `execute(plan)` waits for the server to report SERVING, scrapes its
-/metrics, draws the workload and the schedule before the clock starts (so
-request generation never delays a send), runs the load, scrapes again, and
-writes into `plan.out_dir`:
+/metrics (every page given: a cluster's replicas), draws the workload and
+the schedule before the clock starts (so request generation never delays a
+send), runs the load, scrapes again, and writes into `plan.out_dir`:
 
     requests.jsonl              one record per request (loadtest.records)
     summary.json                the run's summary (loadtest.summary)
@@ -27,7 +27,7 @@ from pathlib import Path
 from brew.v1 import ranking_pb2 as pb
 from loadtest import plots
 from loadtest.records import ok_latency_histograms, write_records_jsonl
-from loadtest.runner import RunResult, Scorer, Target, run_closed_loop, run_open_loop
+from loadtest.runner import RunResult, Scorer, ServedScorer, Target, run_closed_loop, run_open_loop
 from loadtest.schedule import Arrivals, arrival_offsets
 from loadtest.summary import (
     RunInfo, ServerView, Summary, scrape_metrics, server_view, summarize, write_summary_json,
@@ -53,7 +53,7 @@ class RunPlan:
     slo_s: float = 0.5
     seed: int = 0
     max_outstanding: int = 1000
-    metrics_url: str | None = None
+    metrics_urls: tuple[str, ...] = ()  # /metrics pages, summed (a cluster's replicas)
     ready_timeout_s: float = 60.0  # wait for health SERVING first; 0 skips the check
     progress: bool = True
     plots: bool = True
@@ -82,6 +82,7 @@ class RunPlan:
             target=self.target.address,
             timeout_s=self.timeout_s,
             seed=self.seed,
+            member_header=self.target.member_header,
             arrivals=self.arrivals.value if self.open_loop else None,
             rate=self.rate,
             burstiness=self.burstiness if self.open_loop else None,
@@ -102,11 +103,14 @@ def _warn(message: str) -> None:
     print(f"loadtest: {message}", file=sys.stderr)
 
 
-async def _scrape(url: str) -> str:
-    try:
-        return await asyncio.to_thread(scrape_metrics, url)
-    except OSError as error:
-        raise OSError(f"cannot read the server's metrics at {url}: {error}") from error
+async def _scrape(urls: tuple[str, ...]) -> list[str]:
+    texts = []
+    for url in urls:
+        try:
+            texts.append(await asyncio.to_thread(scrape_metrics, url))
+        except OSError as error:
+            raise OSError(f"cannot read the server's metrics at {url}: {error}") from error
+    return texts
 
 
 async def _load(plan: RunPlan, client: Scorer, stream: Iterator[pb.ScoreCandidatesRequest]) -> RunResult:
@@ -142,15 +146,15 @@ async def execute(plan: RunPlan, scorer: Scorer | None = None,
             client = await stack.enter_async_context(plan.target.client())
             if plan.ready_timeout_s > 0:
                 await client.wait_until_serving(plan.ready_timeout_s)
-            scorer = client
+            scorer = ServedScorer(client)
         # An unreachable /metrics raises here, before any load is sent.
-        before = await _scrape(plan.metrics_url) if plan.metrics_url else None
+        before = await _scrape(plan.metrics_urls)
         with around_load or contextlib.nullcontext():
             result = await _load(plan, scorer, stream)
     server: ServerView | None = None
-    if plan.metrics_url and before is not None:
+    if plan.metrics_urls:
         try:
-            server = server_view(before, await _scrape(plan.metrics_url), plan.metrics_url)
+            server = server_view(before, await _scrape(plan.metrics_urls), plan.metrics_urls)
         except OSError as error:
             _warn(f"{error}; the summary has no server view")
     summary = summarize(result.records, wall_s=result.wall_s, slo_s=plan.slo_s, run=plan.run_info(),

@@ -13,6 +13,9 @@ From them come two latencies:
 
 In a closed-loop run the intended time is the send time and both are equal.
 
+Behind `brew cluster` a record also names the replica that answered (the
+x-brew-replica header; None when the server names none).
+
 A request refused by the client because too many were outstanding is
 recorded with status CLIENT_REJECTED and no send time: it counts against
 goodput but is never silently dropped.
@@ -50,6 +53,7 @@ class RequestRecord:
     sent: float | None  # None: never sent (CLIENT_REJECTED)
     end: float
     status: str  # gRPC status code name, or CLIENT_REJECTED
+    replica: str | None = None  # the replica that answered (x-brew-replica)
 
     @property
     def ok(self) -> bool:

@@ -15,7 +15,9 @@ latency at a given concurrency, not at a given arrival rate.
 Both stop at a duration and/or a request count, record every attempt
 (loadtest.records), show a tqdm progress bar on request, and call exactly
 one address through a client that never retries (serving.client.NO_RETRY),
-so each record is one honest attempt with its own deadline.
+so each record is one honest attempt with its own deadline. The client
+sends each request's member id in x-brew-member (Envoy's affinity key
+behind `brew cluster`), and each record keeps the replica that answered.
 """
 
 from __future__ import annotations
@@ -35,14 +37,25 @@ from tqdm import tqdm
 from brew.v1 import ranking_pb2 as pb
 from loadtest.records import CLIENT_REJECTED, OK, RequestRecord
 from loadtest.workload import candidate_count
-from serving.client import NO_RETRY, RankingClient
+from serving.client import NO_RETRY, RankingClient, Served, error_replica
 
 
 class Scorer(Protocol):
-    """What the runners call: RankingClient, loadtest.bench.vllm_http, or a fake in
-    tests. Failures raise grpc.aio.AioRpcError or ScoringFailed."""
+    """What the runners call: ServedScorer, loadtest.bench.vllm_http, or a fake in
+    tests. Failures raise grpc.aio.AioRpcError or ScoringFailed; an answer that
+    is a serving.client.Served names the replica that gave it."""
 
     async def score(self, request: pb.ScoreCandidatesRequest, timeout: float) -> object: ...
+
+
+class ServedScorer:
+    """A RankingClient as a Scorer whose answers name their replica."""
+
+    def __init__(self, client: RankingClient) -> None:
+        self.client = client
+
+    async def score(self, request: pb.ScoreCandidatesRequest, timeout: float) -> Served:
+        return await self.client.score_served(request, timeout=timeout)
 
 
 @dataclass(frozen=True)
@@ -53,11 +66,13 @@ class Target:
     tls_root_cert: Path | None = None
     tls_server_name: str | None = None
     token: str | None = None
+    member_header: bool = True  # False: no x-brew-member, so Envoy balances by least request
 
     def client(self) -> RankingClient:
         """A client that never retries: one record per attempt."""
         return RankingClient(self.address, tls_root_cert=self.tls_root_cert,
-                             tls_server_name=self.tls_server_name, token=self.token, retry=NO_RETRY)
+                             tls_server_name=self.tls_server_name, token=self.token, retry=NO_RETRY,
+                             member_header=self.member_header)
 
 
 @dataclass(frozen=True)
@@ -76,15 +91,21 @@ class ScoringFailed(Exception):
         self.status = status
 
 
-async def call_status(scorer: Scorer, request: pb.ScoreCandidatesRequest, timeout_s: float) -> str:
-    """One attempt; the gRPC status code name it ended with."""
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # the gRPC status code name, or a ScoringFailed status
+    replica: str | None = None
+
+
+async def call_outcome(scorer: Scorer, request: pb.ScoreCandidatesRequest, timeout_s: float) -> Outcome:
+    """One attempt: the status it ended with, and the replica that said so."""
     try:
-        await scorer.score(request, timeout=timeout_s)
+        answer = await scorer.score(request, timeout=timeout_s)
     except grpc.aio.AioRpcError as error:
-        return error.code().name
+        return Outcome(error.code().name, error_replica(error))
     except ScoringFailed as error:
-        return error.status
-    return OK
+        return Outcome(error.status)
+    return Outcome(OK, answer.replica if isinstance(answer, Served) else None)
 
 
 def _progress(total: int | None, mode: str, enabled: bool) -> tqdm:  # type: ignore[type-arg]
@@ -133,11 +154,11 @@ async def run_open_loop(
         nonlocal outstanding
         sent = clock()
         try:
-            status = await call_status(scorer, request, timeout_s)
+            outcome = await call_outcome(scorer, request, timeout_s)
         finally:
             outstanding -= 1
         finished(RequestRecord(index, request.request_id, candidate_count(request), intended, sent, clock(),
-                               status))
+                               outcome.status, outcome.replica))
 
     with bar:
         for index, (intended, request) in enumerate(zip(offsets, requests)):
@@ -191,9 +212,9 @@ async def run_closed_loop(
             if request is None:
                 return
             sent = clock()  # no schedule: intended is the send time
-            status = await call_status(scorer, request, timeout_s)
+            outcome = await call_outcome(scorer, request, timeout_s)
             records.append(RequestRecord(index, request.request_id, candidate_count(request), sent, sent,
-                                         clock(), status))
+                                         clock(), outcome.status, outcome.replica))
             bar.update()
 
     with bar:

@@ -14,13 +14,16 @@ SLO, `summarize` computes what an operator sizing a replica asks for:
 - errors by status code name (CLIENT_REJECTED: refused by the client's cap
   on outstanding requests);
 - late sends: requests sent more than 10 ms after their intended time, which
-  says the client itself could not keep the schedule.
+  says the client itself could not keep the schedule;
+- replicas: behind `brew cluster`, how many answers each replica gave (the
+  x-brew-replica header), errors included.
 
 The server's view comes from its /metrics page scraped before and after the
 run (counter deltas, so the warm-up and earlier runs do not count, but other
 traffic to the same server during the run does): the mean engine batch in
 candidates, the mean queue time, the share of prompt tokens served from the
-prefix cache and the server's rejections by reason.
+prefix cache and the server's rejections by reason. Given several /metrics
+pages (a cluster's replicas), their counters are summed: the cluster's view.
 
 summary.json (format "brew.loadtest.summary/1"; keys are only ever added):
 
@@ -40,7 +43,9 @@ summary.json (format "brew.loadtest.summary/1"; keys are only ever added):
     late_sends    {threshold_ms, count, max_lag_ms}
     server        null, or {metrics_url, requests {status: n}, batches,
                   mean_batch_candidates, mean_queue_ms, cached_token_share,
-                  rejections {reason: n}} (means and shares null without data)
+                  rejections {reason: n}, metrics_urls [all scraped]} (means and
+                  shares null without data; metrics_url is the first)
+    replicas      {replica name: answers}, empty when no server named itself
 """
 
 from __future__ import annotations
@@ -70,6 +75,7 @@ class RunInfo:
     target: str
     timeout_s: float
     seed: int
+    member_header: bool = True  # x-brew-member sent (Envoy's affinity key)
     arrivals: str | None = None
     rate: float | None = None
     burstiness: float | None = None
@@ -110,6 +116,7 @@ class ServerView:
     mean_queue_ms: float | None
     cached_token_share: float | None
     rejections: Mapping[str, float]  # by reason
+    metrics_urls: tuple[str, ...] = ()  # every page summed (a cluster's replicas)
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,7 @@ class Summary:
     late_sends: int
     max_send_lag_ms: float
     server: ServerView | None
+    replicas: Mapping[str, int] = field(default_factory=dict)  # answers per replica
 
     @property
     def requests_per_s(self) -> float:
@@ -168,8 +176,9 @@ class Summary:
                            "max_lag_ms": self.max_send_lag_ms},
             "server": None if self.server is None else {
                 **asdict(self.server), "requests": dict(self.server.requests),
-                "rejections": dict(self.server.rejections),
+                "rejections": dict(self.server.rejections), "metrics_urls": list(self.server.metrics_urls),
             },
+            "replicas": dict(self.replicas),
         }
 
 
@@ -203,6 +212,7 @@ def summarize(
         late_sends=sum(1 for lag in lags if lag > LATE_SEND_SECONDS),
         max_send_lag_ms=max(lags, default=0.0) * 1000.0,
         server=server,
+        replicas=dict(sorted(Counter(r.replica for r in records if r.replica is not None).items())),
     )
 
 
@@ -222,12 +232,14 @@ def scrape_metrics(url: str, timeout: float = 10.0) -> str:
 Samples = Mapping[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-def parse_samples(text: str) -> Samples:
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+def parse_samples(*texts: str) -> Samples:
+    """The samples of one /metrics page, or of several summed (a cluster's replicas)."""
+    summed: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                summed[(sample.name, tuple(sorted(sample.labels.items())))] += sample.value
+    return dict(summed)
 
 
 def _delta_by_label(before: Samples, after: Samples, name: str, label: str) -> dict[str, float]:
@@ -247,14 +259,20 @@ def _ratio(numerator: float, denominator: float) -> float | None:
     return numerator / denominator if denominator > 0 else None
 
 
-def server_view(before_text: str, after_text: str, metrics_url: str = "") -> ServerView:
-    """The server's metrics over the run: the after scrape minus the before one."""
-    before, after = parse_samples(before_text), parse_samples(after_text)
+def server_view(before_text: str | Sequence[str], after_text: str | Sequence[str],
+                metrics_url: str | Sequence[str] = "") -> ServerView:
+    """The server's metrics over the run: the after scrape minus the before one.
+    Several pages (one per replica, in the same order before and after) are summed."""
+    befores = [before_text] if isinstance(before_text, str) else list(before_text)
+    afters = [after_text] if isinstance(after_text, str) else list(after_text)
+    urls = (metrics_url,) if isinstance(metrics_url, str) else tuple(metrics_url)
+    before, after = parse_samples(*befores), parse_samples(*afters)
     batches = _delta(before, after, "brew_batch_candidates_count")
     queued = _delta(before, after, "brew_queue_seconds_count")
     mean_queue = _ratio(_delta(before, after, "brew_queue_seconds_sum"), queued)
     return ServerView(
-        metrics_url=metrics_url,
+        metrics_url=urls[0] if urls else "",
+        metrics_urls=urls,
         requests=_delta_by_label(before, after, "brew_requests_total", "status"),
         batches=batches,
         mean_batch_candidates=_ratio(_delta(before, after, "brew_batch_candidates_sum"), batches),
@@ -315,11 +333,16 @@ def format_summary(summary: Summary) -> str:
         f"late sends  {summary.late_sends} over {LATE_SEND_SECONDS * 1000:g} ms late, "
         f"max lag {summary.max_send_lag_ms:.1f} ms",
     ]
+    if summary.replicas:
+        answers = sum(summary.replicas.values())
+        spread = ", ".join(f"{name} {count / answers:.1%} ({count})" for name, count in summary.replicas.items())
+        lines.append(f"replicas    {len(summary.replicas)} answered: {spread}")
     server = summary.server
     if server is not None:
         rejections = ", ".join(f"{reason} {count:g}" for reason, count in server.rejections.items()) or "none"
+        pages = f" ({len(server.metrics_urls)} /metrics pages summed)" if len(server.metrics_urls) > 1 else ""
         lines.append(
-            f"server      {server.batches:g} batches, "
+            f"server      {server.batches:g} batches{pages}, "
             f"mean batch {_ms(server.mean_batch_candidates)} candidates, "
             f"mean queue {_ms(server.mean_queue_ms)} ms, "
             f"cached prompt tokens {_share(server.cached_token_share)}, rejections: {rejections}"

@@ -173,7 +173,8 @@ async def _measure_system(system: str, endpoints: Endpoints, settings: SideBySid
     metrics = None if system == VLLM_OPENAI else f"http://127.0.0.1:{endpoints.metrics_port}/metrics"
     base = RunPlan(target=Target(endpoints.address), out_dir=base_dir, rate=settings.start_rate,
                    duration_s=settings.duration_s, workload=settings.workload, slo_s=settings.slo_s,
-                   timeout_s=settings.timeout_s, metrics_url=metrics, ready_timeout_s=0, progress=False)
+                   timeout_s=settings.timeout_s, metrics_urls=(metrics,) if metrics else (), ready_timeout_s=0,
+                   progress=False)
     repeats = range(settings.repeats)
     async with scorer_for(system, endpoints, settings.model, settings.prompts) as scorer:
         runs = _Runs(system, base, scorer, server_pid, settings.pause_s)

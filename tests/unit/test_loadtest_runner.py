@@ -11,7 +11,9 @@ import pytest
 
 from brew.v1 import ranking_pb2 as pb
 from loadtest.records import CLIENT_REJECTED
-from loadtest.runner import ScoringFailed, call_status, run_closed_loop, run_open_loop
+from loadtest.runner import Outcome, ScoringFailed, call_outcome, run_closed_loop, run_open_loop
+from serving.client import Served
+from serving.replica import REPLICA_HEADER
 
 pytestmark = pytest.mark.asyncio
 
@@ -130,4 +132,24 @@ class FailingScorer:
 
 
 async def test_a_non_grpc_failure_is_recorded_by_its_status():
-    assert await call_status(FailingScorer(), pb.ScoreCandidatesRequest(), timeout_s=1.0) == "HTTP_503"
+    assert await call_outcome(FailingScorer(), pb.ScoreCandidatesRequest(), timeout_s=1.0) == Outcome("HTTP_503")
+
+
+class ReplicaScorer:
+    """Answers as serving.client.RankingClient.score_served does: named by replica;
+    fails odd request ids UNAVAILABLE, named in the trailing metadata."""
+
+    async def score(self, request: pb.ScoreCandidatesRequest, timeout: float) -> Served:
+        index = int(request.request_id[1:])
+        if index % 2:
+            raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(),
+                                       grpc.aio.Metadata((REPLICA_HEADER, "b:2")), details="draining")
+        return Served(pb.ScoreCandidatesResponse(request_id=request.request_id), replica="a:1")
+
+
+async def test_records_name_the_replica_that_answered_or_failed():
+    result = await run_closed_loop(ReplicaScorer(), iter([request(i) for i in range(4)]), concurrency=2,
+                                   timeout_s=1.0, max_requests=4)
+    assert [(r.status, r.replica) for r in result.records] == [("OK", "a:1"), ("UNAVAILABLE", "b:2")] * 2
+    plain = await call_outcome(FakeScorer(), request(0), timeout_s=1.0)
+    assert plain == Outcome("OK", None)  # an answer that names no replica

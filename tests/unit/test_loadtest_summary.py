@@ -1,5 +1,6 @@
 """Summaries against hand-computed answers: percentiles, coordinated omission,
-goodput, errors, late sends, the server's view and the summary.json format."""
+goodput, errors, late sends, the spread over replicas, the server's view (one
+replica or a cluster's summed) and the summary.json format."""
 
 from __future__ import annotations
 
@@ -171,7 +172,7 @@ def test_summary_json_format(tmp_path):
     document = json.loads((tmp_path / "summary.json").read_text())
     assert document["format"] == FORMAT
     assert set(document) == {"format", "run", "started_at", "wall_s", "slo_ms", "requests", "throughput",
-                             "latency_ms", "goodput", "errors", "late_sends", "server"}
+                             "latency_ms", "goodput", "errors", "late_sends", "server", "replicas"}
     assert document["requests"] == {"total": 10, "sent": 10, "ok": 10, "client_rejected": 0}
     assert set(document["throughput"]) == {"requests_per_s", "ok_requests_per_s", "candidates_per_s",
                                            "ok_candidates"}
@@ -182,8 +183,35 @@ def test_summary_json_format(tmp_path):
     assert document["slo_ms"] == 500
     assert document["run"]["mode"] == "open-loop" and document["run"]["rate"] == 10.0
     assert set(document["server"]) == {"metrics_url", "requests", "batches", "mean_batch_candidates",
-                                       "mean_queue_ms", "cached_token_share", "rejections"}
+                                       "mean_queue_ms", "cached_token_share", "rejections", "metrics_urls"}
     assert document["server"]["mean_batch_candidates"] == 8
+    assert document["server"]["metrics_urls"] == ["u"] and document["replicas"] == {}
+
+
+def test_a_cluster_view_sums_every_replica_page():
+    replicas = [ServiceMetrics(slo_seconds=0.5, model="m") for _ in range(2)]
+    before = [scrape(metrics) for metrics in replicas]
+    replicas[0].batch_dispatched(10)
+    replicas[1].batch_dispatched(30)
+    replicas[0].task_scored("job_apply", 10, prompt_tokens=1_000, cached_tokens=900)
+    replicas[1].task_scored("job_apply", 30, prompt_tokens=3_000, cached_tokens=100)
+    view = server_view(before, [scrape(metrics) for metrics in replicas], ["http://a/metrics", "http://b/metrics"])
+    assert view.batches == 2 and view.mean_batch_candidates == pytest.approx(20)
+    assert view.cached_token_share == pytest.approx(1_000 / 4_000)
+    assert view.metrics_url == "http://a/metrics" and view.metrics_urls == ("http://a/metrics", "http://b/metrics")
+    assert "(2 /metrics pages summed)" in format_summary(summary_of(stalled_run(), server=view))
+
+
+def test_the_spread_over_replicas_counts_every_answer_that_names_one():
+    records = [RequestRecord(i, f"r{i}", 4, 0.0, 0.0, 0.1, "OK" if i < 5 else "UNAVAILABLE",
+                             replica="b:2" if i % 4 == 0 else "a:1") for i in range(6)]
+    records.append(RequestRecord(6, "r6", 4, 0.0, None, 0.0, CLIENT_REJECTED))
+    summary = summary_of(records)
+    assert summary.replicas == {"a:1": 4, "b:2": 2}
+    assert list(summary.replicas) == ["a:1", "b:2"]
+    assert "replicas    2 answered: a:1 66.7% (4), b:2 33.3% (2)" in format_summary(summary)
+    unnamed = format_summary(summary_of(stalled_run())).splitlines()
+    assert not any(line.startswith("replicas") for line in unnamed)
 
 
 def test_requests_jsonl_round_trip(tmp_path):
