@@ -22,6 +22,10 @@ Panic routing is off: with no healthy replica Envoy answers UNAVAILABLE
 (from its own 503) rather than sending calls to replicas that said no.
 `no_traffic_interval` is the normal interval: Envoy's default of 60 s would
 keep a replica that finished loading out of an idle cluster for a minute.
+`update_merge_window` is 0: by default Envoy merges health changes for up
+to a second before it rebuilds the hash ring, while its admin already shows
+the new state; a few replicas make rebuilding at once cheap, and a member
+then moves once, not back and forth, when a replica comes or goes.
 
 Ejection. Envoy maps the grpc-status of a trailers-only answer to an HTTP
 code for outlier detection (UNAVAILABLE -> 503, DEADLINE_EXCEEDED -> 504,
@@ -180,7 +184,7 @@ def _replica_cluster(name: str, lb_policy: str, cluster: ClusterConfig, replicas
             "base_ejection_time": duration(BASE_EJECTION_SECONDS),
             "max_ejection_percent": MAX_EJECTION_PERCENT,
         },
-        "common_lb_config": {"healthy_panic_threshold": {"value": 0.0}},
+        "common_lb_config": {"healthy_panic_threshold": {"value": 0.0}, "update_merge_window": "0s"},
         "circuit_breakers": {"thresholds": [{"retry_budget": {
             "budget_percent": {"value": RETRY_BUDGET_PERCENT}, "min_retry_concurrency": MIN_RETRY_CONCURRENCY}}]},
     }

@@ -78,7 +78,8 @@ def test_health_is_checked_over_grpc_health_for_the_ranking_service():
     assert check["interval"] == check["no_traffic_interval"] == check["timeout"] == "0.5s"
     assert check["healthy_threshold"] == 1 and check["unhealthy_threshold"] == 2
     # With no healthy replica Envoy answers UNAVAILABLE instead of routing to replicas that said no.
-    assert upstream["common_lb_config"] == {"healthy_panic_threshold": {"value": 0.0}}
+    # The ring follows health at once (Envoy merges changes for 1 s by default).
+    assert upstream["common_lb_config"] == {"healthy_panic_threshold": {"value": 0.0}, "update_merge_window": "0s"}
 
 
 def test_outlier_detection_ejects_on_gateway_failures_only():
