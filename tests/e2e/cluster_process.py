@@ -1,0 +1,135 @@
+"""`brew cluster` as a real subprocess, for the end-to-end tests of scale-out.
+
+Starts `python -m brew.cli cluster --engine torch ...` on free ports, reads
+the endpoints it prints (Envoy's port, stats and admin URLs, and a line per
+replica start with its pid and ports), and asks Envoy's admin interface
+which replicas it routes to. stdout and stderr go to files, as in
+serve_process.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from serve_process import serve_env
+
+from serving.cluster_run import healthy_hosts
+from serving.envoy_config import AFFINITY_CLUSTER, BALANCED_CLUSTER
+
+START_TIMEOUT_SECONDS = 180.0
+STOP_TIMEOUT_SECONDS = 90.0
+FREE_PORTS = ("--envoy-port", "0", "--envoy-stats-port", "0", "--envoy-admin-port", "0",
+              "--first-replica-port", "0", "--first-replica-metrics-port", "0")
+
+ENVOY_LINE = re.compile(r"behind Envoy \(pid (?P<pid>\d+)\) on (?P<target>\S+):")
+URLS_LINE = re.compile(r"Envoy stats on (?P<stats>\S+); Envoy admin on (?P<admin>\S+)")
+REPLICA_LINE = re.compile(r"replica (?P<name>\S+) \(pid (?P<pid>\d+)\): gRPC (?P<target>\S+), "
+                          r"metrics (?P<metrics>[^\s,]+)")
+
+
+@dataclass(frozen=True)
+class Replica:
+    name: str
+    pid: int
+    target: str
+    metrics_url: str
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.target.rsplit(":", 1)
+        return host, int(port)
+
+
+@dataclass
+class ClusterProcess:
+    """A running `brew cluster` and the endpoints it printed."""
+
+    process: subprocess.Popen[bytes]
+    log_dir: Path
+    target: str = ""
+    envoy_pid: int = 0
+    stats_url: str = ""
+    admin_url: str = ""
+
+    def stdout(self) -> str:
+        return (self.log_dir / "stdout.txt").read_text(encoding="utf-8", errors="replace")
+
+    def stderr(self) -> str:
+        return (self.log_dir / "stderr.txt").read_text(encoding="utf-8", errors="replace")
+
+    def replicas(self) -> dict[str, Replica]:
+        """Every replica by name, as last started (a restart prints a new pid)."""
+        found = {}
+        for match in REPLICA_LINE.finditer(self.stdout()):
+            found[match["name"]] = Replica(match["name"], int(match["pid"]), match["target"], match["metrics"])
+        return found
+
+    def healthy(self, cluster: str = AFFINITY_CLUSTER) -> set[tuple[str, int]]:
+        """The replica addresses Envoy routes to in one of its clusters."""
+        with urllib.request.urlopen(f"{self.admin_url}/clusters?format=json", timeout=5) as answer:
+            return healthy_hosts(json.loads(answer.read()), cluster)
+
+    def wait_until(self, condition, what: str, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if self.process.poll() is not None:
+                raise AssertionError(f"brew cluster exited ({self.process.returncode}) waiting for {what}:\n"
+                                     f"{self.stdout()}\n{self.stderr()[-4000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {what} after {timeout:.0f}s:\n{self.stdout()}\n{self.stderr()[-4000:]}")
+            time.sleep(0.1)
+
+    def wait_until_all_healthy(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
+        """Until Envoy routes to every replica, in both of its replica clusters."""
+        def all_healthy() -> bool:
+            addresses = {replica.address for replica in self.replicas().values()}
+            try:
+                return bool(addresses) and all(self.healthy(name) == addresses
+                                               for name in (AFFINITY_CLUSTER, BALANCED_CLUSTER))
+            except OSError:  # Envoy's admin not up yet
+                return False
+
+        self.wait_until(all_healthy, "healthy replicas behind Envoy", timeout)
+
+    def stop(self) -> int:
+        """SIGTERM, then SIGKILL if it has not exited after STOP_TIMEOUT_SECONDS; the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.wait()
+
+
+@contextmanager
+def running_cluster(log_dir: Path, *args: str, timeout: float = START_TIMEOUT_SECONDS) -> Iterator[ClusterProcess]:
+    """`brew cluster --engine torch <free ports> args` until Envoy routes to every
+    replica; stopped on exit (SIGTERM, then SIGKILL) unless the test did."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "brew.cli", "cluster", "--engine", "torch", *FREE_PORTS, *args]
+    with open(log_dir / "stdout.txt", "wb") as stdout, open(log_dir / "stderr.txt", "wb") as stderr:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                                   env=serve_env())
+    cluster = ClusterProcess(process=process, log_dir=log_dir)
+    try:
+        cluster.wait_until(lambda: ENVOY_LINE.search(cluster.stdout()) and URLS_LINE.search(cluster.stdout()),
+                           "Envoy endpoints", timeout)
+        envoy, urls = ENVOY_LINE.search(cluster.stdout()), URLS_LINE.search(cluster.stdout())
+        assert envoy is not None and urls is not None
+        cluster.target, cluster.envoy_pid = envoy["target"], int(envoy["pid"])
+        cluster.stats_url, cluster.admin_url = urls["stats"], urls["admin"]
+        cluster.wait_until_all_healthy(timeout)
+        yield cluster
+    finally:
+        cluster.stop()
