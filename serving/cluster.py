@@ -10,9 +10,11 @@ Each replica gets its own share of the machine:
 - on GPUs (`--device cuda`, or the vLLM engine where GPUs are visible), its
   own GPUs through CUDA_VISIBLE_DEVICES: tensor_parallel_size x
   data_parallel_size of them for vLLM, one for the torch engines;
-- on CPU with the torch engines, cores // replicas threads (OMP_NUM_THREADS,
-  unless it is set already): N replicas each using every core would
-  oversubscribe the machine.
+- on CPU, its own run of the cores: the torch engines get that many threads
+  (OMP_NUM_THREADS), vLLM binds its threads to those cores
+  (VLLM_CPU_OMP_THREADS_BIND; by default every vLLM replica would bind to
+  the same ones). N replicas each using every core would oversubscribe the
+  machine. A setting already in the environment is left alone.
 """
 
 from __future__ import annotations
@@ -170,8 +172,18 @@ def visible_gpus(environ: Mapping[str, str]) -> list[str]:
     return [str(index) for index in range(torch.cuda.device_count())]
 
 
+def cpu_sets(replicas: int, cpus: Sequence[int]) -> list[list[int]]:
+    """Each replica's own run of the cores (the first ones get one more when they do not divide;
+    with fewer cores than replicas, one core each, in turn)."""
+    share, extra = divmod(len(cpus), replicas)
+    if not share:
+        return [[cpus[i % len(cpus)]] for i in range(replicas)]
+    starts = [i * share + min(i, extra) for i in range(replicas + 1)]
+    return [list(cpus[starts[i]:starts[i + 1]]) for i in range(replicas)]
+
+
 def _replica_env(config: ServerConfig, environ: Mapping[str, str],
-                 gpus: Callable[[], list[str]], cpu_count: int) -> list[dict[str, str]]:
+                 gpus: Callable[[], list[str]], cpus: Sequence[int]) -> list[dict[str, str]]:
     replicas = config.cluster.replicas
     on_gpu = config.device.startswith("cuda") or (config.engine is EngineKind.VLLM and bool(gpus()))
     if on_gpu:
@@ -179,8 +191,11 @@ def _replica_env(config: ServerConfig, environ: Mapping[str, str],
             raise ClusterError(f"--device {config.device}: brew cluster gives every replica its own GPU(s); "
                                "pass --device cuda")
         return [{"CUDA_VISIBLE_DEVICES": ids} for ids in gpu_sets(replicas, gpus_per_replica(config), gpus())]
+    shares = cpu_sets(replicas, cpus)
     if config.engine in CPU_ENGINES and "OMP_NUM_THREADS" not in environ:
-        return [{"OMP_NUM_THREADS": str(max(1, cpu_count // replicas))} for _ in range(replicas)]
+        return [{"OMP_NUM_THREADS": str(len(share))} for share in shares]
+    if config.engine is EngineKind.VLLM and replicas > 1 and "VLLM_CPU_OMP_THREADS_BIND" not in environ:
+        return [{"VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, share))} for share in shares]
     return [{} for _ in range(replicas)]
 
 
@@ -196,7 +211,7 @@ def plan_cluster(
     *,
     pick_port: Callable[[], int] = free_port,
     environ: Mapping[str, str] = os.environ,
-    cpu_count: int | None = None,
+    cpus: Sequence[int] | None = None,
     gpus: Callable[[], list[str]] | None = None,
 ) -> ClusterPlan:
     """Every replica's ports, name, command and environment, from the configuration."""
@@ -204,7 +219,8 @@ def plan_cluster(
         raise ClusterError("cluster.replicas_dns is for an Envoy in front of replicas elsewhere (Kubernetes); "
                            "brew cluster runs its replicas here: use --print-envoy-config for that Envoy")
     cluster = _fixed_ports(config.cluster, pick_port)
-    envs = _replica_env(config, environ, gpus or (lambda: visible_gpus(environ)), cpu_count or os.cpu_count() or 1)
+    envs = _replica_env(config, environ, gpus or (lambda: visible_gpus(environ)),
+                        sorted(os.sched_getaffinity(0)) if cpus is None else cpus)
     host, metrics_host = connect_host(config.host), connect_host(config.metrics_host)
     replicas = []
     for index, env in enumerate(envs):

@@ -33,7 +33,7 @@ def config(**cluster: object):  # type: ignore[no-untyped-def]
 
 
 def test_replica_i_serves_on_the_first_ports_plus_i_with_brew_serves_flags():
-    plan = plan_cluster(config(replicas=3), SERVE_ARGS, environ={}, cpu_count=6)
+    plan = plan_cluster(config(replicas=3), SERVE_ARGS, environ={}, cpus=range(6))
     assert [(r.port, r.metrics_port) for r in plan.replicas] == [(50061, 9401), (50062, 9402), (50063, 9403)]
     first = plan.replicas[0]
     assert first.name == default_replica_name(50061) and first.target == "127.0.0.1:50061"
@@ -48,7 +48,7 @@ def test_ports_given_as_zero_are_picked_free_and_never_twice():
     ports = itertools.chain([41000, 41000, 41001], range(42000, 42100, 10))
     plan = plan_cluster(config(replicas=2, envoy_port=0, envoy_stats_port=0, envoy_admin_port=0,
                                first_replica_port=0, first_replica_metrics_port=0),
-                        SERVE_ARGS, pick_port=lambda: next(ports), environ={}, cpu_count=2)
+                        SERVE_ARGS, pick_port=lambda: next(ports), environ={}, cpus=range(2))
     cluster = plan.cluster
     taken = [cluster.envoy_port, cluster.envoy_stats_port, cluster.envoy_admin_port,
              *(p for r in plan.replicas for p in (r.port, r.metrics_port))]
@@ -56,13 +56,19 @@ def test_ports_given_as_zero_are_picked_free_and_never_twice():
     assert plan.replicas[1].port == plan.replicas[0].port + 1
 
 
-def test_cpu_replicas_of_the_torch_engine_share_the_cores():
-    plan = plan_cluster(config(replicas=2), SERVE_ARGS, environ={}, cpu_count=8)
+def test_cpu_replicas_share_the_cores():
+    plan = plan_cluster(config(replicas=2), SERVE_ARGS, environ={}, cpus=range(8))
     assert [r.env for r in plan.replicas] == [{"OMP_NUM_THREADS": "4"}] * 2
-    assert plan_cluster(config(replicas=3), SERVE_ARGS, environ={}, cpu_count=2).replicas[0].env == {
-        "OMP_NUM_THREADS": "1"}
+    assert [r.env for r in plan_cluster(config(replicas=3), SERVE_ARGS, environ={}, cpus=range(2)).replicas] == [
+        {"OMP_NUM_THREADS": "1"}] * 3  # fewer cores than replicas: one each, shared
+    vllm = load_config(engine="vllm", cluster={"replicas": 3})
+    assert [r.env for r in plan_cluster(vllm, SERVE_ARGS, environ={}, gpus=list, cpus=[0, 2, 3, 5, 6, 7, 9]).replicas] == [
+        {"VLLM_CPU_OMP_THREADS_BIND": "0,2,3"}, {"VLLM_CPU_OMP_THREADS_BIND": "5,6"},
+        {"VLLM_CPU_OMP_THREADS_BIND": "7,9"}]
     # An operator's own setting wins.
-    assert plan_cluster(config(), SERVE_ARGS, environ={"OMP_NUM_THREADS": "3"}, cpu_count=8).replicas[0].env == {}
+    assert plan_cluster(config(), SERVE_ARGS, environ={"OMP_NUM_THREADS": "3"}, cpus=range(8)).replicas[0].env == {}
+    assert plan_cluster(load_config(engine="vllm"), SERVE_ARGS, environ={"VLLM_CPU_OMP_THREADS_BIND": "nobind"},
+                        gpus=list, cpus=range(8)).replicas[0].env == {}
 
 
 def test_gpu_replicas_get_gpus_of_their_own():
@@ -85,9 +91,10 @@ def test_too_few_gpus_say_how_many_replicas_fit():
     assert gpu_sets(2, 1, ["3", "5", "7"]) == ["3", "5"]  # CUDA_VISIBLE_DEVICES order is kept
 
 
-def test_vllm_without_gpus_runs_on_cpu_untouched():
-    plan = plan_cluster(load_config(engine="vllm"), SERVE_ARGS, environ={}, gpus=list, cpu_count=8)
-    assert [r.env for r in plan.replicas] == [{}, {}]
+def test_one_vllm_replica_on_cpu_keeps_vllms_own_binding():
+    plan = plan_cluster(load_config(engine="vllm", cluster={"replicas": 1}), SERVE_ARGS, environ={}, gpus=list,
+                        cpus=range(8))
+    assert [r.env for r in plan.replicas] == [{}]
 
 
 def test_vllm_data_parallel_size_is_a_vllm_option():
@@ -112,7 +119,7 @@ def test_replicas_elsewhere_are_found_by_dns_on_the_servers_port():
 
 def test_listen_everywhere_is_reached_on_loopback():
     assert [connect_host(h) for h in ("0.0.0.0", "::", "10.0.0.5")] == ["127.0.0.1", "::1", "10.0.0.5"]
-    plan = plan_cluster(load_config(engine="torch", host="0.0.0.0"), SERVE_ARGS, environ={}, cpu_count=2)
+    plan = plan_cluster(load_config(engine="torch", host="0.0.0.0"), SERVE_ARGS, environ={}, cpus=range(2))
     assert plan.replicas[0].target == "127.0.0.1:50061" and "0.0.0.0" in plan.replicas[0].command
 
 
