@@ -202,7 +202,7 @@ def _cluster(args: argparse.Namespace) -> int:
 
 
 CLUSTER_FLAGS = ("replicas", "envoy_host", "envoy_port", "envoy_stats_port", "envoy_admin_port", "first_replica_port",
-                 "first_replica_metrics_port", "hash_policy", "replicas_dns")
+                 "first_replica_metrics_port", "hash_policy", "hash_balance_factor", "replicas_dns")
 
 
 def _add_cluster_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -230,6 +230,9 @@ def _add_cluster_parser(commands: argparse._SubParsersAction) -> None:  # type: 
                          help="replica i serves /metrics on this port + i (default: 9401; 0: free ports)")
     cluster.add_argument("--hash-policy", choices=["ring_hash", "maglev"],
                          help="Envoy's consistent hash on x-brew-member (default: ring_hash)")
+    cluster.add_argument("--hash-balance-factor", type=int, metavar="PERCENT",
+                         help="bounded load: a replica over this %% of the mean active requests passes calls "
+                              "on along the ring (e.g. 150; default: 0, off)")
     cluster.add_argument("--replicas-dns", metavar="NAME",
                          help="with --print-envoy-config: find the replicas at this DNS name on the server's "
                               "port (a Kubernetes headless service) instead of on this host")

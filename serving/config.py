@@ -79,6 +79,7 @@ class ClusterConfig:
     first_replica_port: int = 50061
     first_replica_metrics_port: int = 9401
     hash_policy: HashPolicy = HashPolicy.RING_HASH
+    hash_balance_factor: int = 0  # bounded load, in % of the mean: 150 caps a replica at 1.5x; 0: off
     health_check_interval_seconds: float = 1.0
     retries: int = 1
     replicas_dns: str | None = None
@@ -197,7 +198,7 @@ def _problems(config: ServerConfig):  # type: ignore[no-untyped-def]
 
 CLUSTER_NUMBER_SETTINGS = (
     "replicas", "envoy_port", "envoy_stats_port", "envoy_admin_port", "first_replica_port",
-    "first_replica_metrics_port", "health_check_interval_seconds", "retries",
+    "first_replica_metrics_port", "hash_balance_factor", "health_check_interval_seconds", "retries",
 )
 
 
@@ -225,6 +226,9 @@ def _cluster_problems(cluster: ClusterConfig):  # type: ignore[no-untyped-def]
         yield f"cluster.health_check_interval_seconds must be > 0, got {cluster.health_check_interval_seconds}"
     if cluster.retries < 0:
         yield f"cluster.retries must be >= 0 (0: Envoy never retries), got {cluster.retries}"
+    if cluster.hash_balance_factor and cluster.hash_balance_factor < 100:
+        yield (f"cluster.hash_balance_factor must be 0 (off) or at least 100 (% of the mean load), "
+               f"got {cluster.hash_balance_factor}")
     if cluster.replicas_dns is not None and not cluster.replicas_dns.strip():
         yield "cluster.replicas_dns is empty; give the replicas' DNS name or leave it out"
 

@@ -27,6 +27,13 @@ to a second before it rebuilds the hash ring, while its admin already shows
 the new state; a few replicas make rebuilding at once cheap, and a member
 then moves once, not back and forth, when a replica comes or goes.
 
+Balance. Affinity balances members, not requests: a few busy members can
+load one replica more than the others. `cluster.hash_balance_factor` (off
+by default) turns on Envoy's consistent hashing with bounded loads: a
+replica with more than that percentage of the mean active requests passes
+new calls on to the next replica of the ring, trading some cache hits for
+balance.
+
 Ejection. Envoy maps the grpc-status of a trailers-only answer to an HTTP
 code for outlier detection (UNAVAILABLE -> 503, DEADLINE_EXCEEDED -> 504,
 RESOURCE_EXHAUSTED -> 429, INTERNAL -> 500); connection failures and resets
@@ -159,6 +166,9 @@ def grpc_routes(cluster: ClusterConfig) -> list[Config]:
 def _replica_cluster(name: str, lb_policy: str, cluster: ClusterConfig, replicas: Sequence[Address]) -> Config:
     interval = duration(cluster.health_check_interval_seconds)
     by_dns = not all(_is_ip(host) for host, _ in replicas)
+    balancing: Config = {"healthy_panic_threshold": {"value": 0.0}, "update_merge_window": "0s"}
+    if cluster.hash_balance_factor and lb_policy != "LEAST_REQUEST":
+        balancing["consistent_hashing_lb_config"] = {"hash_balance_factor": cluster.hash_balance_factor}
     upstream: Config = {
         "name": name,
         "type": "STRICT_DNS" if by_dns else "STATIC",
@@ -184,7 +194,7 @@ def _replica_cluster(name: str, lb_policy: str, cluster: ClusterConfig, replicas
             "base_ejection_time": duration(BASE_EJECTION_SECONDS),
             "max_ejection_percent": MAX_EJECTION_PERCENT,
         },
-        "common_lb_config": {"healthy_panic_threshold": {"value": 0.0}, "update_merge_window": "0s"},
+        "common_lb_config": balancing,
         "circuit_breakers": {"thresholds": [{"retry_budget": {
             "budget_percent": {"value": RETRY_BUDGET_PERCENT}, "min_retry_concurrency": MIN_RETRY_CONCURRENCY}}]},
     }

@@ -106,6 +106,7 @@ def test_the_config_is_frozen():
         ({"cluster": {"health_check_interval_seconds": 0}}, "cluster.health_check_interval_seconds must be > 0"),
         ({"cluster": {"retries": -1}}, "cluster.retries must be >= 0 (0: Envoy never retries), got -1"),
         ({"cluster": {"replicas_dns": " "}}, "cluster.replicas_dns is empty"),
+        ({"cluster": {"hash_balance_factor": 50}}, "cluster.hash_balance_factor must be 0 (off) or at least 100"),
         ({"cluster": {"hash_policy": "random"}}, "cluster.hash_policy 'random' is not one of ['ring_hash', 'maglev']"),
     ],
 )

@@ -67,6 +67,7 @@ def test_both_replica_clusters_hold_every_replica_and_differ_only_in_balancing(p
     assert affinity["type"] == "STATIC"
     assert {k: v for k, v in affinity.items() if k not in ("name", "lb_policy", "load_assignment")} == {
         k: v for k, v in balanced.items() if k not in ("name", "lb_policy", "load_assignment")}
+    assert "consistent_hashing_lb_config" not in affinity["common_lb_config"]  # bounded load: off by default
     options = affinity["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
     assert options["explicit_http_config"] == {"http2_protocol_options": {}}  # gRPC needs HTTP/2 upstream
 
@@ -100,6 +101,13 @@ def test_retries_unavailable_and_dead_connections_on_another_replica_never_overl
         # The caller's grpc-timeout is the deadline, retries included.
         assert action["timeout"] == "0s" and action["max_stream_duration"] == {"grpc_timeout_header_max": "0s"}
     assert all("retry_policy" not in route["route"] for route in routes(envoy_config(ClusterConfig(retries=0), LOCAL)))
+
+
+def test_a_balance_factor_bounds_the_load_of_the_hash_cluster_only():
+    config = envoy_config(ClusterConfig(hash_balance_factor=150), LOCAL)
+    assert cluster(config, AFFINITY_CLUSTER)["common_lb_config"]["consistent_hashing_lb_config"] == {
+        "hash_balance_factor": 150}
+    assert "consistent_hashing_lb_config" not in cluster(config, BALANCED_CLUSTER)["common_lb_config"]
 
 
 def test_a_dns_name_gives_strict_dns_clusters():
@@ -141,7 +149,8 @@ def test_envoy_accepts_the_configuration(tmp_path, replicas, form):
     except ClusterError as missing:
         pytest.skip(str(missing))
     path = tmp_path / f"envoy.{'yaml' if form is to_yaml else 'json'}"
-    path.write_text(form(envoy_config(ClusterConfig(hash_policy=HashPolicy.MAGLEV), replicas)), encoding="utf-8")
+    settings = ClusterConfig(hash_policy=HashPolicy.MAGLEV, hash_balance_factor=125)
+    path.write_text(form(envoy_config(settings, replicas)), encoding="utf-8")
     checked = subprocess.run([str(envoy), "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
                              capture_output=True, text=True, timeout=60, check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr
