@@ -7,9 +7,10 @@
     python -m loadtest capacity --rates 5,10,20,40 ...                    (a given sweep)
     python -m loadtest sidebyside --out runs/sidebyside [--systems brew-vllm,vllm-openai,...]
     python -m loadtest scaling --out runs/scaling [--engines vllm,torch,naive]
+    python -m loadtest cluster --out runs/cluster [--engine vllm] [--replicas 1,2]   (brew cluster)
 
 Only argparse lives here; each command's work is imported when it runs
-(run and capacity: loadtest.commands; sidebyside and scaling:
+(run and capacity: loadtest.commands; sidebyside, scaling and cluster:
 loadtest.bench), so `brew --help` stays fast.
 """
 
@@ -212,7 +213,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         description="Load-test one Brew replica: how many candidates/s it scores while p99 stays under "
                     "the SLO, and where it breaks. Writes summary.json, requests.jsonl and PNG plots. "
                     "sidebyside and scaling benchmark Brew's engines against other systems and as the "
-                    "work grows.",
+                    "work grows; cluster measures member affinity and replicas behind Envoy.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -254,6 +255,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     capacity.set_defaults(handler=_capacity)
     _add_sidebyside(commands)
     _add_scaling(commands)
+    _add_cluster(commands)
     return parser
 
 
@@ -323,6 +325,42 @@ def _add_scaling(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.set_defaults(handler=_scaling)
 
 
+def _add_cluster(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = commands.add_parser(
+        "cluster", help="benchmark: member affinity against least request, and 1 against N replicas, "
+                        "through Envoy (brew cluster)",
+        description="Runs the same workload, whose members come back, through brew cluster: one replica, "
+                    "then N replicas with member affinity (x-brew-member) and with least request. Every run "
+                    "on a freshly started cluster. Reports candidates/s, latency and the prefix-cache hit "
+                    "share summed over the replicas, and their ratios.")
+    parser.add_argument("--out", type=Path,
+                        default=Path("runs/cluster") / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+    parser.add_argument("--engine", choices=["vllm", "torch"], default="vllm",
+                        help="the replicas' engine; the prefix cache affinity is for is vLLM's "
+                             "(default: %(default)s)")
+    parser.add_argument("--config", type=Path, help="the replicas' TOML configuration (e.g. [vllm] kv_cache_gib)")
+    parser.add_argument("--model", type=Path, help="checkpoint directory (default: the demo model)")
+    parser.add_argument("--replicas", type=_int_list, default=(1, 2),
+                        help="replica counts; 2 and more also run without affinity (default: 1,2)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--concurrency", type=_positive_int, default=16,
+                      help="closed-loop callers: saturation, so candidates/s is the capacity (default: 16)")
+    mode.add_argument("--rate", type=_positive_float, help="open-loop requests/s instead")
+    parser.add_argument("--duration", type=_positive_float, default=60.0, help="seconds per measured run")
+    parser.add_argument("--warmup", type=float, default=15.0, help="seconds of warm-up per cluster, other members")
+    parser.add_argument("--repeats", type=_positive_int, default=1, help="runs per arm, medians reported")
+    parser.add_argument("--members", type=_positive_int, default=200, help="distinct members (default: 200)")
+    parser.add_argument("--repeat-share", type=_share, default=0.9,
+                        help="share of requests from a member seen before (default: %(default)s)")
+    parser.add_argument("--candidates", type=int_range, default=(16, 16), metavar="N|LO-HI")
+    parser.add_argument("--history", type=int_range, default=(12, 24), metavar="N|LO-HI")
+    parser.add_argument("--tasks", type=task_weights, default={"job_apply": 1.0}, metavar="TASK=W,...")
+    parser.add_argument("--timeout", type=_positive_float, default=5.0, help="per-request deadline, seconds")
+    parser.add_argument("--slo-ms", type=_positive_float, default=500.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(handler=_cluster)
+
+
 # --- dispatch: each command's work is imported only when it runs ------------------
 
 def _run(args: argparse.Namespace) -> int:
@@ -347,6 +385,12 @@ def _scaling(args: argparse.Namespace) -> int:
     from loadtest.bench.scaling import scaling_command
 
     return scaling_command(args)
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    from loadtest.bench.cluster import cluster_command
+
+    return cluster_command(args)
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:

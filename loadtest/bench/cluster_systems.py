@@ -1,27 +1,26 @@
-"""`brew cluster` as a real subprocess, for the end-to-end tests of scale-out.
+"""`brew cluster` as a subprocess, for the cluster benchmark and the end-to-end tests.
 
-Starts `python -m brew.cli cluster --engine torch ...` on free ports, reads
-the endpoints it prints (Envoy's port, stats and admin URLs, and a line per
-replica start with its pid and ports), and asks Envoy's admin interface
-which replicas it routes to. stdout and stderr go to files, as in
-serve_process.
+Starts `python -m brew.cli cluster ...` on free ports, reads the endpoints
+it prints (Envoy's port, stats and admin URLs, and a line per replica start
+with its pid and ports), and asks Envoy's admin interface which replicas it
+routes to. stdout and stderr go to files: a pipe nobody reads would fill up
+and block the cluster, and a failure can quote them.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-from serve_process import serve_env
 
 from serving.cluster_run import healthy_hosts
 from serving.envoy_config import AFFINITY_CLUSTER, BALANCED_CLUSTER
@@ -79,7 +78,8 @@ class ClusterProcess:
         with urllib.request.urlopen(f"{self.admin_url}/clusters?format=json", timeout=5) as answer:
             return healthy_hosts(json.loads(answer.read()), cluster)
 
-    def wait_until(self, condition, what: str, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    def wait_until(self, condition: Callable[[], object], what: str, timeout: float = 60.0) -> None:
+        """Until `condition()` is true; AssertionError quoting the cluster's output if it exits or times out."""
         deadline = time.monotonic() + timeout
         while not condition():
             if self.process.poll() is not None:
@@ -114,13 +114,13 @@ class ClusterProcess:
 
 @contextmanager
 def running_cluster(log_dir: Path, *args: str, timeout: float = START_TIMEOUT_SECONDS) -> Iterator[ClusterProcess]:
-    """`brew cluster --engine torch <free ports> args` until Envoy routes to every
-    replica; stopped on exit (SIGTERM, then SIGKILL) unless the test did."""
+    """`brew cluster <free ports> args` until Envoy routes to every replica;
+    stopped on exit (SIGTERM, then SIGKILL) unless the caller did."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "brew.cli", "cluster", "--engine", "torch", *FREE_PORTS, *args]
+    command = [sys.executable, "-m", "brew.cli", "cluster", *FREE_PORTS, *args]
     with open(log_dir / "stdout.txt", "wb") as stdout, open(log_dir / "stderr.txt", "wb") as stderr:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-                                   env=serve_env())
+                                   env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     cluster = ClusterProcess(process=process, log_dir=log_dir)
     try:
         cluster.wait_until(lambda: ENVOY_LINE.search(cluster.stdout()) and URLS_LINE.search(cluster.stdout()),

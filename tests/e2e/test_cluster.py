@@ -24,11 +24,11 @@ import time
 
 import grpc
 import pytest
-from cluster_process import ClusterProcess, Replica, running_cluster
 from serve_process import find_grpcurl
 from service_wire import example_json, example_request, job_request, scrape_url
 
 from brew.v1 import ranking_pb2 as pb
+from loadtest.bench.cluster_systems import ClusterProcess, Replica, running_cluster
 from serving.client import NO_RETRY, RankingClient
 from serving.envoy_config import AFFINITY_CLUSTER, BALANCED_CLUSTER
 
@@ -46,7 +46,7 @@ CALLERS, KILL_AFTER_SECONDS, STOP_AFTER_KILL_SECONDS = 4, 2.0, 3.0
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    with running_cluster(tmp_path_factory.mktemp("cluster"), "--replicas", "2",
+    with running_cluster(tmp_path_factory.mktemp("cluster"), "--engine", "torch", "--replicas", "2",
                          "--grace-seconds", str(GRACE_SECONDS)) as running:
         yield running
 
