@@ -45,18 +45,14 @@ class ReplicaPlan:
     name: str  # what it answers in x-brew-replica
     host: str  # where Envoy and callers reach it
     port: int
-    metrics_host: str
     metrics_port: int
+    metrics_url: str
     command: tuple[str, ...]
     env: Mapping[str, str]  # set on top of this process's environment
 
     @property
     def target(self) -> str:
         return f"{self.host}:{self.port}"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://{self.metrics_host}:{self.metrics_port}/metrics"
 
 
 @dataclass(frozen=True)
@@ -226,9 +222,9 @@ def plan_cluster(
     for index, env in enumerate(envs):
         port, metrics_port = cluster.first_replica_port + index, cluster.first_replica_metrics_port + index
         replicas.append(ReplicaPlan(
-            index=index, name=default_replica_name(port), host=host, port=port, metrics_host=metrics_host,
-            metrics_port=metrics_port, command=replica_command(serve_args, config.host, port, metrics_port),
-            env=env,
+            index=index, name=default_replica_name(port), host=host, port=port, metrics_port=metrics_port,
+            metrics_url=f"http://{metrics_host}:{metrics_port}/metrics",
+            command=replica_command(serve_args, config.host, port, metrics_port), env=env,
         ))
     return ClusterPlan(cluster=cluster, replicas=tuple(replicas), grace_seconds=config.grace_seconds)
 

@@ -3,25 +3,22 @@
 Starts `python -m brew.cli cluster ...` on free ports, reads the endpoints
 it prints (Envoy's port, stats and admin URLs, and a line per replica start
 with its pid and ports), and asks Envoy's admin interface which replicas it
-routes to. stdout and stderr go to files: a pipe nobody reads would fill up
-and block the cluster, and a failure can quote them.
+routes to. Its output goes to files (loadtest.bench.logged_process).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
+from loadtest.bench.logged_process import LoggedProcess
 from serving.cluster_run import healthy_hosts
 from serving.envoy_config import AFFINITY_CLUSTER, BALANCED_CLUSTER
 
@@ -50,21 +47,14 @@ class Replica:
 
 
 @dataclass
-class ClusterProcess:
+class ClusterProcess(LoggedProcess):
     """A running `brew cluster` and the endpoints it printed."""
 
-    process: subprocess.Popen[bytes]
-    log_dir: Path
     target: str = ""
     envoy_pid: int = 0
     stats_url: str = ""
     admin_url: str = ""
-
-    def stdout(self) -> str:
-        return (self.log_dir / "stdout.txt").read_text(encoding="utf-8", errors="replace")
-
-    def stderr(self) -> str:
-        return (self.log_dir / "stderr.txt").read_text(encoding="utf-8", errors="replace")
+    stop_timeout_seconds: ClassVar[float] = STOP_TIMEOUT_SECONDS
 
     def replicas(self) -> dict[str, Replica]:
         """Every replica by name, as last started (a restart prints a new pid)."""
@@ -78,17 +68,6 @@ class ClusterProcess:
         with urllib.request.urlopen(f"{self.admin_url}/clusters?format=json", timeout=5) as answer:
             return healthy_hosts(json.loads(answer.read()), cluster)
 
-    def wait_until(self, condition: Callable[[], object], what: str, timeout: float = 60.0) -> None:
-        """Until `condition()` is true; AssertionError quoting the cluster's output if it exits or times out."""
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if self.process.poll() is not None:
-                raise AssertionError(f"brew cluster exited ({self.process.returncode}) waiting for {what}:\n"
-                                     f"{self.stdout()}\n{self.stderr()[-4000:]}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {what} after {timeout:.0f}s:\n{self.stdout()}\n{self.stderr()[-4000:]}")
-            time.sleep(0.1)
-
     def wait_until_all_healthy(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
         """Until Envoy routes to every replica, in both of its replica clusters."""
         def all_healthy() -> bool:
@@ -101,27 +80,12 @@ class ClusterProcess:
 
         self.wait_until(all_healthy, "healthy replicas behind Envoy", timeout)
 
-    def stop(self) -> int:
-        """SIGTERM, then SIGKILL if it has not exited after STOP_TIMEOUT_SECONDS; the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.process.wait()
-
 
 @contextmanager
 def running_cluster(log_dir: Path, *args: str, timeout: float = START_TIMEOUT_SECONDS) -> Iterator[ClusterProcess]:
     """`brew cluster <free ports> args` until Envoy routes to every replica;
     stopped on exit (SIGTERM, then SIGKILL) unless the caller did."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "brew.cli", "cluster", *FREE_PORTS, *args]
-    with open(log_dir / "stdout.txt", "wb") as stdout, open(log_dir / "stderr.txt", "wb") as stderr:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-                                   env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-    cluster = ClusterProcess(process=process, log_dir=log_dir)
+    cluster = ClusterProcess.start([sys.executable, "-m", "brew.cli", "cluster", *FREE_PORTS, *args], log_dir)
     try:
         cluster.wait_until(lambda: ENVOY_LINE.search(cluster.stdout()) and URLS_LINE.search(cluster.stdout()),
                            "Envoy endpoints", timeout)
