@@ -214,6 +214,9 @@ def plan_cluster(
     if config.cluster.replicas_dns:
         raise ClusterError("cluster.replicas_dns is for an Envoy in front of replicas elsewhere (Kubernetes); "
                            "brew cluster runs its replicas here: use --print-envoy-config for that Envoy")
+    if config.tls_cert is not None:
+        raise ClusterError("--tls-cert: Envoy reaches the replicas in plaintext (TLS to them is not generated); "
+                           "run the replicas without TLS on a trusted host, and terminate TLS in front of Envoy")
     cluster = _fixed_ports(config.cluster, pick_port)
     envs = _replica_env(config, environ, gpus or (lambda: visible_gpus(environ)),
                         sorted(os.sched_getaffinity(0)) if cpus is None else cpus)

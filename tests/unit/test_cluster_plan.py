@@ -117,6 +117,14 @@ def test_replicas_elsewhere_are_found_by_dns_on_the_servers_port():
         plan_cluster(elsewhere, SERVE_ARGS)
 
 
+def test_replicas_with_tls_are_refused(tmp_path):
+    (tmp_path / "c.pem").write_text("cert")
+    (tmp_path / "k.pem").write_text("key")
+    with pytest.raises(ClusterError, match="Envoy reaches the replicas in plaintext"):
+        plan_cluster(load_config(engine="torch", tls_cert=tmp_path / "c.pem", tls_key=tmp_path / "k.pem"),
+                     SERVE_ARGS)
+
+
 def test_listen_everywhere_is_reached_on_loopback():
     assert [connect_host(h) for h in ("0.0.0.0", "::", "10.0.0.5")] == ["127.0.0.1", "::1", "10.0.0.5"]
     plan = plan_cluster(load_config(engine="torch", host="0.0.0.0"), SERVE_ARGS, environ={}, cpus=range(2))
