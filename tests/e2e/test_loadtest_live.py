@@ -90,6 +90,7 @@ async def test_brew_loadtest_capacity_writes_the_sweep(server, tmp_path):
         "-m", "brew.cli", "loadtest", "capacity", *addresses(server), "--rates", "2", "--arrivals", "fixed",
         "--duration", "2", "--candidates", "2", "--history", "2-4", "--timeout", "60", "--slo-ms", "60000",
         "--pause", "0", "--warmup", "1", "--no-progress", "--out", str(out),
+        "--confirm", "0", "--saturation-callers", "0",  # one window per rate: this test is about the files
     )
     assert completed.returncode == 0, completed.stderr
     sweep = json.loads((out / "sweep.json").read_text())
