@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from serving.errors import DeadlineExceededError, EngineFailedError, QueueFullEr
 
 log = logging.getLogger(__name__)
 
-# Weight of the newest batch in the moving average of engine time per batch.
+# Weight of the newest batch in the moving average of engine time per candidate.
 BATCH_TIME_SMOOTHING = 0.3
 
 
@@ -85,7 +84,7 @@ class Dispatcher:
         self._loop_task: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[list[CallerOutcome]]] = set()  # the loop keeps only weak references
         self._accepting = True
-        self._recent_batch_seconds = 0.0  # moving average of engine time per batch
+        self._recent_candidate_seconds = 0.0  # moving average of a batch's engine time per candidate
         self.stats = DispatcherStats()
 
     def start(self) -> None:
@@ -108,10 +107,11 @@ class Dispatcher:
 
     def expected_wait_seconds(self, extra_candidates: int = 0) -> float:
         """A rough forecast of when `extra_candidates` joining the queue now
-        would be scored: the batches needed to clear the queue up to and
-        including them, at the recent engine time per batch."""
-        batches = math.ceil((self.stats.queued_candidates + extra_candidates) / self._config.max_batch_candidates)
-        return batches * self._recent_batch_seconds
+        would be scored: the queued candidates up to and including them, at
+        the recent engine time per candidate. Per candidate, not per batch:
+        a small request after a large batch must not be judged by that
+        batch's length."""
+        return (self.stats.queued_candidates + extra_candidates) * self._recent_candidate_seconds
 
     async def score(self, groups: Sequence[ScoringGroup], deadline: float | None = None) -> Dispatched:
         """Queue the groups, wait for their batch; `deadline` is time.monotonic()-based."""
@@ -197,7 +197,9 @@ class Dispatcher:
             undelivered -= 1
             if not undelivered:  # the batch is over for every caller: account for it once
                 elapsed = time.monotonic() - started
-                self._recent_batch_seconds += BATCH_TIME_SMOOTHING * (elapsed - self._recent_batch_seconds)
+                per_candidate = elapsed / max(candidates, 1)
+                self._recent_candidate_seconds += BATCH_TIME_SMOOTHING * (
+                    per_candidate - self._recent_candidate_seconds)
                 self.stats.inflight_candidates -= candidates
                 self._slots.release()
 
