@@ -71,7 +71,8 @@ class BrewServer:
         self.lifecycle = Lifecycle()
         self.metrics = ServiceMetrics(slo_seconds=config.slo_seconds, model=config.model.name)
         self.service = ScoringService(self.lifecycle, self.metrics, config.limits,
-                                      status_name=lambda error: code_for(error).name)
+                                      status_name=lambda error: code_for(error).name,
+                                      default_deadline_seconds=config.default_deadline_seconds)
         self.health = health_aio.HealthServicer()
         self._health_updates: set[asyncio.Task[None]] = set()
         self._server: grpc.aio.Server | None = None
@@ -134,9 +135,10 @@ class BrewServer:
             vllm=config.vllm, torch=config.torch,
         )
         dispatcher = Dispatcher(ranker.engine, config.batching, on_batch=self.metrics.batch_dispatched,
-                                on_engine_failure=self.lifecycle.to_failed)
+                                on_engine_failure=self.lifecycle.to_failed,
+                                on_admitted=self.metrics.request_admitted)
         dispatcher.start()
-        self.metrics.queued_candidates.set_function(lambda: dispatcher.stats.queued_candidates)
+        self.metrics.watch_dispatcher(lambda: self.service.dispatcher)
         self.service.install(ranker, dispatcher)
         warm_up = _warm_up_request(ranker.verbalizer.tasks)
         if warm_up.tasks:

@@ -1,6 +1,7 @@
 """The scoring service: every step of a request, in one place, for any transport.
 
-    shape (O(tasks), read at once)      readiness (lifecycle) -> limits
+    shape (O(tasks), read at once)      readiness (lifecycle) -> limits -> deadline
+                                        (the server's default if none) -> admission
     decode + prepare (off the loop)     proto -> domain, render, tokenize
     dispatch (queue, deadline)          serving.dispatcher -> the engine, batched
     assembly                            label log-probs -> scores, every timing
@@ -11,7 +12,9 @@ gRPC servicer: the proto message's conversion; `brew score`: the request
 itself) plus a deadline, and gets a domain ScoreResponse with every timing,
 or a transport-neutral error (brew.errors, serving.errors) to map to its own
 codes. Decoding runs in the same worker-thread hop as rendering, so the
-event loop never does O(history + candidates) work for a request.
+event loop never does O(history + candidates) work for a request, and the
+dispatcher's admission is asked before that hop, so an overloaded server
+refuses without rendering anything.
 
 The ranker (tasks, tokenizer, engine) is swapped as a whole on a prompt
 reload: a request holds the ranker it started with.
@@ -49,14 +52,18 @@ class ScoringService:
 
     `status_name` names a failure's status for the metrics (the gRPC server
     passes its status table's code names; the canonical codes are gRPC's).
+    `default_deadline_seconds` is the deadline of a request that comes
+    without one (None: such a request has none).
     """
 
     def __init__(self, lifecycle: Lifecycle, metrics: ServiceMetrics, limits: Limits,
-                 status_name: Callable[[BaseException], str] = _unlabelled) -> None:
+                 status_name: Callable[[BaseException], str] = _unlabelled,
+                 default_deadline_seconds: float | None = None) -> None:
         self.lifecycle = lifecycle
         self._metrics = metrics
         self._limits = limits
         self._status_name = status_name
+        self._default_deadline = default_deadline_seconds
         self._ranker: Ranker | None = None
         self._dispatcher: Dispatcher | None = None
 
@@ -89,6 +96,9 @@ class ScoringService:
         try:
             ranker, dispatcher = self._serving()
             check_limits(shape, self._limits)
+            if deadline is None and self._default_deadline is not None:
+                deadline = time.monotonic() + self._default_deadline
+            dispatcher.check_admission(shape.candidates, deadline)
             response = await self._score(ranker, dispatcher, decode, deadline, started)
         except asyncio.CancelledError:
             self._failed(started, CANCELLED, "cancelled", tasks)
@@ -105,10 +115,12 @@ class ScoringService:
 
     async def warm_up(self, request: ScoreRequest) -> None:
         """Score one request through the whole path before serving, so the
-        first caller does not pay for lazy initialisation. Not counted."""
+        first caller does not pay for lazy initialisation. Neither counted
+        nor learned from (its engine time says nothing of the engine's speed)."""
         if self._ranker is None or self._dispatcher is None:
             raise NotReadyError("nothing to warm up: no ranker installed")
         await self._score(self._ranker, self._dispatcher, lambda: request, None, time.perf_counter())
+        self._dispatcher.admission.forget()
 
     async def _score(self, ranker: Ranker, dispatcher: Dispatcher, decode: Callable[[], ScoreRequest],
                      deadline: float | None, started: float) -> ScoreResponse:
