@@ -29,6 +29,14 @@ Facts of vLLM 0.32 this module relies on (read in its source):
   smallest size the CPU backend prefers); on GPU vLLM's default (16) stays.
 - The engine core runs in a spawned process: scripts that start this engine
   need an `if __name__ == "__main__":` guard.
+- A dead engine is seen without sending it a request:
+  `AsyncLLM.check_health()` raises EngineDeadError when `errored`, which
+  is `engine_core.resources.engine_dead or not is_running` (the output
+  handler task ended). A daemon thread of the client (`MPClientEngineMonitor`,
+  vllm/v1/engine/core_client.py) waits on the engine-core processes'
+  sentinels and sets `engine_dead` the moment one exits, so a killed engine
+  core (its model worker, on CPU) is reported within a watchdog tick even
+  when idle. `check_health` reads flags only: no call to the engine process.
 """
 
 from __future__ import annotations
@@ -159,6 +167,10 @@ class VllmEngine:
 
         outputs = iter(task.result() for task in tasks)
         return [GroupResult(tuple(next(outputs) for _ in range(group.num_candidates))) for group in groups]
+
+    async def check_health(self) -> None:
+        """EngineDeadError once vLLM's engine core has died (see the module docstring)."""
+        await self._llm.check_health()
 
     async def close(self) -> None:
         # Stop vLLM's output handler first: left running, it sees the engine
