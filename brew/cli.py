@@ -115,8 +115,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.auth_token_env and config.auth_token is None:
         print(f"brew serve: --auth-token-env {args.auth_token_env}: that variable is not set", file=sys.stderr)
         return 2
-    asyncio.run(serve(config))
-    return 0
+    return asyncio.run(serve(config))
 
 
 def _add_serve_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -13,8 +13,10 @@ Self-protection lives here, its decisions in serving.admission:
   - admission: a request the queue has no room for (hard cap or adaptive
     limit), or whose deadline the queue's expected wait makes impossible,
     is refused at once (QueueFullError, OverloadedError -> RESOURCE_EXHAUSTED);
-    admitted work is unaffected. `check_admission` asks the same question
-    before a request is prepared, so refusals cost no rendering;
+    admitted work is unaffected. The service asks at the door (`reserve`),
+    before the request is rendered, so a refusal costs no rendering; the
+    reservation counts as queued work while the request is prepared, so a
+    burst that arrives at once is judged as the queue it will become;
   - deadlines: requests whose deadline has passed, or would pass before
     their batch finished, are dropped from the queue before any engine work
     (DeadlineExceededError, ShedError); a running request past its deadline
@@ -65,6 +67,23 @@ class DispatcherStats:
 
     queued_candidates: int = 0
     inflight_candidates: int = 0
+    reserved_candidates: int = 0  # admitted at the door, being prepared
+
+
+class Reservation:
+    """Room a request admitted at the door holds while it is prepared;
+    released when it joins the queue, or fails before."""
+
+    def __init__(self, stats: DispatcherStats, candidates: int) -> None:
+        self._stats = stats
+        self.candidates = candidates
+        self._held = True
+        stats.reserved_candidates += candidates
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._stats.reserved_candidates -= self.candidates
 
 
 class Dispatcher:
@@ -116,20 +135,28 @@ class Dispatcher:
 
     def expected_wait_seconds(self) -> float:
         """How long the work queued and in the engine now takes, at the recent throughput."""
-        return self.admission.expected_wait(self.stats.queued_candidates, self.stats.inflight_candidates)
+        stats = self.stats
+        return self.admission.expected_wait(stats.queued_candidates + stats.reserved_candidates,
+                                            stats.inflight_candidates)
 
-    def check_admission(self, candidates: int, deadline: float | None) -> None:
-        """Raise the refusal a request of `candidates` would get now (see
-        serving.admission); return if it would be admitted."""
+    def reserve(self, candidates: int, deadline: float | None) -> Reservation:
+        """Admit a request of `candidates` at the door, or raise its refusal
+        (see serving.admission); the reservation goes to `score`."""
         if not self._accepting:
             raise ShuttingDownError("server is shutting down; retry on another replica")
         stats = self.stats
-        self.admission.check(candidates, deadline, stats.queued_candidates, stats.inflight_candidates)
+        ahead = stats.queued_candidates + stats.reserved_candidates
+        self.admission.check(candidates, deadline, ahead, stats.inflight_candidates)
+        return Reservation(stats, candidates)
 
-    async def score(self, groups: Sequence[ScoringGroup], deadline: float | None = None) -> Dispatched:
-        """Queue the groups, wait for their batch; `deadline` is time.monotonic()-based."""
+    async def score(self, groups: Sequence[ScoringGroup], deadline: float | None = None,
+                    reservation: Reservation | None = None) -> Dispatched:
+        """Queue the groups, wait for their batch; `deadline` is time.monotonic()-based.
+        Without a `reservation` from `reserve`, admission is asked here."""
         work = CallerWork(groups)
-        self.check_admission(work.candidates, deadline)
+        if not self._accepting:
+            raise ShuttingDownError("server is shutting down; retry on another replica")
+        (reservation or self.reserve(work.candidates, deadline)).release()
         self._on_admitted(work.candidates)
         now = time.monotonic()
         caller = _Caller(work=work, future=asyncio.get_running_loop().create_future(), enqueued=now)

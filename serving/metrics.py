@@ -97,6 +97,8 @@ class ServiceMetrics:
                                    registry=r)
         self.throughput = Gauge("brew_throughput_candidates_per_second",
                                 "The engine's recent throughput as admission estimates it.", registry=r)
+        self.engine_restarts = Counter("brew_engine_restarts", "Engine restarts, by outcome.", ["outcome"],
+                                       registry=r)
         self.task_info = Gauge("brew_task_info", "The tasks being served (value 1), with their template versions.",
                                ["task", "version"], registry=r)
         self.prompt_reloads = Counter("brew_prompt_reloads", "Prompt reloads (SIGHUP or ReloadPrompts), by outcome.",
@@ -149,6 +151,9 @@ class ServiceMetrics:
 
     def reload_finished(self, ok: bool) -> None:
         self.prompt_reloads.labels(outcome="ok" if ok else "failed").inc()
+
+    def engine_restarted(self, ok: bool) -> None:
+        self.engine_restarts.labels(outcome="ok" if ok else "failed").inc()
 
     # --- reported by the batcher ------------------------------------------
 

@@ -14,7 +14,8 @@ or a transport-neutral error (brew.errors, serving.errors) to map to its own
 codes. Decoding runs in the same worker-thread hop as rendering, so the
 event loop never does O(history + candidates) work for a request, and the
 dispatcher's admission is asked before that hop, so an overloaded server
-refuses without rendering anything.
+refuses without rendering anything (the admission there holds its place
+while the request is prepared: serving.dispatcher.Reservation).
 
 The ranker (tasks, tokenizer, engine) is swapped as a whole on a prompt
 reload: a request holds the ranker it started with.
@@ -33,7 +34,7 @@ from brew.tasks import TaskRegistry
 from brew.types import ScoreRequest, ScoreResponse
 from brew.verbalize import PreparedTask
 from serving.config import BatchingConfig, Limits
-from serving.dispatcher import Dispatcher
+from serving.dispatcher import Dispatcher, Reservation
 from serving.errors import NotReadyError, reason_of
 from serving.lifecycle import Lifecycle
 from serving.limits import RequestShape, check_limits
@@ -98,8 +99,11 @@ class ScoringService:
             check_limits(shape, self._limits)
             if deadline is None and self._default_deadline is not None:
                 deadline = time.monotonic() + self._default_deadline
-            dispatcher.check_admission(shape.candidates, deadline)
-            response = await self._score(ranker, dispatcher, decode, deadline, started)
+            reservation = dispatcher.reserve(shape.candidates, deadline)
+            try:
+                response = await self._score(ranker, dispatcher, decode, deadline, started, reservation)
+            finally:
+                reservation.release()
         except asyncio.CancelledError:
             self._failed(started, CANCELLED, "cancelled", tasks)
             raise
@@ -123,10 +127,11 @@ class ScoringService:
         self._dispatcher.admission.forget()
 
     async def _score(self, ranker: Ranker, dispatcher: Dispatcher, decode: Callable[[], ScoreRequest],
-                     deadline: float | None, started: float) -> ScoreResponse:
+                     deadline: float | None, started: float,
+                     reservation: Reservation | None = None) -> ScoreResponse:
         request, prepared = await asyncio.to_thread(_decode_and_prepare, ranker, decode)
         verbalized = time.perf_counter()
-        dispatched = await dispatcher.score([p.group for p in prepared], deadline)
+        dispatched = await dispatcher.score([p.group for p in prepared], deadline, reservation)
         response = assemble_response(
             request.request_id, ranker.model_name, prepared, dispatched.results,
             prepare_seconds=verbalized - started, engine_seconds=dispatched.engine_seconds,

@@ -99,7 +99,8 @@ async def test_retries_never_outlive_the_deadline(scripted):
 
 def test_overload_backs_off_longer_than_unavailable_with_full_jitter(monkeypatch):
     monkeypatch.setattr("random.uniform", lambda low, high: high)  # the top of the jitter range
-    policy = RetryPolicy(initial_backoff_seconds=0.05, overloaded_backoff_seconds=0.2, max_backoff_seconds=1.0)
+    policy = RetryPolicy(initial_backoff_seconds=0.05, overloaded_backoff_seconds=0.2,
+                         max_backoff_seconds=1.0)
     assert policy.backoff(1, Code.UNAVAILABLE) == pytest.approx(0.1)
     assert policy.backoff(1, Code.RESOURCE_EXHAUSTED) == pytest.approx(0.4)
     assert policy.backoff(5, Code.RESOURCE_EXHAUSTED) == pytest.approx(1.0)

@@ -66,6 +66,9 @@ class FakeEngine:
             for g in groups
         ]
 
+    async def check_health(self) -> None:
+        pass
+
     async def close(self) -> None:
         pass
 
@@ -235,3 +238,17 @@ async def test_closing_with_an_error_fails_the_queued_callers_with_it():
     with pytest.raises(NotReadyError, match="restarting"):
         await queued
     running.cancel()
+
+
+async def test_a_reservation_holds_queue_room_until_its_request_joins_the_queue():
+    dispatcher = await started(FakeEngine(), max_batch_candidates=4, max_queue_candidates=8)
+    first, second = dispatcher.reserve(4, None), dispatcher.reserve(4, None)
+    with pytest.raises(QueueFullError, match="queue full: 8 of 8"):
+        dispatcher.reserve(4, None)  # a burst is judged as the queue it will become
+    outcome = await dispatcher.score([group(1, 4)], reservation=first)
+    assert len(outcome.results[0].candidates) == 4
+    third = dispatcher.reserve(4, None)  # the first one's room is free again
+    second.release()
+    third.release()
+    assert dispatcher.stats.reserved_candidates == 0
+    await dispatcher.close()
