@@ -50,14 +50,13 @@ from serving.metrics import ServiceMetrics
 from serving.reload import PromptReloader, ReloadResult
 from serving.security import BearerTokenInterceptor, server_credentials
 from serving.service import ScoringService
-from serving.servicer import RankingServicer
+from serving.servicer import SERVICE_NAME, RankingServicer, add_ranking_service
 from serving.stats_log import ThroughputLogger
 from serving.status import code_for
 from serving.supervisor import EngineSupervisor
 
 log = logging.getLogger("brew.serving")
 
-SERVICE_NAME = ranking_pb2.DESCRIPTOR.services_by_name["RankingService"].full_name
 ADMIN_SERVICE_NAME = ranking_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -121,9 +120,7 @@ class BrewServer:
         if config.auth_token:
             interceptors.append(BearerTokenInterceptor(config.auth_token))
         server = grpc.aio.server(interceptors=interceptors, options=self._grpc_options())
-        ranking_pb2_grpc.add_RankingServiceServicer_to_server(
-            RankingServicer(self.service, config.max_message_bytes), server
-        )
+        add_ranking_service(RankingServicer(self.service, config.max_message_bytes), server)
         ranking_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.reload_prompts), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(

@@ -117,6 +117,12 @@ class ScoringService:
         self._metrics.request_finished(OK, response.total_seconds)
         return response
 
+    def refused(self, error: Exception) -> None:
+        """Count a request the transport refused before the service could
+        read it (bytes that are not a request)."""
+        self._metrics.request_started()
+        self._failed(time.perf_counter(), self._status_name(error), reason_of(error), [])
+
     async def warm_up(self, request: ScoreRequest) -> None:
         """Score one request through the whole path before serving, so the
         first caller does not pay for lazy initialisation. Neither counted

@@ -96,8 +96,8 @@ def test_brew_serve_exits_non_zero_when_its_engine_keeps_dying(tmp_path):
     config.write_text("[supervisor]\nprobe_interval_seconds = 0.1\ninitial_backoff_seconds = 0.1\n"
                       "max_failures = 2\nfailure_window_seconds = 600\n")
     completed = subprocess.run(
-        [sys.executable, str(BROKEN_SERVE), "serve", "--engine", "torch", "--port", "0", "--metrics-port", "0",
-         "--config", str(config)],
+        [sys.executable, str(BROKEN_SERVE), "serve", "--engine", "torch", "--port", "0",
+         "--metrics-port", "0", "--config", str(config)],
         capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL, env=serve_env(),
     )
     assert SERVING_LINE.search(completed.stdout), completed.stderr  # it served before the engine died
