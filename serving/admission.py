@@ -6,18 +6,27 @@ the dispatcher asks it at the door, at dispatch and after every batch.
 At the door (`check`), in this order:
   - a request larger than the whole queue (`max_queue_candidates`), or one
     that does not fit under the hard cap now: QueueFullError;
-  - a deadline shorter than the request's own engine time, even on an idle
-    engine: DeadlineExceededError (a retry cannot help);
-  - a deadline that the work already queued makes impossible: the expected
-    wait (queue work / recent throughput) plus its own engine time run past
-    it: OverloadedError, in microseconds, instead of waiting out the
-    deadline in the queue;
+  - a deadline shorter than the request's own engine time at the best
+    throughput seen: DeadlineExceededError (a retry cannot help);
+  - a deadline that the work ahead (queued, or in the engine) makes
+    impossible: OverloadedError, in
+    microseconds, instead of waiting out the deadline in the queue. The
+    work is counted as the engine does it: a batch finishes as a whole
+    (its callers' work is interleaved, or scheduled into the same steps),
+    and batches in flight share the engine, so a request finishes when the
+    work in flight, the work queued ahead of it and its own batch are done
+    (its batch filled to the recent batch size), at the recent throughput.
+    Admission is the cautious side: what it lets in should make its
+    deadline, so the estimate must fit in DEADLINE_SHARE of the time left
+    (the rest is headroom for what it does not see: rendering, the
+    transport, a slower batch);
   - a queue over the adaptive limit: QueueFullError. A request that finds
     the queue empty is always let in, so a large one never starves.
 
 At dispatch (`time_needed`): a queued request whose deadline falls before
 its batch could finish is shed without any engine work (the dispatcher
-raises ShedError), so stale requests make room for fresh ones.
+raises ShedError), so stale requests make room for fresh ones. Shedding is
+the hopeful side: a batch is counted alone, with half the work in flight.
 
 The adaptive limit (AIMD on CoDel's signal): after every dispatch the
 policy sees how long the oldest request of the batch waited. Above
@@ -29,29 +38,37 @@ kept) and `max_queue_candidates`; it starts at the latter. The limit is in
 candidates but follows the engine: a fast engine clears a long queue within
 the target, a slow one keeps about a batch waiting.
 
-Throughput is candidates per second of engine-busy time, smoothed over
-batches. Only saturated batches (full, or with work left waiting) may lower
-it: an idle engine's small batches would otherwise make it look slow, and a
-pessimistic estimate refuses work that would have made its deadline. Until
-a first batch is measured nothing is refused on time grounds.
+Throughput is candidates scored per second of engine-busy time: the
+candidates and the seconds between batch finishes are summed with
+exponentially fading weights (batches in flight together finish close
+together, so a single interval says little; the sums do). Only intervals
+that end with a saturated batch (full, or with work left waiting) may
+lower it: an idle engine's small batches would make it look slow. Nor do intervals
+ending with a batch a caller left (deadline, cancellation): its time went
+partly to work nobody received. Until a first interval is measured nothing
+is refused on time grounds. The own-work check uses the best throughput
+seen since the last `forget`: a request refused there could not make its
+deadline on the engine at its best, and a transient slowdown never locks
+out requests that an idle engine would serve.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
 from serving.config import BatchingConfig
 from serving.errors import DeadlineExceededError, OverloadedError, QueueFullError
 
-# Weight of the newest sample in the moving average of throughput.
-THROUGHPUT_SMOOTHING = 0.3
+# Weight of the newest interval in the throughput sums, and of the newest batch in the mean batch size.
+SMOOTHING = 0.15
 # The adaptive limit's multiplicative decrease, per batch whose head waited too long.
 DECREASE_FACTOR = 0.8
 # Its additive increase, per batch within the target while the queue is in use, in batches.
 INCREASE_BATCHES = 0.25
-# Finishes closer together than this are one throughput sample.
-MIN_SAMPLE_SECONDS = 0.001
+# The share of the time left to its deadline a request's estimated completion may use.
+DEADLINE_SHARE = 0.8
 
 
 class AdmissionPolicy:
@@ -63,11 +80,14 @@ class AdmissionPolicy:
         self._min_limit = min(config.max_batch_candidates, config.max_queue_candidates)
         self._step = max(1, round(config.max_batch_candidates * INCREASE_BATCHES))
         self._target = config.target_queue_delay_seconds
+        self._max_inflight = config.max_inflight_batches
         self._limit = self._max_queue
-        self._throughput: float | None = None  # candidates per engine-busy second
+        self._scored = 0.0  # candidates scored, fading sum over measured intervals
+        self._busy = 0.0  # engine-busy seconds, fading sum over the same intervals
+        self._peak = 0.0  # the best throughput reached
+        self._batch_size = 0.0  # candidates per batch, recently
         self._inflight_batches = 0
-        self._mark = 0.0  # start of the current throughput sample
-        self._done = 0  # candidates finished since `_mark`
+        self._mark = 0.0  # start of the current interval: the last finish, or when the engine got busy
 
     @property
     def limit(self) -> int:
@@ -76,19 +96,33 @@ class AdmissionPolicy:
 
     @property
     def throughput(self) -> float | None:
-        """Recent throughput in candidates per second; None before a first batch."""
-        return self._throughput
+        """Recent throughput in candidates per second; None before a first measurement."""
+        return self._scored / self._busy if self._busy > 0 else None
 
     def expected_wait(self, queued: int, inflight: int) -> float:
-        """Seconds until the work ahead of a new request is done: what is
-        queued, and on average half of what is in the engine."""
-        if not self._throughput:
-            return 0.0
-        return (queued + inflight / 2) / self._throughput
+        """Seconds the work queued and in the engine takes at the recent throughput."""
+        return self._seconds(queued + inflight)
 
-    def time_needed(self, candidates: int) -> float:
-        """Engine seconds `candidates` take at the recent throughput (0 before a first batch)."""
-        return candidates / self._throughput if self._throughput else 0.0
+    def time_needed(self, candidates: int, inflight: int = 0) -> float:
+        """At dispatch: seconds until a batch of `candidates` could finish,
+        next to `inflight` candidates already in the engine (half done, on
+        average). 0 before a first measurement."""
+        return self._seconds(candidates + inflight / 2)
+
+    def completion(self, candidates: int, queued: int, inflight: int) -> float:
+        """Seconds until a request of `candidates` joining `queued` would be
+        scored: the work in flight, the queue up to and including it and,
+        if it has to wait for a batch slot, the rest of its batch (later
+        requests join it meanwhile)."""
+        ahead = queued + candidates
+        if queued or self._inflight_batches >= self._max_inflight:
+            fill = max(1.0, self._batch_size)
+            ahead = max(ahead, math.ceil(ahead / fill) * fill)
+        return self._seconds(inflight + ahead)
+
+    def _seconds(self, candidates: float) -> float:
+        throughput = self.throughput
+        return candidates / throughput if throughput else 0.0
 
     def check(self, candidates: int, deadline: float | None, queued: int, inflight: int) -> None:
         """Raise the refusal for a request of `candidates` joining `queued`
@@ -101,19 +135,20 @@ class AdmissionPolicy:
             raise QueueFullError(
                 f"queue full: {queued} of {self._max_queue} candidates waiting; retry with backoff"
             )
-        if deadline is not None and self._throughput:
+        if deadline is not None and self._peak:
             left = deadline - self._clock()
-            own = self.time_needed(candidates)
+            own = candidates / self._peak
             if own > left:
                 raise DeadlineExceededError(
                     f"deadline cannot be met: scoring {candidates} candidates takes about {own:.3f}s, "
                     f"{max(left, 0.0):.3f}s were left"
                 )
-            wait = self.expected_wait(queued, inflight)
-            if wait + own > left:
+            done = self.completion(candidates, queued, inflight)
+            if (queued or inflight) and done > DEADLINE_SHARE * left:
                 raise OverloadedError(
-                    f"overloaded: the queue needs about {wait:.3f}s before this request could be scored, "
-                    f"its deadline leaves {max(left, 0.0):.3f}s; retry with backoff or on another replica"
+                    f"overloaded: with the work queued and in the engine this request would be scored in "
+                    f"about {done:.3f}s, its deadline leaves {max(left, 0.0):.3f}s; retry with backoff or on "
+                    "another replica"
                 )
         if queued and queued + candidates > self._limit:
             raise QueueFullError(
@@ -125,32 +160,33 @@ class AdmissionPolicy:
         """A batch went to the engine: its oldest request waited `head_wait`
         seconds; `queued_before` candidates were queued when it was taken."""
         if self._inflight_batches == 0:
-            self._mark, self._done = self._clock(), 0
+            self._mark = self._clock()
         self._inflight_batches += 1
+        self._batch_size += SMOOTHING * (candidates - self._batch_size) if self._batch_size else candidates
         if head_wait > self._target:
             self._limit = max(self._min_limit, int(self._limit * DECREASE_FACTOR))
         elif queued_before * 2 >= self._limit:
             self._limit = min(self._max_queue, self._limit + self._step)
 
-    def batch_finished(self, candidates: int, saturated: bool) -> None:
-        """A batch's engine work is over; `saturated`: it was full or left work waiting."""
+    def batch_finished(self, scored: int, candidates: int, saturated: bool) -> None:
+        """A batch of `candidates` is over, `scored` of them delivered to
+        their callers; `saturated`: it was full or left work waiting."""
         now = self._clock()
         self._inflight_batches = max(0, self._inflight_batches - 1)
-        self._done += candidates
-        elapsed = now - self._mark
-        if elapsed < MIN_SAMPLE_SECONDS:
-            if not self._inflight_batches:
-                self._done = 0  # too short to measure, and nothing left to merge it with
+        elapsed, self._mark = now - self._mark, now
+        if scored < candidates or elapsed <= 0:
             return
-        sample = self._done / elapsed
-        self._mark, self._done = now, 0
-        if self._throughput is None:
-            self._throughput = sample
-        elif saturated or sample > self._throughput:
-            self._throughput += THROUGHPUT_SMOOTHING * (sample - self._throughput)
+        current = self.throughput
+        if not saturated and current is not None and scored / elapsed <= current:
+            return
+        fade = 1.0 - SMOOTHING
+        self._scored = fade * self._scored + scored
+        self._busy = fade * self._busy + elapsed
+        self._peak = max(self._peak, self._scored / self._busy)
 
     def forget(self) -> None:
         """Drop what was measured (after a warm-up, which pays for lazy
         initialisation and says nothing about the engine's speed)."""
-        self._throughput = None
+        self._scored = self._busy = self._peak = 0.0
+        self._batch_size = 0.0
         self._limit = self._max_queue

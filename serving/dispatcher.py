@@ -195,7 +195,7 @@ class Dispatcher:
             now = time.monotonic()
             queued_before = self.stats.queued_candidates
             max_batch = self._config.max_batch_candidates
-            needed = self.admission.time_needed(min(queued_before, max_batch))
+            needed = self.admission.time_needed(min(queued_before, max_batch), self.stats.inflight_candidates)
             collected = collect_batch(self._queue, max_batch, now, needed)
             self._queue = collected.remaining
             for queued in collected.expired:
@@ -243,7 +243,7 @@ class Dispatcher:
             if not isinstance(outcome, BaseException):
                 scored += caller.work.candidates
             if not undelivered:  # the batch is over for every caller: account for it once
-                self.admission.batch_finished(scored, saturated)
+                self.admission.batch_finished(scored, candidates, saturated)
                 self.stats.inflight_candidates -= candidates
                 self._slots.release()
 

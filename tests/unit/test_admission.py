@@ -35,10 +35,11 @@ def policy_on(clock: FakeClock, **config: float) -> AdmissionPolicy:
 
 
 def run_batch(policy: AdmissionPolicy, clock: FakeClock, candidates: int, seconds: float, *,
-              head_wait: float = 0.0, queued_before: int = 0, saturated: bool = True) -> None:
+              head_wait: float = 0.0, queued_before: int = 0, saturated: bool = True,
+              scored: int | None = None) -> None:
     policy.batch_dispatched(candidates, head_wait=head_wait, queued_before=queued_before)
     clock.advance(seconds)
-    policy.batch_finished(candidates, saturated=saturated)
+    policy.batch_finished(candidates if scored is None else scored, candidates, saturated=saturated)
 
 
 def test_throughput_is_candidates_per_busy_second(clock):
@@ -49,18 +50,20 @@ def test_throughput_is_candidates_per_busy_second(clock):
     clock.advance(10.0)  # idle time is not engine time
     run_batch(policy, clock, 100, 0.5)
     assert policy.throughput == pytest.approx(200.0)
-    assert policy.expected_wait(queued=300, inflight=200) == pytest.approx((300 + 100) / 200)
+    assert policy.expected_wait(queued=300, inflight=200) == pytest.approx((300 + 200) / 200)
 
 
-def test_overlapping_batches_are_measured_by_the_time_between_finishes(clock):
+def test_batches_in_flight_together_are_measured_over_the_time_between_finishes(clock):
     policy = policy_on(clock)
-    policy.batch_dispatched(100, head_wait=0.0, queued_before=200)
-    policy.batch_dispatched(100, head_wait=0.0, queued_before=100)
-    clock.advance(0.5)
-    policy.batch_finished(100, saturated=True)
-    clock.advance(0.5)
-    policy.batch_finished(100, saturated=True)
-    assert policy.throughput == pytest.approx(200.0)
+    for _ in range(30):  # two batches at a time, finishing 5 ms apart: 512 candidates per 1.005 s
+        policy.batch_dispatched(256, head_wait=0.0, queued_before=512)
+        policy.batch_dispatched(256, head_wait=0.0, queued_before=256)
+        clock.advance(1.0)
+        policy.batch_finished(256, 256, saturated=True)
+        clock.advance(0.005)
+        policy.batch_finished(256, 256, saturated=True)
+        assert policy.throughput is not None
+    assert policy.throughput == pytest.approx(512 / 1.005, rel=0.15)
 
 
 def test_an_idle_engine_s_small_batches_never_make_it_look_slower(clock):
@@ -70,8 +73,26 @@ def test_an_idle_engine_s_small_batches_never_make_it_look_slower(clock):
         clock.advance(1.0)
         run_batch(policy, clock, 2, 0.05, saturated=False)  # 40/s: fixed costs dominate a small batch
     assert policy.throughput == pytest.approx(200.0)
-    run_batch(policy, clock, 100, 0.25, saturated=False)  # a faster sample counts, saturated or not
+    run_batch(policy, clock, 100, 0.25, saturated=False)  # a faster one counts, saturated or not
     assert policy.throughput > 200.0
+
+
+def test_a_batch_a_caller_left_is_not_measured(clock):
+    policy = policy_on(clock)
+    run_batch(policy, clock, 100, 0.5)
+    run_batch(policy, clock, 100, 5.0, scored=10)  # most of its time went to work nobody received
+    assert policy.throughput == pytest.approx(200.0)
+
+
+def test_a_slowdown_refuses_under_load_but_never_locks_out_an_idle_engine(clock):
+    policy = policy_on(clock)
+    run_batch(policy, clock, 100, 0.5)  # 200/s at best
+    for _ in range(40):
+        run_batch(policy, clock, 100, 5.0)  # then 20/s, saturated
+    assert policy.throughput == pytest.approx(20.0, rel=0.05)
+    with pytest.raises(OverloadedError):
+        policy.check(50, deadline=clock.now + 3.0, queued=50, inflight=0)
+    policy.check(50, deadline=clock.now + 0.3, queued=0, inflight=0)  # idle: 50 at 200/s fits
 
 
 def test_nothing_is_refused_on_time_before_a_first_measurement(clock):
@@ -84,17 +105,31 @@ def test_a_deadline_shorter_than_the_request_s_own_work_is_deadline_exceeded(clo
     run_batch(policy, clock, 100, 0.5)  # 200/s
     with pytest.raises(DeadlineExceededError, match="scoring 50 candidates takes about 0.250s"):
         policy.check(50, deadline=clock.now + 0.2, queued=0, inflight=0)
-    policy.check(50, deadline=clock.now + 0.3, queued=0, inflight=0)
+    policy.check(50, deadline=clock.now + 0.35, queued=0, inflight=0)  # 0.25 s fits in 0.8 x 0.35 s
 
 
 def test_a_queue_too_long_for_the_deadline_is_refused_fast_as_overloaded(clock):
     policy = policy_on(clock)
-    run_batch(policy, clock, 100, 0.5)  # 200/s
+    run_batch(policy, clock, 100, 0.5)  # 200/s, batches of 100
     deadline = clock.now + 1.0
-    policy.check(20, deadline, queued=100, inflight=100)  # 0.75 s of work ahead + 0.1 s its own
-    with pytest.raises(OverloadedError, match="the queue needs about 1.250s"):
-        policy.check(20, deadline, queued=200, inflight=100)
+    # In flight 50, queued 50 + its own 20, its batch filled to 100: 150 candidates, 0.75 s,
+    # within 80% of the deadline.
+    policy.check(20, deadline, queued=50, inflight=50)
+    with pytest.raises(OverloadedError, match=r"scored in about 1.250s, its deadline leaves 1.000s"):
+        policy.check(20, deadline, queued=100, inflight=50)  # 50 + two batches
     assert clock.now == deadline - 1.0  # refused at once: no waiting involved
+
+
+def test_a_request_that_need_not_wait_for_a_slot_is_not_counted_a_full_batch(clock):
+    policy = policy_on(clock, max_inflight_batches=2)
+    run_batch(policy, clock, 100, 0.5)  # 200/s, batches of 100
+    policy.check(20, clock.now + 0.15, queued=0, inflight=0)  # alone: 0.1 s
+    policy.batch_dispatched(100, head_wait=0.0, queued_before=100)
+    policy.check(20, clock.now + 0.8, queued=0, inflight=100)  # a free slot: next to the batch in flight
+    policy.batch_dispatched(100, head_wait=0.0, queued_before=100)
+    with pytest.raises(OverloadedError):  # no free slot: it waits, and its batch fills up
+        policy.check(20, clock.now + 1.05, queued=0, inflight=200)
+    policy.check(20, clock.now + 1.9, queued=0, inflight=200)
 
 
 def test_the_hard_cap_is_queue_full(clock):
@@ -139,6 +174,7 @@ def test_time_needed_at_dispatch_follows_the_throughput(clock):
     assert policy.time_needed(100) == 0.0
     run_batch(policy, clock, 100, 0.5)
     assert policy.time_needed(100) == pytest.approx(0.5)
+    assert policy.time_needed(100, inflight=100) == pytest.approx(0.75)  # the batch in flight is half done
 
 
 def test_forget_drops_what_a_warm_up_taught(clock):
