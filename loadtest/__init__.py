@@ -8,11 +8,12 @@ score while p99 stays under the SLO, and where does it break?
     runner      open-loop (on schedule, capped outstanding) and closed-loop runners
     records     per-request records and HdrHistogram latencies (CO-corrected)
     summary     throughput, percentiles, goodput, errors, the server's /metrics view
-    plots       latency over time, percentile curves, the capacity sweep (PNG)
+    plots       latency over time, percentile curves, the capacity and overload sweeps (PNG)
     capacity    rate sweep and doubling + bisection search for the SLO knee
+    overload    goodput and errors by status against offered load, past capacity
     experiment  one run from plan to files
-    commands    the run and capacity commands, from parsed options to files
-    cli         `brew loadtest run|capacity|sidebyside|scaling` (also `python -m loadtest`):
+    commands    the run, capacity and overload commands, from parsed options to files
+    cli         `brew loadtest run|capacity|overload|sidebyside|scaling` (also `python -m loadtest`):
                 argparse only, each command's work imported when it runs
     bench/      benchmarks: side-by-side against vLLM's endpoint, scaling curves (see loadtest.bench)
 

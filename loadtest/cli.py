@@ -5,11 +5,13 @@
     python -m loadtest run --concurrency 8 --max-requests 500 ...        (closed-loop)
     python -m loadtest capacity --start-rate 5 --duration 20 ...          (double, then bisect)
     python -m loadtest capacity --rates 5,10,20,40 ...                    (a given sweep)
+    python -m loadtest overload --capacity 20 [--multiples 0.5,1,2,5] ... (goodput past capacity)
+    python -m loadtest overload --start-rate 5 ...                        (capacity searched first)
     python -m loadtest sidebyside --out runs/sidebyside [--systems brew-vllm,vllm-openai,...]
     python -m loadtest scaling --out runs/scaling [--engines vllm,torch,naive]
 
 Only argparse lives here; each command's work is imported when it runs
-(run and capacity: loadtest.commands; sidebyside and scaling:
+(run, capacity and overload: loadtest.commands; sidebyside and scaling:
 loadtest.bench), so `brew --help` stays fast.
 """
 
@@ -200,21 +202,44 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     rates.add_argument("--rates", type=rate_list, metavar="R1,R2,...", help="measure exactly these rates")
     rates.add_argument("--start-rate", type=_positive_float,
                        help="search: double from here until p99 > SLO or errors, then bisect")
-    capacity.add_argument("--bisect-steps", type=int, default=3,
-                          help="bisection steps (default: %(default)s)")
-    capacity.add_argument("--max-brackets", type=_positive_int, default=10,
-                          help="at most this many doubling/halving steps (default: %(default)s)")
-    capacity.add_argument("--pause", type=float, default=2.0,
-                          help="seconds between steps, for the server to drain (default: %(default)s)")
-    capacity.add_argument("--warmup", type=float, default=15.0,
-                          help="seconds of closed-loop load at saturation before the sweep, not reported: "
-                               "the first loaded step would otherwise pay for batch shapes not seen yet; "
-                               "0 skips (default: %(default)s)")
+    _add_sweep_options(capacity)
     _add_common(capacity)
     capacity.set_defaults(handler=_capacity)
+
+    overload = commands.add_parser(
+        "overload", help="open-loop sweep past capacity: goodput and errors by status against offered load",
+        description="Offer multiples of a replica's capacity, open-loop, and measure what it still scores: "
+                    "goodput (OK answers/s, each within its deadline), errors by status and how fast they "
+                    "come back. Writes overload.json and overload.png.")
+    known = overload.add_mutually_exclusive_group(required=True)
+    known.add_argument("--capacity", type=_positive_float, metavar="RATE",
+                       help="the replica's capacity in requests/s (e.g. from `capacity`)")
+    known.add_argument("--start-rate", type=_positive_float,
+                       help="search the capacity first (as `capacity --start-rate` does, into capacity/)")
+    overload.add_argument("--multiples", type=rate_list, default=[0.5, 1.0, 1.5, 2.0, 3.0, 5.0],
+                          metavar="M1,M2,...", help="offered load in multiples of capacity "
+                          "(default: 0.5,1,1.5,2,3,5)")
+    _add_sweep_options(overload)
+    _add_common(overload)
+    overload.set_defaults(handler=_overload)
     _add_sidebyside(commands)
     _add_scaling(commands)
     return parser
+
+
+def _add_sweep_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a sweep of open-loop runs (capacity, overload)."""
+    parser.add_argument("--bisect-steps", type=int, default=3,
+                        help="capacity search: bisection steps (default: %(default)s)")
+    parser.add_argument("--max-brackets", type=_positive_int, default=10,
+                        help="capacity search: at most this many doubling/halving steps "
+                             "(default: %(default)s)")
+    parser.add_argument("--pause", type=float, default=2.0,
+                        help="seconds between steps, for the server to drain (default: %(default)s)")
+    parser.add_argument("--warmup", type=float, default=15.0,
+                        help="seconds of closed-loop load at saturation before the sweep, not reported: "
+                             "the first loaded step would otherwise pay for batch shapes not seen yet; "
+                             "0 skips (default: %(default)s)")
 
 
 def _add_sidebyside(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -286,6 +311,12 @@ def _capacity(args: argparse.Namespace) -> int:
     from loadtest.commands import capacity_command
 
     return capacity_command(args)
+
+
+def _overload(args: argparse.Namespace) -> int:
+    from loadtest.commands import overload_command
+
+    return overload_command(args)
 
 
 def _sidebyside(args: argparse.Namespace) -> int:

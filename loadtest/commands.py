@@ -3,6 +3,8 @@
     run       one open-loop or closed-loop run (loadtest.experiment)
     capacity  a warm-up, then a rate sweep or a capacity search (loadtest.capacity),
               one run per step, each in its own directory
+    overload  a warm-up, the capacity (given or searched), then one run at each
+              multiple of it past capacity (loadtest.overload)
 
 loadtest.cli parses the options and imports this module only when one of
 these commands runs.
@@ -17,9 +19,10 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from loadtest.capacity import WARMUP_CONCURRENCY, search_capacity, sweep_rates, write_sweep_json
+from loadtest.capacity import WARMUP_CONCURRENCY, Sweep, search_capacity, sweep_rates, write_sweep_json
 from loadtest.experiment import RunPlan, execute
-from loadtest.plots import plot_sweep
+from loadtest.overload import format_overload, sweep_overload, write_overload_json
+from loadtest.plots import plot_overload, plot_sweep
 from loadtest.runner import Target
 from loadtest.schedule import Arrivals
 from loadtest.summary import Summary, format_summary
@@ -74,22 +77,38 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def capacity_command(args: argparse.Namespace) -> int:
-    """A warm-up, then a sweep over the given rates or a doubling and bisecting
-    search; write sweep.json (and sweep.png), print the capacity found."""
-    base = plan_from_args(argparse.Namespace(**{**vars(args), "rate": args.start_rate or args.rates[0]}),
-                          default_duration=20.0)
-    steps_run = 0
+class Steps:
+    """The runs of a sweep: one open-loop run per rate, each in its own
+    directory under `out_dir` and with its own seed (numbered from `first`,
+    so a second sweep after a first one meets fresh members), with a pause
+    between them."""
 
-    async def measure(rate: float) -> Summary:
-        nonlocal steps_run
-        if steps_run and args.pause > 0:
-            await asyncio.sleep(args.pause)
+    def __init__(self, base: RunPlan, out_dir: Path, pause: float, first: int = 0) -> None:
+        self._base = base
+        self._out_dir = out_dir
+        self._pause = pause
+        self._count = first
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    async def warm_up(self, seconds: float) -> None:
+        """Saturating closed-loop load, not reported (see `capacity --warmup`)."""
+        print(f"warm-up: {seconds:g} s closed-loop, {WARMUP_CONCURRENCY} callers (not reported)", flush=True)
+        await execute(replace(self._base, rate=None, concurrency=WARMUP_CONCURRENCY, duration_s=seconds,
+                              max_requests=None, out_dir=self._out_dir / "warmup", plots=False))
+        await asyncio.sleep(self._pause)
+
+    async def measure(self, rate: float) -> Summary:
+        if self._count and self._pause > 0:
+            await asyncio.sleep(self._pause)
+        base = self._base
         # A new seed per step: fresh members, so no step rides on the prefix
         # cache warmed by the one before it.
-        plan = replace(base, rate=rate, seed=base.seed + steps_run,
-                       out_dir=base.out_dir / f"step-{steps_run:02d}-rate-{rate:g}")
-        steps_run += 1
+        plan = replace(base, rate=rate, seed=base.seed + self._count,
+                       out_dir=self._out_dir / f"step-{self._count:02d}-rate-{rate:g}")
+        self._count += 1
         summary = await execute(plan)
         p99 = "-" if summary.p99_ms is None else f"{summary.p99_ms:.1f}"
         errors = ", ".join(f"{code} {n}" for code, n in summary.errors.items()) or "no errors"
@@ -97,28 +116,80 @@ def capacity_command(args: argparse.Namespace) -> int:
               flush=True)
         return summary
 
-    async def sweep():  # type: ignore[no-untyped-def]
+
+def _base_plan(args: argparse.Namespace, rate: float) -> RunPlan:
+    return plan_from_args(argparse.Namespace(**{**vars(args), "rate": rate}), default_duration=20.0)
+
+
+async def _search(args: argparse.Namespace, steps: Steps) -> Sweep:
+    return await search_capacity(steps.measure, args.start_rate, max_brackets=args.max_brackets,
+                                 bisect_steps=args.bisect_steps)
+
+
+def capacity_command(args: argparse.Namespace) -> int:
+    """A warm-up, then a sweep over the given rates or a doubling and bisecting
+    search; write sweep.json (and sweep.png), print the capacity found."""
+    base = _base_plan(args, args.start_rate or args.rates[0])
+    steps = Steps(base, base.out_dir, args.pause)
+
+    async def sweep() -> Sweep:
         if args.warmup > 0:
-            print(f"warm-up: {args.warmup:g} s closed-loop, {WARMUP_CONCURRENCY} callers (not reported)",
-                  flush=True)
-            await execute(replace(base, rate=None, concurrency=WARMUP_CONCURRENCY, duration_s=args.warmup,
-                                  max_requests=None, out_dir=base.out_dir / "warmup", plots=False))
-            await asyncio.sleep(args.pause)
+            await steps.warm_up(args.warmup)
         if args.rates:
-            return await sweep_rates(measure, args.rates)
-        return await search_capacity(measure, args.start_rate, max_brackets=args.max_brackets,
-                                     bisect_steps=args.bisect_steps)
+            return await sweep_rates(steps.measure, args.rates)
+        return await _search(args, steps)
 
     result = asyncio.run(sweep())
-    write_sweep_json(result, base.out_dir / "sweep.json")
+    _report_capacity(result, base)
+    print(f"files in {base.out_dir}")
+    return 0
+
+
+def _report_capacity(result: Sweep, base: RunPlan, out_dir: Path | None = None) -> None:
+    """sweep.json (and sweep.png) in `out_dir`, and the capacity found, printed."""
+    out_dir = out_dir or base.out_dir
+    write_sweep_json(result, out_dir / "sweep.json")
     capacity = result.capacity
     if base.plots:
-        plot_sweep(result, base.slo_s, base.out_dir / "sweep.png")
+        plot_sweep(result, base.slo_s, out_dir / "sweep.png")
     if capacity is None:
         print(f"no rate met the SLO ({base.slo_s * 1000:g} ms p99, no errors): try a lower --start-rate")
     else:
         print(f"capacity: {capacity.rate:g} requests/s = "
               f"{capacity.summary.candidates_per_s:.1f} candidates/s at p99 {capacity.summary.p99_ms:.1f} ms "
               f"(SLO {base.slo_s * 1000:g} ms)")
+
+
+def overload_command(args: argparse.Namespace) -> int:
+    """A warm-up, the capacity (--capacity, or a search from --start-rate into
+    capacity/), then one run per multiple of it; write overload.json and
+    overload.png, print the table and whether goodput held."""
+    base = _base_plan(args, args.capacity or args.start_rate)
+
+    async def sweep():  # type: ignore[no-untyped-def]
+        if args.warmup > 0:
+            await Steps(base, base.out_dir, args.pause).warm_up(args.warmup)
+        capacity, source, first = args.capacity, "given", 0
+        if capacity is None:
+            print(f"capacity search from {args.start_rate:g} requests/s", flush=True)
+            search = Steps(base, base.out_dir / "capacity", args.pause)
+            searched = await _search(args, search)
+            _report_capacity(searched, base, base.out_dir / "capacity")
+            if searched.capacity is None:
+                return None
+            capacity, source, first = searched.capacity.rate, "searched", search.count
+        print(f"overload sweep: {', '.join(f'{m:g}x' for m in args.multiples)} of {capacity:g} requests/s",
+              flush=True)
+        steps = Steps(base, base.out_dir, args.pause, first=first)
+        return await sweep_overload(steps.measure, capacity, args.multiples, source)
+
+    result = asyncio.run(sweep())
+    if result is None:
+        print(f"files in {base.out_dir}")
+        return 1
+    write_overload_json(result, base.out_dir / "overload.json")
+    if base.plots:
+        plot_overload(result, base.out_dir / "overload.png")
+    print(format_overload(result))
     print(f"files in {base.out_dir}")
     return 0

@@ -8,6 +8,8 @@
   the gap between them is the wait that coordinated omission would hide.
 - sweep: candidates/s against p99 for each rate of a capacity sweep, with the
   SLO line and the capacity point marked: where the knee is.
+- overload: goodput and errors by status against offered load, past
+  capacity: whether the server keeps scoring or collapses.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from hdrh.histogram import HdrHistogram  # noqa: E402
 
 from loadtest.capacity import Sweep  # noqa: E402
+from loadtest.overload import OverloadSweep  # noqa: E402
 from loadtest.records import OK, RequestRecord  # noqa: E402
 
 STATUS_COLOURS = {OK: "tab:blue", "DEADLINE_EXCEEDED": "tab:orange", "RESOURCE_EXHAUSTED": "tab:red",
@@ -127,3 +130,34 @@ def label_sweep_axes(axes: plt.Axes, title: str) -> None:
     axes.set_title(title)
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     axes.grid(True, which="both", alpha=0.3)
+
+
+def plot_overload(sweep: OverloadSweep, path: Path) -> Path:
+    """Left: answers per second (offered, OK, OK within the SLO) against
+    offered load; right: errors per second by status. Both against the
+    multiple of capacity offered, capacity marked."""
+    figure, (answers, errors) = plt.subplots(1, 2, figsize=(12, 4.5))
+    steps = sweep.steps
+    xs = [step.multiple for step in steps]
+    answers.plot(xs, [step.summary.requests_per_s for step in steps], color="tab:gray", linestyle=":",
+                 marker=".", label="offered")
+    answers.plot(xs, [step.ok_per_s for step in steps], color=STATUS_COLOURS[OK], marker="o",
+                 label="OK (within deadline)")
+    answers.plot(xs, [step.within_slo_per_s for step in steps], color="tab:green", marker="s",
+                 label="OK within SLO")
+    answers.set_ylabel("requests/s")
+    answers.set_title(f"Goodput against offered load (capacity {sweep.capacity:g} requests/s)")
+    statuses = sorted({status for step in steps for status in step.summary.errors})
+    for status in statuses:
+        errors.plot(xs, [step.errors_per_s().get(status, 0.0) for step in steps], marker="o",
+                    color=STATUS_COLOURS.get(status, "tab:gray"), label=status)
+    errors.set_ylabel("errors/s")
+    errors.set_title("Errors by status against offered load")
+    for axes in (answers, errors):
+        axes.axvline(1.0, color="tab:red", linestyle="--", linewidth=1, label="capacity")
+        axes.set_xlabel("offered load (x capacity)")
+        axes.set_xticks(xs, [f"{x:g}x" for x in xs])
+        axes.set_ylim(bottom=0)
+        axes.legend(loc="upper left", fontsize="small")
+        axes.grid(True, alpha=0.3)
+    return save_png(figure, path)
