@@ -8,14 +8,17 @@ At the door (`check`), in this order:
     that does not fit under the hard cap now: QueueFullError;
   - a deadline shorter than the request's own engine time at the best
     throughput seen: DeadlineExceededError (a retry cannot help);
-  - a deadline that the work ahead (queued, or in the engine) makes
-    impossible: OverloadedError, in
+  - a deadline that the work ahead (being rendered, queued, or in the
+    engine) makes impossible: OverloadedError, in
     microseconds, instead of waiting out the deadline in the queue. The
     work is counted as the engine does it: a batch finishes as a whole
     (its callers' work is interleaved, or scheduled into the same steps),
     and batches in flight share the engine, so a request finishes when the
     work in flight, the work queued ahead of it and its own batch are done
-    (its batch filled to the recent batch size), at the recent throughput.
+    (its batch filled to the recent batch size), at the recent throughput;
+    before that, the requests admitted ahead of it and itself are rendered
+    and tokenized, one after another (Python holds the GIL while it
+    renders), at the recent time per request.
     Admission is the cautious side: what it lets in should make its
     deadline, so the estimate must fit in DEADLINE_SHARE of the time left
     (the rest is headroom for what it does not see: rendering, the
@@ -86,6 +89,7 @@ class AdmissionPolicy:
         self._busy = 0.0  # engine-busy seconds, fading sum over the same intervals
         self._peak = 0.0  # the best throughput reached
         self._batch_size = 0.0  # candidates per batch, recently
+        self._prepare_seconds = 0.0  # rendering and tokenizing one request, recently
         self._inflight_batches = 0
         self._mark = 0.0  # start of the current interval: the last finish, or when the engine got busy
 
@@ -109,24 +113,28 @@ class AdmissionPolicy:
         average). 0 before a first measurement."""
         return self._seconds(candidates + inflight / 2)
 
-    def completion(self, candidates: int, queued: int, inflight: int) -> float:
-        """Seconds until a request of `candidates` joining `queued` would be
-        scored: the work in flight, the queue up to and including it and,
-        if it has to wait for a batch slot, the rest of its batch (later
-        requests join it meanwhile)."""
+    def completion(self, candidates: int, queued: int, inflight: int, preparing: int = 0) -> float:
+        """Seconds until a request of `candidates` joining `queued` (with
+        `preparing` requests admitted ahead of it still being rendered)
+        would be scored: the rendering ahead and its own, then the work in
+        flight, the queue up to and including it and, if it has to wait for
+        a batch slot, the rest of its batch (later requests join it meanwhile)."""
         ahead = queued + candidates
         if queued or self._inflight_batches >= self._max_inflight:
             fill = max(1.0, self._batch_size)
             ahead = max(ahead, math.ceil(ahead / fill) * fill)
-        return self._seconds(inflight + ahead)
+        return (preparing + 1) * self._prepare_seconds + self._seconds(inflight + ahead)
 
     def _seconds(self, candidates: float) -> float:
         throughput = self.throughput
         return candidates / throughput if throughput else 0.0
 
-    def check(self, candidates: int, deadline: float | None, queued: int, inflight: int) -> None:
+    def check(self, candidates: int, deadline: float | None, queued: int, inflight: int,
+              preparing: int = 0) -> None:
         """Raise the refusal for a request of `candidates` joining `queued`
-        (with `inflight` in the engine), or return if it is admitted."""
+        (with `inflight` in the engine, and `preparing` requests admitted and
+        being rendered, whose candidates `queued` counts), or return if it is
+        admitted."""
         if candidates > self._max_queue:
             raise QueueFullError(
                 f"request has {candidates} candidates; the queue holds at most {self._max_queue}"
@@ -143,7 +151,7 @@ class AdmissionPolicy:
                     f"deadline cannot be met: scoring {candidates} candidates takes about {own:.3f}s, "
                     f"{max(left, 0.0):.3f}s were left"
                 )
-            done = self.completion(candidates, queued, inflight)
+            done = self.completion(candidates, queued, inflight, preparing)
             if (queued or inflight) and done > DEADLINE_SHARE * left:
                 raise OverloadedError(
                     f"overloaded: with the work queued and in the engine this request would be scored in "
@@ -155,6 +163,11 @@ class AdmissionPolicy:
                 f"queue full: {queued} candidates waiting, over the adaptive limit of {self._limit} "
                 "(it keeps queue delay near its target); retry with backoff"
             )
+
+    def prepared(self, seconds: float) -> None:
+        """A request was rendered and tokenized in `seconds`."""
+        previous = self._prepare_seconds
+        self._prepare_seconds = previous + SMOOTHING * (seconds - previous) if previous else seconds
 
     def batch_dispatched(self, candidates: int, head_wait: float, queued_before: int) -> None:
         """A batch went to the engine: its oldest request waited `head_wait`
@@ -188,5 +201,5 @@ class AdmissionPolicy:
         """Drop what was measured (after a warm-up, which pays for lazy
         initialisation and says nothing about the engine's speed)."""
         self._scored = self._busy = self._peak = 0.0
-        self._batch_size = 0.0
+        self._batch_size = self._prepare_seconds = 0.0
         self._limit = self._max_queue

@@ -68,6 +68,7 @@ class DispatcherStats:
     queued_candidates: int = 0
     inflight_candidates: int = 0
     reserved_candidates: int = 0  # admitted at the door, being prepared
+    reserved_requests: int = 0
 
 
 class Reservation:
@@ -79,11 +80,13 @@ class Reservation:
         self.candidates = candidates
         self._held = True
         stats.reserved_candidates += candidates
+        stats.reserved_requests += 1
 
     def release(self) -> None:
         if self._held:
             self._held = False
             self._stats.reserved_candidates -= self.candidates
+            self._stats.reserved_requests -= 1
 
 
 class Dispatcher:
@@ -146,8 +149,12 @@ class Dispatcher:
             raise ShuttingDownError("server is shutting down; retry on another replica")
         stats = self.stats
         ahead = stats.queued_candidates + stats.reserved_candidates
-        self.admission.check(candidates, deadline, ahead, stats.inflight_candidates)
+        self.admission.check(candidates, deadline, ahead, stats.inflight_candidates, stats.reserved_requests)
         return Reservation(stats, candidates)
+
+    def prepared(self, seconds: float) -> None:
+        """A request was rendered and tokenized in `seconds` (admission counts rendering ahead)."""
+        self.admission.prepared(seconds)
 
     async def score(self, groups: Sequence[ScoringGroup], deadline: float | None = None,
                     reservation: Reservation | None = None) -> Dispatched:

@@ -135,7 +135,8 @@ class ScoringService:
     async def _score(self, ranker: Ranker, dispatcher: Dispatcher, decode: Callable[[], ScoreRequest],
                      deadline: float | None, started: float,
                      reservation: Reservation | None = None) -> ScoreResponse:
-        request, prepared = await asyncio.to_thread(_decode_and_prepare, ranker, decode)
+        request, prepared, prepare_seconds = await asyncio.to_thread(_decode_and_prepare, ranker, decode)
+        dispatcher.prepared(prepare_seconds)
         verbalized = time.perf_counter()
         dispatched = await dispatcher.score([p.group for p in prepared], deadline, reservation)
         response = assemble_response(
@@ -164,10 +165,14 @@ class ScoringService:
         self._metrics.request_finished(status, time.perf_counter() - started)
 
 
-def _decode_and_prepare(ranker: Ranker, decode: Callable[[], ScoreRequest]) -> tuple[ScoreRequest, list[PreparedTask]]:
-    """The request's CPU work, on a worker thread: decode it, verbalize every task."""
+def _decode_and_prepare(ranker: Ranker, decode: Callable[[], ScoreRequest]
+                        ) -> tuple[ScoreRequest, list[PreparedTask], float]:
+    """The request's CPU work, on a worker thread: decode it, verbalize every
+    task; and the seconds it took."""
+    started = time.perf_counter()
     request = decode()
-    return request, ranker.prepare(request)
+    prepared = ranker.prepare(request)
+    return request, prepared, time.perf_counter() - started
 
 
 @asynccontextmanager

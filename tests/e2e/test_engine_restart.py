@@ -1,8 +1,9 @@
-"""The engine supervisor end to end on the torch engine: a dead engine is
+"""The engine supervisor end to end: on the torch engine, a dead engine is
 noticed while idle and under calls, the server says NOT_SERVING and refuses
-at once, restarts the engine and serves again, all in one process; and a
+at once, restarts the engine and serves again, all in one process; a
 `brew serve` whose engine keeps dying exits non-zero for its process
-manager.
+manager; and vLLM's engine core process killed under a live server is
+replaced (one test: two vLLM starts).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import grpc
+import psutil
 import pytest
 from grpc_health.v1 import health_pb2
 from live_server import client_for, running_server, scrape
@@ -104,3 +106,33 @@ def test_brew_serve_exits_non_zero_when_its_engine_keeps_dying(tmp_path):
     assert completed.returncode == EXIT_CRASH_LOOP, completed.stderr
     assert "engine failed 2 times within 600s" in completed.stderr
     assert "restarting the engine in 0.1s" in completed.stderr  # it tried once before giving up
+
+
+def engine_core_processes() -> list[psutil.Process]:
+    """vLLM's engine core processes among this process's descendants (vLLM titles them VLLM::EngineCore)."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "EngineCore" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+@pytest.mark.vllm
+@pytest.mark.asyncio
+async def test_a_killed_vllm_engine_core_is_replaced_and_the_server_serves_again():
+    async with running_server(engine="vllm", supervisor=QUICK_RESTARTS) as server, \
+            client_for(server) as client:
+        phases: list[Phase] = []
+        server.lifecycle.subscribe(phases.append)
+        first = server.service.ranker.engine
+        (core,) = engine_core_processes()
+        core.kill()  # idle: no call is in flight
+        await serving_again(server, phases, failures=1, timeout=240)
+        assert not core.is_running()
+        (replacement,) = engine_core_processes()
+        assert replacement.pid != core.pid and server.service.ranker.engine is not first
+        assert len(scores(await client.score(example_request(), timeout=60))) == 7
+        assert phases == [Phase.SERVING, Phase.FAILED, Phase.RESTARTING, Phase.SERVING]

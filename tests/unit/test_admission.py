@@ -169,6 +169,17 @@ def test_the_limit_grows_back_under_good_queue_delay_while_the_queue_is_in_use(c
     assert policy.limit == 1000  # capped by max_queue_candidates
 
 
+def test_requests_still_being_rendered_ahead_count_one_after_another(clock):
+    policy = policy_on(clock)
+    run_batch(policy, clock, 100, 0.5)  # 200/s
+    policy.prepared(0.05)
+    deadline = clock.now + 1.0
+    # 4 rendered ahead and itself: 0.25 s, then 60 queued + 20 in a batch of 100: 0.5 s.
+    policy.check(20, deadline, queued=60, inflight=0, preparing=4)
+    with pytest.raises(OverloadedError):
+        policy.check(20, deadline, queued=60, inflight=0, preparing=6)
+
+
 def test_time_needed_at_dispatch_follows_the_throughput(clock):
     policy = policy_on(clock)
     assert policy.time_needed(100) == 0.0
