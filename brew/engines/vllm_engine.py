@@ -32,11 +32,15 @@ Facts of vLLM 0.32 this module relies on (read in its source):
 - A dead engine is seen without sending it a request:
   `AsyncLLM.check_health()` raises EngineDeadError when `errored`, which
   is `engine_core.resources.engine_dead or not is_running` (the output
-  handler task ended). A daemon thread of the client (`MPClientEngineMonitor`,
-  vllm/v1/engine/core_client.py) waits on the engine-core processes'
-  sentinels and sets `engine_dead` the moment one exits, so a killed engine
-  core (its model worker, on CPU) is reported within a watchdog tick even
-  when idle. `check_health` reads flags only: no call to the engine process.
+  handler task ended); it reads flags only, no call to the engine process.
+  `engine_dead` is set by a daemon thread of the client
+  (`MPClientEngineMonitor`, vllm/v1/engine/core_client.py) that waits on
+  the engine-core processes' sentinels, the moment one exits, so a killed
+  engine core is reported within a watchdog tick even when idle
+  (tests/e2e/test_engine_restart.py kills it). A dead model worker of a
+  multiprocess executor is reported to the engine core by its worker
+  monitor (vllm/v1/executor/multiproc_executor.py), which sends
+  ENGINE_CORE_DEAD to the client (`validate_alive` sets `engine_dead`).
 """
 
 from __future__ import annotations

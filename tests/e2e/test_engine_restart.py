@@ -12,6 +12,8 @@ import asyncio
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import grpc
@@ -22,8 +24,9 @@ from live_server import client_for, running_server, scrape
 from serve_process import SERVING_LINE, serve_env
 from service_wire import example_request, scores
 
+from serving.client import RankingClient
 from serving.lifecycle import Phase
-from serving.server import EXIT_CRASH_LOOP
+from serving.server import EXIT_CRASH_LOOP, BrewServer
 
 pytestmark = [pytest.mark.integration]
 
@@ -37,6 +40,16 @@ async def broken_check() -> None:
 
 async def broken_batch(batch):  # type: ignore[no-untyped-def]
     raise RuntimeError("simulated device loss")
+
+
+@asynccontextmanager
+async def supervised(engine: str) -> AsyncIterator[tuple[BrewServer, RankingClient, list[Phase]]]:
+    """A server restarting its engine quickly, a client, and the lifecycle phases it goes through."""
+    async with running_server(engine=engine, supervisor=QUICK_RESTARTS) as server, \
+            client_for(server) as client:
+        phases: list[Phase] = []
+        server.lifecycle.subscribe(phases.append)
+        yield server, client, phases
 
 
 async def serving_again(server, phases: list[Phase], failures: int, timeout: float = 60.0) -> None:
@@ -59,10 +72,7 @@ async def first_health_other_than_serving(client, timeout: float = 10.0) -> str:
 
 @pytest.mark.asyncio
 async def test_a_dead_engine_is_restarted_whether_idle_or_failing_calls():
-    async with running_server(engine="torch", supervisor=QUICK_RESTARTS) as server, \
-            client_for(server) as client:
-        phases: list[Phase] = []
-        server.lifecycle.subscribe(phases.append)
+    async with supervised("torch") as (server, client, phases):
         first = server.service.ranker.engine
 
         # Idle: no call comes, the watchdog's health check notices.
@@ -123,10 +133,7 @@ def engine_core_processes() -> list[psutil.Process]:
 @pytest.mark.vllm
 @pytest.mark.asyncio
 async def test_a_killed_vllm_engine_core_is_replaced_and_the_server_serves_again():
-    async with running_server(engine="vllm", supervisor=QUICK_RESTARTS) as server, \
-            client_for(server) as client:
-        phases: list[Phase] = []
-        server.lifecycle.subscribe(phases.append)
+    async with supervised("vllm") as (server, client, phases):
         first = server.service.ranker.engine
         (core,) = engine_core_processes()
         core.kill()  # idle: no call is in flight
