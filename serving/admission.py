@@ -46,10 +46,13 @@ candidates and the seconds between batch finishes are summed with
 exponentially fading weights (batches in flight together finish close
 together, so a single interval says little; the sums do). Only intervals
 that end with a saturated batch (full, or with work left waiting) may
-lower it: an idle engine's small batches would make it look slow. Nor do intervals
-ending with a batch a caller left (deadline, cancellation): its time went
-partly to work nobody received. Until a first interval is measured nothing
-is refused on time grounds. The own-work check uses the best throughput
+lower it: an idle engine's small batches would make it look slow. When
+callers of a batch left (deadline, cancellation), only the candidates
+delivered count, over their share of the interval: how fast the engine
+scored what it finished. A batch nobody received says nothing of the
+engine's speed (everybody's deadline passed), and an estimate that took
+it for speed would lock the server into refusing. Until a first interval
+is measured nothing is refused on time grounds. The own-work check uses the best throughput
 seen since the last `forget`: a request refused there could not make its
 deadline on the engine at its best, and a transient slowdown never locks
 out requests that an idle engine would serve.
@@ -187,8 +190,9 @@ class AdmissionPolicy:
         now = self._clock()
         self._inflight_batches = max(0, self._inflight_batches - 1)
         elapsed, self._mark = now - self._mark, now
-        if scored < candidates or elapsed <= 0:
+        if elapsed <= 0 or scored <= 0:
             return
+        elapsed *= scored / candidates
         current = self.throughput
         if not saturated and current is not None and scored / elapsed <= current:
             return

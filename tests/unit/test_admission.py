@@ -77,11 +77,15 @@ def test_an_idle_engine_s_small_batches_never_make_it_look_slower(clock):
     assert policy.throughput > 200.0
 
 
-def test_a_batch_a_caller_left_is_not_measured(clock):
+def test_a_batch_callers_left_counts_what_it_delivered_over_its_share_of_the_time(clock):
     policy = policy_on(clock)
-    run_batch(policy, clock, 100, 0.5)
-    run_batch(policy, clock, 100, 5.0, scored=10)  # most of its time went to work nobody received
-    assert policy.throughput == pytest.approx(200.0)
+    run_batch(policy, clock, 100, 0.5)  # 200/s
+    run_batch(policy, clock, 100, 1.0, scored=50)  # half delivered in half of 1 s: 100/s
+    assert policy.throughput == pytest.approx((0.85 * 100 + 50) / (0.85 * 0.5 + 0.5))
+    before = policy.throughput
+    for _ in range(10):
+        run_batch(policy, clock, 100, 2.0, scored=0)  # every caller's deadline passed: no news of speed
+    assert policy.throughput == before
 
 
 def test_a_slowdown_refuses_under_load_but_never_locks_out_an_idle_engine(clock):

@@ -131,3 +131,13 @@ class FailingScorer:
 
 async def test_a_non_grpc_failure_is_recorded_by_its_status():
     assert await call_status(FailingScorer(), pb.ScoreCandidatesRequest(), timeout_s=1.0) == "HTTP_503"
+
+
+async def test_a_closed_loop_worker_refused_as_overloaded_pauses_before_its_next_request(monkeypatch):
+    monkeypatch.setattr("loadtest.runner.OVERLOADED_PAUSE_SECONDS", 0.05)
+    scorer = FakeScorer(fail={"r0": grpc.StatusCode.RESOURCE_EXHAUSTED, "r2": grpc.StatusCode.UNAVAILABLE})
+    result = await run_closed_loop(scorer, iter([request(i) for i in range(4)]), concurrency=1, timeout_s=1,
+                                   max_requests=4)
+    first, second, third, fourth = result.records
+    assert first.status == "RESOURCE_EXHAUSTED" and second.sent - first.end >= 0.05
+    assert third.status == "UNAVAILABLE" and fourth.sent - third.end < 0.05  # only overload pauses
