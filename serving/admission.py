@@ -5,24 +5,23 @@ the dispatcher asks it at the door, at dispatch and after every batch.
 
 At the door (`check`), in this order:
   - a request larger than the whole queue (`max_queue_candidates`), or one
-    that does not fit under the hard cap now: QueueFullError;
+    that does not fit under that hard cap now: QueueFullError;
   - a deadline shorter than the request's own engine time at the best
     throughput seen: DeadlineExceededError (a retry cannot help);
   - a deadline that the work ahead (being rendered, queued, or in the
-    engine) makes impossible: OverloadedError, in
-    microseconds, instead of waiting out the deadline in the queue. The
-    work is counted as the engine does it: a batch finishes as a whole
-    (its callers' work is interleaved, or scheduled into the same steps),
-    and batches in flight share the engine, so a request finishes when the
-    work in flight, the work queued ahead of it and its own batch are done
-    (its batch filled to the recent batch size), at the recent throughput;
+    engine) makes impossible: OverloadedError, in microseconds, instead of
+    waiting out the deadline in the queue. The work is counted as the
+    engine does it: a batch finishes as a whole (its callers' work is
+    interleaved, or scheduled into the same steps) and batches in flight
+    share the engine, so a request is scored when the work in flight, the
+    queue ahead of it and its own batch are done (its batch filled to the
+    recent batch size if it waits for a slot), at the recent throughput;
     before that, the requests admitted ahead of it and itself are rendered
-    and tokenized, one after another (Python holds the GIL while it
-    renders), at the recent time per request.
-    Admission is the cautious side: what it lets in should make its
-    deadline, so the estimate must fit in DEADLINE_SHARE of the time left
-    (the rest is headroom for what it does not see: rendering, the
-    transport, a slower batch);
+    one after another (Python holds the GIL while it renders), at the
+    recent time per request. Admission is the cautious side: the estimate
+    must fit in DEADLINE_SHARE of the time left (headroom for what it does
+    not see: the transport, a batch slower than the last ones). An idle
+    server never refuses this way: the next batch measures the engine;
   - a queue over the adaptive limit: QueueFullError. A request that finds
     the queue empty is always let in, so a large one never starves.
 
@@ -45,17 +44,15 @@ Throughput is candidates scored per second of engine-busy time: the
 candidates and the seconds between batch finishes are summed with
 exponentially fading weights (batches in flight together finish close
 together, so a single interval says little; the sums do). Only intervals
-that end with a saturated batch (full, or with work left waiting) may
-lower it: an idle engine's small batches would make it look slow. When
-callers of a batch left (deadline, cancellation), only the candidates
-delivered count, over their share of the interval: how fast the engine
-scored what it finished. A batch nobody received says nothing of the
-engine's speed (everybody's deadline passed), and an estimate that took
-it for speed would lock the server into refusing. Until a first interval
-is measured nothing is refused on time grounds. The own-work check uses the best throughput
-seen since the last `forget`: a request refused there could not make its
-deadline on the engine at its best, and a transient slowdown never locks
-out requests that an idle engine would serve.
+that end with a saturated batch (full, or with work left waiting) may lower
+it: an idle engine's small batches would make it look slow. When callers of
+a batch left (deadline, cancellation), only the candidates delivered count,
+over their share of the interval; a batch nobody received says nothing of
+the engine's speed (everybody's deadline passed), and taking it for speed
+would lock the server into refusing. Until a first interval is measured
+nothing is refused on time grounds. The own-work check uses the best
+throughput seen since the last `forget`, so a transient slowdown never
+locks out a request that the engine at its best would serve.
 """
 
 from __future__ import annotations

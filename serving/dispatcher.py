@@ -136,6 +136,10 @@ class Dispatcher:
     def stop_admitting(self) -> None:
         self._accepting = False
 
+    def _require_accepting(self) -> None:
+        if not self._accepting:
+            raise ShuttingDownError("server is shutting down; retry on another replica")
+
     def expected_wait_seconds(self) -> float:
         """How long the work queued and in the engine now takes, at the recent throughput."""
         stats = self.stats
@@ -145,8 +149,7 @@ class Dispatcher:
     def reserve(self, candidates: int, deadline: float | None) -> Reservation:
         """Admit a request of `candidates` at the door, or raise its refusal
         (see serving.admission); the reservation goes to `score`."""
-        if not self._accepting:
-            raise ShuttingDownError("server is shutting down; retry on another replica")
+        self._require_accepting()
         stats = self.stats
         ahead = stats.queued_candidates + stats.reserved_candidates
         self.admission.check(candidates, deadline, ahead, stats.inflight_candidates, stats.reserved_requests)
@@ -161,8 +164,7 @@ class Dispatcher:
         """Queue the groups, wait for their batch; `deadline` is time.monotonic()-based.
         Without a `reservation` from `reserve`, admission is asked here."""
         work = CallerWork(groups)
-        if not self._accepting:
-            raise ShuttingDownError("server is shutting down; retry on another replica")
+        self._require_accepting()
         (reservation or self.reserve(work.candidates, deadline)).release()
         self._on_admitted(work.candidates)
         now = time.monotonic()

@@ -216,8 +216,12 @@ class BrewServer:
             config.engine, config.model, dtype=config.dtype, device=config.device, vllm=config.vllm,
             torch=config.torch,
         ))
-        # Shielded: a stop during the start must not orphan the engine (stop() closes it).
-        engine = await asyncio.shield(self._starting)
+        try:
+            # Shielded: a stop during the start must not orphan the engine (stop() closes it).
+            engine = await asyncio.shield(self._starting)
+        except Exception:
+            self._starting = None  # it failed: nothing to close
+            raise
         self._starting = None
         ranker = self.service.ranker  # read now: prompts may have been reloaded during the start
         if ranker is None:
