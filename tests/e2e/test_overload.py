@@ -22,6 +22,8 @@ DEADLINE_SECONDS = 2.0
 # The burst offers this many times what the engine scores within the deadline
 # at the throughput admission learned (the machine's speed varies: it is shared).
 OVERLOAD = 4
+# Below this many calls scored within a deadline the burst says nothing (the machine is busy elsewhere).
+MIN_CALLS_IN_DEADLINE = 8
 
 
 async def timed_call(client, request) -> tuple[str, float]:  # type: ignore[no-untyped-def]
@@ -41,6 +43,9 @@ async def test_a_burst_is_refused_fast_while_admitted_calls_finish_within_their_
             await asyncio.gather(*(client.score(request, timeout=60) for request in warm_up))
         before = scrape(server)
         throughput = before.value("brew_throughput_candidates_per_second")
+        if throughput * DEADLINE_SECONDS < MIN_CALLS_IN_DEADLINE * CANDIDATES:
+            pytest.skip(f"the machine scores {throughput:.0f} candidates/s now (it is shared and busy): "
+                        f"fewer than {MIN_CALLS_IN_DEADLINE} calls fit in a deadline, nothing to measure")
         burst = max(20, min(100, round(OVERLOAD * throughput * DEADLINE_SECONDS / CANDIDATES)))
         learned = f"{burst} calls at {throughput:.0f} candidates/s"
         requests = [job_request(CANDIDATES, f"burst-{n}") for n in range(burst)]
