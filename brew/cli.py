@@ -127,8 +127,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"brew serve: {error}", file=sys.stderr)
         return 2
-    asyncio.run(serve(config))
-    return 0
+    return asyncio.run(serve(config))
 
 
 def _add_serve_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -340,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prompts_parser(commands)
     from loadtest.cli import main as loadtest_main  # argparse only: the rest loads when it runs
     loadtest = commands.add_parser("loadtest", help="load-test a server or run a benchmark: "
-                                   "brew loadtest run|capacity|sidebyside|scaling --help")
+                                   "brew loadtest run|capacity|overload|sidebyside|scaling --help")
     loadtest.add_argument("args", nargs=argparse.REMAINDER, help="as for python -m loadtest")
     loadtest.set_defaults(run=lambda a: loadtest_main(a.args, prog="brew loadtest"))
     return parser

@@ -8,15 +8,18 @@ score while p99 stays under the SLO, and where does it break?
     runner      open-loop (on schedule, capped outstanding) and closed-loop runners
     records     per-request records and HdrHistogram latencies (CO-corrected)
     summary     throughput, percentiles, goodput, errors, the server's /metrics view
-    plots       latency over time, percentile curves, the capacity sweep (PNG)
+    plots       latency over time, percentile curves, the capacity and overload sweeps (PNG)
     capacity    rate sweep and doubling + bisection search for the SLO knee, each verdict confirmed
     saturation  closed-loop saturation throughput and the p99 at fixed fractions of it
+    overload    goodput and errors by status against offered load, past capacity
+    soak        a long steady run: errors, and the server's resident memory over time
     host_cost   CPU seconds per process (a server, its descendants, the load generator) from /proc
     experiment  one run from plan to files
-    commands    the run and capacity commands, from parsed options to files
-    cli         `brew loadtest run|capacity|sidebyside|scaling` (also `python -m loadtest`):
+    commands    the run, capacity, overload and soak commands, from parsed options to files
+    cli         `brew loadtest run|capacity|overload|soak|sidebyside|scaling|cluster`
+                (also `python -m loadtest`):
                 argparse only, each command's work imported when it runs
-    bench/      benchmarks: side-by-side against vLLM's endpoint, scaling curves (see loadtest.bench)
+    bench/      benchmarks: side-by-side against vLLM's endpoint, scaling curves, the cluster benchmark (see loadtest.bench)
 
 Requests are built from domain types by brew.wire.request_to_proto.
 """

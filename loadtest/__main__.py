@@ -1,4 +1,4 @@
-"""`python -m loadtest run|capacity|sidebyside|scaling ...`: see loadtest.cli."""
+"""`python -m loadtest run|capacity|overload|sidebyside|scaling ...`: see loadtest.cli."""
 
 import sys
 

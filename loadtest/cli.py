@@ -5,12 +5,15 @@
     python -m loadtest run --concurrency 8 --max-requests 500 ...        (closed-loop)
     python -m loadtest capacity --start-rate 5 --duration 20 ...          (double, then bisect)
     python -m loadtest capacity --rates 5,10,20,40 ...                    (a given sweep)
+    python -m loadtest overload --capacity 20 [--multiples 0.5,1,2,5] ... (goodput past capacity)
+    python -m loadtest overload --start-rate 5 ...                        (capacity searched first)
+    python -m loadtest soak --rate 16 --server-pid PID [--duration 1800]  (no errors, memory flat)
     python -m loadtest sidebyside --out runs/sidebyside [--systems brew-vllm,vllm-openai,...]
     python -m loadtest scaling --out runs/scaling [--engines vllm,torch,naive]
     python -m loadtest cluster --out runs/cluster [--engine vllm] [--replicas 1,2]   (brew cluster)
 
 Only argparse lives here; each command's work is imported when it runs
-(run and capacity: loadtest.commands; sidebyside, scaling and cluster:
+(run, capacity, overload and soak: loadtest.commands; sidebyside, scaling and cluster:
 loadtest.bench), so `brew --help` stays fast.
 """
 
@@ -230,33 +233,84 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     rates.add_argument("--rates", type=rate_list, metavar="R1,R2,...", help="measure exactly these rates")
     rates.add_argument("--start-rate", type=_positive_float,
                        help="search: double from here until p99 > SLO or errors, then bisect")
-    capacity.add_argument("--bisect-steps", type=int, default=3,
-                          help="bisection steps (default: %(default)s)")
-    capacity.add_argument("--max-brackets", type=_positive_int, default=10,
-                          help="at most this many doubling/halving steps (default: %(default)s)")
-    capacity.add_argument("--confirm", type=even_count, default=2,
-                          help="extra windows that confirm a bad step, and the capacity found; a rate is "
-                               "judged on the majority of its windows; 0: one window decides "
-                               "(default: %(default)s)")
-    capacity.add_argument("--saturation-callers", type=_count, metavar="N",
-                          help="closed-loop callers of the saturation run after the sweep (default: twice "
-                               "the requests a Brew server keeps in flight, 64 at 16 candidates, but at most "
-                               "capacity x --timeout / 2); 0 skips it")
-    capacity.add_argument("--fractions", type=fraction_list, default=(0.5, 0.7, 0.9), metavar="F1,F2,...",
-                          help="open-loop runs at these fractions of the saturation requests/s "
-                               "(default: 0.5,0.7,0.9)")
-    capacity.add_argument("--pause", type=float, default=2.0,
-                          help="seconds between steps, for the server to drain (default: %(default)s)")
-    capacity.add_argument("--warmup", type=float, default=15.0,
-                          help="seconds of closed-loop load at saturation before the sweep, not reported: "
-                               "the first loaded step would otherwise pay for batch shapes not seen yet; "
-                               "0 skips (default: %(default)s)")
+    _add_sweep_options(capacity)
+    _add_saturation_options(capacity)
     _add_common(capacity)
     capacity.set_defaults(handler=_capacity)
+
+    overload = commands.add_parser(
+        "overload", help="open-loop sweep past capacity: goodput and errors by status against offered load",
+        description="Offer multiples of a replica's capacity, open-loop, and measure what it still scores: "
+                    "goodput (OK answers/s, each within its deadline), errors by status and how fast they "
+                    "come back. Writes overload.json and overload.png.")
+    known = overload.add_mutually_exclusive_group(required=True)
+    known.add_argument("--capacity", type=_positive_float, metavar="RATE",
+                       help="the replica's capacity in requests/s (e.g. from `capacity`)")
+    known.add_argument("--start-rate", type=_positive_float,
+                       help="search the capacity first (as `capacity --start-rate` does, into capacity/)")
+    overload.add_argument("--multiples", type=rate_list, default=[0.5, 1.0, 1.5, 2.0, 3.0, 5.0],
+                          metavar="M1,M2,...", help="offered load in multiples of capacity "
+                          "(default: 0.5,1,1.5,2,3,5)")
+    _add_sweep_options(overload)
+    _add_common(overload)
+    overload.set_defaults(handler=_overload)
+    soak = commands.add_parser(
+        "soak", help="long steady load: no errors, and the server's memory flat",
+        description="One open-loop run at a steady rate (e.g. 80%% of capacity) for --duration (default "
+                    "30 min), sampling the resident memory of the server process and of every process "
+                    "below it. Writes soak.json and soak.png (memory over time); exits 1 when a request "
+                    "failed or a process's memory grew by 5%% or more after the warm-up.")
+    soak.add_argument("--rate", type=_positive_float, required=True, help="requests/s, open-loop")
+    soak.add_argument("--server-pid", type=_positive_int, required=True,
+                      help="the server's pid (brew serve): its memory and that of every process below it "
+                           "are sampled")
+    soak.add_argument("--settle", type=float, default=300.0,
+                      help="seconds of warm-up before the memory baseline (default: %(default)s)")
+    soak.add_argument("--window", type=_positive_float, default=120.0,
+                      help="seconds of samples whose median is the baseline, and the final value "
+                           "(default: %(default)s)")
+    soak.add_argument("--sample-interval", type=_positive_float, default=5.0,
+                      help="seconds between memory samples (default: %(default)s)")
+    _add_common(soak)
+    soak.set_defaults(handler=_soak)
     _add_sidebyside(commands)
     _add_scaling(commands)
     _add_cluster(commands)
     return parser
+
+
+def _add_sweep_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a sweep of open-loop runs (capacity, overload)."""
+    parser.add_argument("--bisect-steps", type=int, default=3,
+                        help="capacity search: bisection steps (default: %(default)s)")
+    parser.add_argument("--max-brackets", type=_positive_int, default=10,
+                        help="capacity search: at most this many doubling/halving steps "
+                             "(default: %(default)s)")
+    _add_confirm_option(parser)
+    parser.add_argument("--pause", type=float, default=2.0,
+                        help="seconds between steps, for the server to drain (default: %(default)s)")
+    parser.add_argument("--warmup", type=float, default=15.0,
+                        help="seconds of closed-loop load at saturation before the sweep, not reported: "
+                             "the first loaded step would otherwise pay for batch shapes not seen yet; "
+                             "0 skips (default: %(default)s)")
+
+
+def _add_confirm_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--confirm", type=even_count, default=2,
+                        help="extra windows that confirm a bad search step, and the capacity found; a rate "
+                             "is judged on the majority of its windows; 0: one window decides "
+                             "(default: %(default)s)")
+
+
+def _add_saturation_options(parser: argparse.ArgumentParser) -> None:
+    """The saturation run after a capacity search (capacity, sidebyside)."""
+    parser.add_argument("--saturation-callers", type=_count, metavar="N",
+                        help="closed-loop callers of the saturation run (default: twice the requests a "
+                             "Brew server keeps in flight, 64 at 16 candidates, but at most capacity x "
+                             "--timeout / 2); 0 skips it")
+    parser.add_argument("--fractions", type=fraction_list, default=(0.5, 0.7, 0.9), metavar="F1,F2,...",
+                        help="open-loop runs at these fractions of the saturation requests/s "
+                             "(default: 0.5,0.7,0.9)")
 
 
 def _add_sidebyside(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -281,14 +335,8 @@ def _add_sidebyside(commands: argparse._SubParsersAction) -> None:  # type: igno
                         help="requests/s of the common fixed-rate runs")
     parser.add_argument("--repeats", type=int, default=3,
                         help="repeats at the capacity, of the saturation and at the fixed rate")
-    parser.add_argument("--confirm", type=even_count, default=2,
-                        help="extra windows that confirm a bad search step, and the capacity found")
-    parser.add_argument("--saturation-callers", type=_count, metavar="N",
-                        help="closed-loop callers of the saturation runs (default: twice the requests a "
-                             "Brew server keeps in flight, 64 at 16 candidates, but at most capacity x "
-                             "--timeout / 2)")
-    parser.add_argument("--fractions", type=fraction_list, default=(0.5, 0.7, 0.9), metavar="F1,F2,...",
-                        help="open-loop runs at these fractions of the saturation requests/s")
+    _add_confirm_option(parser)
+    _add_saturation_options(parser)
     parser.add_argument("--timeout", type=float, default=5.0, help="per-request deadline, seconds")
     parser.add_argument("--pause", type=float, default=8.0,
                         help="seconds between runs, for the server to drain")
@@ -373,6 +421,18 @@ def _capacity(args: argparse.Namespace) -> int:
     from loadtest.commands import capacity_command
 
     return capacity_command(args)
+
+
+def _overload(args: argparse.Namespace) -> int:
+    from loadtest.commands import overload_command
+
+    return overload_command(args)
+
+
+def _soak(args: argparse.Namespace) -> int:
+    from loadtest.commands import soak_command
+
+    return soak_command(args)
 
 
 def _sidebyside(args: argparse.Namespace) -> int:

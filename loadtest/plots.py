@@ -8,6 +8,10 @@
   the gap between them is the wait that coordinated omission would hide.
 - sweep: candidates/s against p99 for each rate of a capacity sweep, with the
   SLO line and the capacity point marked: where the knee is.
+- overload: goodput and errors by status against offered load, past
+  capacity: whether the server keeps scoring or collapses.
+- soak: the resident memory of every server process over a long run, with
+  the warm-up marked: whether it stays flat.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from hdrh.histogram import HdrHistogram  # noqa: E402
 
 from loadtest.capacity import Sweep  # noqa: E402
+from loadtest.overload import OverloadSweep  # noqa: E402
 from loadtest.records import OK, RequestRecord  # noqa: E402
+from loadtest.soak import SoakResult  # noqa: E402
 
 STATUS_COLOURS = {OK: "tab:blue", "DEADLINE_EXCEEDED": "tab:orange", "RESOURCE_EXHAUSTED": "tab:red",
                   "UNAVAILABLE": "tab:purple", "CLIENT_REJECTED": "black"}
@@ -130,3 +136,52 @@ def label_sweep_axes(axes: plt.Axes, title: str) -> None:
     axes.set_title(title)
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     axes.grid(True, which="both", alpha=0.3)
+
+
+def plot_overload(sweep: OverloadSweep, path: Path) -> Path:
+    """Left: answers per second (offered, OK, OK within the SLO) against
+    offered load; right: errors per second by status. Both against the
+    multiple of capacity offered, capacity marked."""
+    figure, (answers, errors) = plt.subplots(1, 2, figsize=(12, 4.5))
+    steps = sweep.steps
+    xs = [step.multiple for step in steps]
+    answers.plot(xs, [step.summary.requests_per_s for step in steps], color="tab:gray", linestyle=":",
+                 marker=".", label="offered")
+    answers.plot(xs, [step.ok_per_s for step in steps], color=STATUS_COLOURS[OK], marker="o",
+                 label="OK (within deadline)")
+    answers.plot(xs, [step.within_slo_per_s for step in steps], color="tab:green", marker="s",
+                 label="OK within SLO")
+    answers.set_ylabel("requests/s")
+    answers.set_title(f"Goodput against offered load (capacity {sweep.capacity:g} requests/s)")
+    statuses = sorted({status for step in steps for status in step.summary.errors})
+    for status in statuses:
+        errors.plot(xs, [step.errors_per_s().get(status, 0.0) for step in steps], marker="o",
+                    color=STATUS_COLOURS.get(status, "tab:gray"), label=status)
+    errors.set_ylabel("errors/s")
+    errors.set_title("Errors by status against offered load")
+    for axes in (answers, errors):
+        axes.axvline(1.0, color="tab:red", linestyle="--", linewidth=1, label="capacity")
+        axes.set_xlabel("offered load (x capacity)")
+        axes.set_xticks(xs, [f"{x:g}x" for x in xs])
+        axes.set_ylim(bottom=0)
+        axes.legend(loc="upper left", fontsize="small")
+        axes.grid(True, alpha=0.3)
+    return save_png(figure, path)
+
+
+def plot_soak(result: SoakResult, path: Path) -> Path:
+    """RSS (MiB) of each server process against time, the settle time marked."""
+    figure, axes = plt.subplots(figsize=(10, 4.5))
+    labels = sorted({label for sample in result.samples for label in sample.rss})
+    for label in labels:
+        points = [(s.elapsed_s / 60, s.rss[label] / 2**20) for s in result.samples if label in s.rss]
+        axes.plot([t for t, _ in points], [m for _, m in points], label=label, linewidth=1.2)
+    axes.axvline(result.settle_s / 60, color="tab:gray", linestyle="--", linewidth=1, label="end of warm-up")
+    axes.set_xlabel("minutes")
+    axes.set_ylabel("resident memory (MiB)")
+    axes.set_ylim(bottom=0)
+    axes.set_title(f"Soak: {result.rate:g} requests/s for {result.duration_s / 60:.0f} min, "
+                   f"{result.errors} errors")
+    axes.legend(loc="lower right", fontsize="small")
+    axes.grid(True, alpha=0.3)
+    return save_png(figure, path)

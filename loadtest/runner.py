@@ -10,7 +10,10 @@ is recorded as CLIENT_REJECTED at its intended time, never silently dropped.
 
 Closed-loop runs N workers that each send their next request as soon as the
 previous one is answered: the load adapts to the server, so it measures
-latency at a given concurrency, not at a given arrival rate.
+latency at a given concurrency, not at a given arrival rate. A worker
+refused with RESOURCE_EXHAUSTED waits OVERLOADED_PAUSE_SECONDS first, as a
+client backing off does: an overloaded server refuses in microseconds, and
+N workers resending at once would only measure how fast it says no.
 
 Both stop at a duration and/or a request count, record every attempt
 (loadtest.records), show a tqdm progress bar on request, and call exactly
@@ -38,6 +41,10 @@ from brew.v1 import ranking_pb2 as pb
 from loadtest.records import CLIENT_REJECTED, OK, RequestRecord
 from loadtest.workload import candidate_count
 from serving.client import NO_RETRY, RankingClient, Served, error_replica
+
+# Closed-loop: a refused worker's pause before its next request (the client's first overload backoff).
+OVERLOADED_PAUSE_SECONDS = 0.2
+REFUSED = grpc.StatusCode.RESOURCE_EXHAUSTED.name
 
 
 class Scorer(Protocol):
@@ -216,6 +223,8 @@ async def run_closed_loop(
             records.append(RequestRecord(index, request.request_id, candidate_count(request), sent, sent,
                                          clock(), outcome.status, outcome.replica))
             bar.update()
+            if outcome.status == REFUSED:
+                await asyncio.sleep(OVERLOADED_PAUSE_SECONDS)
 
     with bar:
         await asyncio.gather(*(worker() for _ in range(concurrency)))

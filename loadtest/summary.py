@@ -12,7 +12,8 @@ SLO, `summarize` computes what an operator sizing a replica asks for:
 - goodput: the share of all requests, client rejections included, answered
   OK within the SLO measured from the intended time;
 - errors by status code name (CLIENT_REJECTED: refused by the client's cap
-  on outstanding requests);
+  on outstanding requests), and how long each kind took to come back (an
+  overloaded server should refuse in milliseconds, not at the deadline);
 - late sends: requests sent more than 10 ms after their intended time, which
   says the client itself could not keep the schedule;
 - replicas: behind `brew cluster`, how many answers each replica gave (the
@@ -40,6 +41,8 @@ summary.json (format "brew.loadtest.summary/1"; keys are only ever added):
                   (null when no request was answered OK)
     goodput       share of requests OK within the SLO (null for an empty run)
     errors        {status code name: count}, OK excluded
+    error_latency_ms  {status code name: {count, p50, p90, p99, p99_9, max}}, from
+                  intended send, CLIENT_REJECTED excluded
     late_sends    {threshold_ms, count, max_lag_ms}
     server        null, or {metrics_url, requests {status: n}, batches,
                   mean_batch_candidates, mean_queue_ms, cached_token_share,
@@ -60,7 +63,7 @@ from pathlib import Path
 from hdrh.histogram import HdrHistogram
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadtest.records import CLIENT_REJECTED, RequestRecord, ok_latency_histograms
+from loadtest.records import CLIENT_REJECTED, RequestRecord, latency_histogram, ok_latency_histograms
 
 FORMAT = "brew.loadtest.summary/1"
 LATE_SEND_SECONDS = 0.010
@@ -138,6 +141,7 @@ class Summary:
     max_send_lag_ms: float
     server: ServerView | None
     replicas: Mapping[str, int] = field(default_factory=dict)  # answers per replica
+    error_latency: Mapping[str, LatencyStats] = field(default_factory=dict)  # by status, from intended send
 
     @property
     def requests_per_s(self) -> float:
@@ -172,6 +176,7 @@ class Summary:
                            "from_sent": asdict(self.latency_from_sent)},
             "goodput": self.goodput,
             "errors": dict(self.errors),
+            "error_latency_ms": {status: asdict(stats) for status, stats in self.error_latency.items()},
             "late_sends": {"threshold_ms": LATE_SEND_SECONDS * 1000.0, "count": self.late_sends,
                            "max_lag_ms": self.max_send_lag_ms},
             "server": None if self.server is None else {
@@ -209,11 +214,22 @@ def summarize(
         latency_from_sent=LatencyStats.from_histogram(from_sent),
         goodput=within_slo / len(records) if records else None,
         errors=dict(sorted(Counter(r.status for r in records if not r.ok).items())),
+        error_latency=_error_latency(records),
         late_sends=sum(1 for lag in lags if lag > LATE_SEND_SECONDS),
         max_send_lag_ms=max(lags, default=0.0) * 1000.0,
         server=server,
         replicas=dict(sorted(Counter(r.replica for r in records if r.replica is not None).items())),
     )
+
+
+def _error_latency(records: Sequence[RequestRecord]) -> dict[str, LatencyStats]:
+    """Latency from intended send of each kind of error the server (or the deadline) gave."""
+    statuses = sorted({r.status for r in records if not r.ok and r.status != CLIENT_REJECTED})
+    return {
+        status: LatencyStats.from_histogram(
+            latency_histogram(r.latency_from_intended for r in records if r.status == status))
+        for status in statuses
+    }
 
 
 def _per_second(count: int, seconds: float) -> float:

@@ -1,11 +1,14 @@
 """An asyncio client for brew.v1.RankingService, with deadlines and safe retries.
 
 Every call has a deadline (the `timeout`, in seconds, covers all attempts).
-Only UNAVAILABLE is retried: it means the call did no work (server starting,
-draining, or its engine down), so another attempt cannot score twice. Every
-other code is the answer and is raised at once as grpc.aio.AioRpcError.
-Retries back off exponentially with full jitter and never outlive the
-deadline.
+Only calls that did no work are retried, so another attempt cannot score
+twice: UNAVAILABLE (server starting, draining, or its engine down) and
+RESOURCE_EXHAUSTED (the server refused the call at admission: overloaded;
+retried after a longer backoff, so retries do not add to the overload).
+Every other code is the answer and is raised at once as
+grpc.aio.AioRpcError. Retries back off exponentially with full jitter and
+never outlive the deadline; `NO_RETRY` turns them off (the load generator
+uses it: one record per attempt).
 
 Every ScoreCandidates call carries the member id in the `x-brew-member`
 header (serving.replica), so an Envoy in front (`brew cluster`) keeps a
@@ -38,15 +41,25 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """UNAVAILABLE-only retries: at most `max_attempts` in all."""
+    """Retries of UNAVAILABLE, and of RESOURCE_EXHAUSTED unless
+    `retry_overloaded` is off: at most `max_attempts` in all."""
 
     max_attempts: int = 3
     initial_backoff_seconds: float = 0.05
     max_backoff_seconds: float = 1.0
+    overloaded_backoff_seconds: float = 0.2  # the first backoff after RESOURCE_EXHAUSTED
+    retry_overloaded: bool = True
 
-    def backoff(self, attempt: int) -> float:
-        """Full jitter: uniform in [0, min(max, initial * 2**attempt)]."""
-        return random.uniform(0, min(self.max_backoff_seconds, self.initial_backoff_seconds * 2**attempt))
+    def retries(self, code: grpc.StatusCode) -> bool:
+        return code is grpc.StatusCode.UNAVAILABLE or (
+            code is grpc.StatusCode.RESOURCE_EXHAUSTED and self.retry_overloaded)
+
+    def backoff(self, attempt: int, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE) -> float:
+        """Full jitter: uniform in [0, min(max, initial * 2**attempt)], the
+        initial backoff of RESOURCE_EXHAUSTED being the longer one."""
+        initial = (self.overloaded_backoff_seconds if code is grpc.StatusCode.RESOURCE_EXHAUSTED
+                   else self.initial_backoff_seconds)
+        return random.uniform(0, min(self.max_backoff_seconds, initial * 2**attempt))
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)
@@ -109,7 +122,7 @@ class RankingClient:
         await self._channel.close()
 
     async def score(self, request: pb.ScoreCandidatesRequest, timeout: float = 5.0) -> pb.ScoreCandidatesResponse:
-        """ScoreCandidates within `timeout` seconds, retrying UNAVAILABLE only."""
+        """ScoreCandidates within `timeout` seconds, retrying calls that did no work."""
         return (await self.score_served(request, timeout)).response
 
     async def score_served(self, request: pb.ScoreCandidatesRequest, timeout: float = 5.0) -> Served:
@@ -165,9 +178,9 @@ class RankingClient:
                 return await call(max(0.0, deadline - time.monotonic()))
             except grpc.aio.AioRpcError as error:
                 attempt += 1
-                if error.code() is not grpc.StatusCode.UNAVAILABLE or attempt >= self._retry.max_attempts:
+                if not self._retry.retries(error.code()) or attempt >= self._retry.max_attempts:
                     raise
-                pause = self._retry.backoff(attempt)
+                pause = self._retry.backoff(attempt, error.code())
                 if time.monotonic() + pause >= deadline:
                     raise
                 await asyncio.sleep(pause)

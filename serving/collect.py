@@ -1,9 +1,10 @@
 """Pure batch collection: which queued requests go into the next engine batch.
 
 No asyncio, no model: given the queue (oldest first), the batch size limit in
-candidates and the current time, return the batch to dispatch, the requests
-whose deadline has passed, and what stays queued. The batcher calls it; the
-tests call it with plain numbers.
+candidates, the current time and the engine time the batch will need,
+return the batch to dispatch, the requests whose deadline has passed or
+would pass before the batch finished, and what stays queued. The batcher
+calls it; the tests call it with plain numbers.
 """
 
 from __future__ import annotations
@@ -36,10 +37,13 @@ class Collected(Generic[T]):
         return sum(q.candidates for q in self.batch)
 
 
-def collect_batch(queue: Sequence[Queued[T]], max_candidates: int, now: float) -> Collected[T]:
+def collect_batch(queue: Sequence[Queued[T]], max_candidates: int, now: float,
+                  time_needed: float = 0.0) -> Collected[T]:
     """Fill a batch in arrival order up to `max_candidates`.
 
-    Expired requests are taken out wherever they are. A request larger than
+    Expired requests are taken out wherever they are: those whose deadline
+    is not after `now + time_needed` (the batch's expected engine time), so
+    no engine work is spent on a request that cannot finish in time. A request larger than
     the whole batch limit still goes alone when it reaches the head of the
     queue (admission bounds request size separately), so nothing starves.
     Requests that do not fit wait, in order, for the next batch: no
@@ -51,7 +55,7 @@ def collect_batch(queue: Sequence[Queued[T]], max_candidates: int, now: float) -
     size = 0
     full = False
     for queued in queue:
-        if queued.deadline is not None and queued.deadline <= now:
+        if queued.deadline is not None and queued.deadline <= now + time_needed:
             expired.append(queued)
         elif not full and (not batch or size + queued.candidates <= max_candidates):
             batch.append(queued)

@@ -9,10 +9,11 @@ sections below:
     model = "brew/demo/brew-demo"
     multi_item = false         # exact multi-item scoring: one packed forward per engine batch
     [server]   host, port, metrics_port, grace_seconds, max_message_bytes, ...
-    [batching] max_batch_candidates, collect_window_ms, max_queue_candidates, ...
+    [batching] max_batch_candidates, collect_window_ms, max_queue_candidates, target_queue_delay_ms, ...
     [limits]   max_candidates_per_request, max_tasks_per_request, max_history_items
     [vllm]     kv_cache_gib, max_model_len, gpu_memory_utilization, ...  (brew.engines.options.VllmOptions)
     [torch]    max_forward_candidates                                  (brew.engines.options.TorchOptions)
+    [supervisor] probe_interval_seconds, initial_backoff_seconds, max_failures, ...  (serving.supervisor)
     [cluster]  replicas, envoy_port, hash_policy, ...  (`brew cluster`: serving.cluster, serving.envoy_config)
 """
 
@@ -42,6 +43,8 @@ class BatchingConfig:
     collect_window_seconds: float = 0.004
     max_queue_candidates: int = 4096
     max_inflight_batches: int = 2
+    # The queue delay the adaptive queue limit aims at (serving.admission).
+    target_queue_delay_seconds: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,18 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class SupervisorConfig:
+    """How the engine watchdog probes and restarts the engine (serving.supervisor)."""
+
+    probe_interval_seconds: float = 1.0
+    probe_timeout_seconds: float = 30.0
+    initial_backoff_seconds: float = 1.0
+    max_backoff_seconds: float = 30.0
+    max_failures: int = 5  # this many engine failures within failure_window_seconds: exit
+    failure_window_seconds: float = 600.0
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     engine: EngineKind = EngineKind.VLLM
     model: Path = defaults.DEMO_MODEL_DIR
@@ -104,12 +119,14 @@ class ServerConfig:
     keepalive_timeout_seconds: float = 20.0
     stats_interval_seconds: float = 10.0
     context_cache_entries: int = 4096  # rendered member contexts kept for repeat members; 0 turns it off
+    default_deadline_seconds: float = 5.0  # for callers that send none
     tls_cert: Path | None = None
     tls_key: Path | None = None
     auth_token: str | None = None
     replica_name: str | None = None  # the x-brew-replica header; None: hostname:port
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     limits: Limits = field(default_factory=Limits)
+    supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     vllm: VllmOptions = field(default_factory=VllmOptions)
     torch: TorchOptions = field(default_factory=TorchOptions)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -122,7 +139,7 @@ class ServerConfig:
 
 NUMBER_SETTINGS = (
     "port", "metrics_port", "slo_seconds", "grace_seconds", "max_message_bytes", "keepalive_time_seconds",
-    "keepalive_timeout_seconds", "stats_interval_seconds", "context_cache_entries",
+    "keepalive_timeout_seconds", "stats_interval_seconds", "context_cache_entries", "default_deadline_seconds",
 )
 
 
@@ -131,6 +148,7 @@ def _wrong_types(config: ServerConfig):  # type: ignore[no-untyped-def]
     sections = [("", config, NUMBER_SETTINGS),
                 ("batching.", config.batching, [f.name for f in fields(BatchingConfig)]),
                 ("limits.", config.limits, [f.name for f in fields(Limits)]),
+                ("supervisor.", config.supervisor, [f.name for f in fields(SupervisorConfig)]),
                 ("cluster.", config.cluster, CLUSTER_NUMBER_SETTINGS)]
     for prefix, section, names in sections:
         for name in names:
@@ -160,7 +178,7 @@ def _problems(config: ServerConfig):  # type: ignore[no-untyped-def]
     if config.port and config.port == config.metrics_port and config.host == config.metrics_host:
         yield f"port and metrics_port are both {config.port}; give metrics its own port"
     for name in ("slo_seconds", "grace_seconds", "keepalive_time_seconds", "keepalive_timeout_seconds",
-                 "stats_interval_seconds"):
+                 "stats_interval_seconds", "default_deadline_seconds"):
         if getattr(config, name) <= 0:
             yield f"{name} must be > 0, got {getattr(config, name)}"
     if config.context_cache_entries < 0:
@@ -188,6 +206,9 @@ def _problems(config: ServerConfig):  # type: ignore[no-untyped-def]
                f"max_batch_candidates ({batching.max_batch_candidates})")
     if batching.max_inflight_batches < 1:
         yield f"batching.max_inflight_batches must be >= 1, got {batching.max_inflight_batches}"
+    if batching.target_queue_delay_seconds <= 0:
+        yield f"batching.target_queue_delay_ms must be > 0, got {batching.target_queue_delay_seconds * 1000}"
+    yield from _supervisor_problems(config.supervisor)
     for limit in fields(Limits):
         if getattr(config.limits, limit.name) < 1:
             yield f"limits.{limit.name} must be >= 1, got {getattr(config.limits, limit.name)}"
@@ -233,8 +254,23 @@ def _cluster_problems(cluster: ClusterConfig):  # type: ignore[no-untyped-def]
         yield "cluster.replicas_dns is empty; give the replicas' DNS name or leave it out"
 
 
-SECTIONS = {"batching", "limits", "vllm", "torch", "cluster"}
+def _supervisor_problems(supervisor: SupervisorConfig):  # type: ignore[no-untyped-def]
+    for name in ("probe_interval_seconds", "probe_timeout_seconds", "initial_backoff_seconds",
+                 "failure_window_seconds"):
+        if getattr(supervisor, name) <= 0:
+            yield f"supervisor.{name} must be > 0, got {getattr(supervisor, name)}"
+    if supervisor.max_backoff_seconds < supervisor.initial_backoff_seconds:
+        yield (f"supervisor.max_backoff_seconds ({supervisor.max_backoff_seconds}) must be at least "
+               f"initial_backoff_seconds ({supervisor.initial_backoff_seconds})")
+    if supervisor.max_failures < 1:
+        yield f"supervisor.max_failures must be >= 1, got {supervisor.max_failures}"
+
+
+SECTIONS = {"batching", "limits", "supervisor", "vllm", "torch", "cluster"}
 TOP_KEYS = ("engine", "model", "prompts", "dtype", "device", "multi_item")
+# TOML keys in milliseconds -> the seconds fields they set.
+BATCHING_MS_KEYS = {"collect_window_ms": "collect_window_seconds",
+                    "target_queue_delay_ms": "target_queue_delay_seconds"}
 SERVER_KEYS = {f.name for f in fields(ServerConfig)} - SECTIONS - set(TOP_KEYS)
 
 
@@ -263,6 +299,7 @@ def load_config(toml_file: Path | None = None, **overrides: Any) -> ServerConfig
                 values[key] = Path(values[key])
         return ServerConfig(
             batching=replace(BatchingConfig(), **sections["batching"]), limits=replace(Limits(), **sections["limits"]),
+            supervisor=replace(SupervisorConfig(), **sections["supervisor"]),
             vllm=_options("vllm", VllmOptions, sections["vllm"]), torch=_options("torch", TorchOptions, sections["torch"]),
             cluster=_cluster(sections["cluster"]), **values,
         )
@@ -315,13 +352,17 @@ def _from_toml(raw: Mapping[str, Any]) -> dict[str, Any]:
     _reject_unknown("[server]", server, SERVER_KEYS)
     values.update(server)
     batching = dict(raw.get("batching", {}))
-    known_batching = {f.name for f in fields(BatchingConfig)} - {"collect_window_seconds"} | {"collect_window_ms"}
+    known_batching = {f.name for f in fields(BatchingConfig)} - set(BATCHING_MS_KEYS.values())
+    known_batching |= set(BATCHING_MS_KEYS)
     _reject_unknown("[batching]", batching, known_batching)
-    if "collect_window_ms" in batching:
-        batching["collect_window_seconds"] = float(batching.pop("collect_window_ms")) / 1000.0
+    for ms_key, seconds_field in BATCHING_MS_KEYS.items():
+        if ms_key in batching:
+            batching[seconds_field] = float(batching.pop(ms_key)) / 1000.0
     values["batching"] = batching
     values["limits"] = dict(raw.get("limits", {}))
     _reject_unknown("[limits]", values["limits"], {f.name for f in fields(Limits)})
+    values["supervisor"] = dict(raw.get("supervisor", {}))
+    _reject_unknown("[supervisor]", values["supervisor"], {f.name for f in fields(SupervisorConfig)})
     values["vllm"] = dict(raw.get("vllm", {}))
     values["torch"] = dict(raw.get("torch", {}))
     values["cluster"] = dict(raw.get("cluster", {}))

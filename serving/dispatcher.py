@@ -9,14 +9,18 @@ the same loop tick so its scheduler runs them in the same steps. Each caller
 keeps its own fate: its results arrive as soon as the engine delivers them,
 and its deadline or cancellation abandons its work alone.
 
-Self-protection lives here:
-  - admission: a request that would overflow the queue is refused at once
-    (QueueFullError -> RESOURCE_EXHAUSTED); admitted work is unaffected;
-  - deadlines: expired requests are dropped from the queue before any engine
-    work; a running request past its deadline is abandoned, which aborts it
-    in the engine (DeadlineExceededError);
-  - early rejection: a request whose deadline is shorter than the queue's
-    expected wait is refused without queueing;
+Self-protection lives here, its decisions in serving.admission:
+  - admission: a request the queue has no room for (hard cap or adaptive
+    limit), or whose deadline the queue's expected wait makes impossible,
+    is refused at once (QueueFullError, OverloadedError -> RESOURCE_EXHAUSTED);
+    admitted work is unaffected. The service asks at the door (`reserve`),
+    before the request is rendered, so a refusal costs no rendering; the
+    reservation counts as queued work while the request is prepared, so a
+    burst that arrives at once is judged as the queue it will become;
+  - deadlines: requests whose deadline has passed, or would pass before
+    their batch finished, are dropped from the queue before any engine work
+    (DeadlineExceededError, ShedError); a running request past its deadline
+    is abandoned, which aborts it in the engine;
   - engine failure: every caller the engine failed gets EngineFailedError,
     and `on_engine_failure` tells the server (health -> NOT_SERVING).
 """
@@ -31,14 +35,13 @@ from dataclasses import dataclass
 
 from brew.engines.base import CallerOutcome, CallerWork, ScoringEngine
 from brew.types import GroupResult, ScoringGroup
+from brew.errors import BrewError
+from serving.admission import AdmissionPolicy
 from serving.collect import Queued, collect_batch
 from serving.config import BatchingConfig
-from serving.errors import DeadlineExceededError, EngineFailedError, QueueFullError, ShuttingDownError
+from serving.errors import DeadlineExceededError, EngineFailedError, ShedError, ShuttingDownError
 
 log = logging.getLogger(__name__)
-
-# Weight of the newest batch in the moving average of engine time per candidate.
-BATCH_TIME_SMOOTHING = 0.3
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,26 @@ class DispatcherStats:
 
     queued_candidates: int = 0
     inflight_candidates: int = 0
+    reserved_candidates: int = 0  # admitted at the door, being prepared
+    reserved_requests: int = 0
+
+
+class Reservation:
+    """Room a request admitted at the door holds while it is prepared;
+    released when it joins the queue, or fails before."""
+
+    def __init__(self, stats: DispatcherStats, candidates: int) -> None:
+        self._stats = stats
+        self.candidates = candidates
+        self._held = True
+        stats.reserved_candidates += candidates
+        stats.reserved_requests += 1
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._stats.reserved_candidates -= self.candidates
+            self._stats.reserved_requests -= 1
 
 
 class Dispatcher:
@@ -73,29 +96,37 @@ class Dispatcher:
         config: BatchingConfig,
         on_batch: Callable[[int], None] | None = None,
         on_engine_failure: Callable[[BaseException], None] | None = None,
+        admission: AdmissionPolicy | None = None,
+        on_admitted: Callable[[int], None] | None = None,
     ) -> None:
         self._engine = engine
         self._config = config
+        self.admission = admission or AdmissionPolicy(config)
         self._on_batch = on_batch or (lambda size: None)
         self._on_engine_failure = on_engine_failure or (lambda error: None)
+        self._on_admitted = on_admitted or (lambda candidates: None)
         self._queue: list[Queued[_Caller]] = []
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(config.max_inflight_batches)
         self._loop_task: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[list[CallerOutcome]]] = set()  # the loop keeps only weak references
         self._accepting = True
-        self._recent_candidate_seconds = 0.0  # moving average of a batch's engine time per candidate
         self.stats = DispatcherStats()
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._dispatch_loop(), name="brew-dispatcher")
 
-    async def close(self) -> None:
-        """Stop admitting, fail whatever is still queued, stop the loop."""
+    @property
+    def engine(self) -> ScoringEngine:
+        return self._engine
+
+    async def close(self, error: BrewError | None = None) -> None:
+        """Stop admitting, fail whatever is still queued (with `error`, by
+        default ShuttingDownError), stop the loop."""
         self._accepting = False
         for queued in self._queue:
             if not queued.payload.future.done():
-                queued.payload.future.set_exception(ShuttingDownError("server is shutting down"))
+                queued.payload.future.set_exception(error or ShuttingDownError("server is shutting down"))
         self._queue.clear()
         self.stats.queued_candidates = 0
         if self._loop_task:
@@ -105,20 +136,37 @@ class Dispatcher:
     def stop_admitting(self) -> None:
         self._accepting = False
 
-    def expected_wait_seconds(self, extra_candidates: int = 0) -> float:
-        """A rough forecast of when `extra_candidates` joining the queue now
-        would be scored: the queued candidates up to and including them, at
-        the recent engine time per candidate. Per candidate, not per batch:
-        a small request after a large batch must not be judged by that
-        batch's length."""
-        return (self.stats.queued_candidates + extra_candidates) * self._recent_candidate_seconds
-
-    async def score(self, groups: Sequence[ScoringGroup], deadline: float | None = None) -> Dispatched:
-        """Queue the groups, wait for their batch; `deadline` is time.monotonic()-based."""
+    def _require_accepting(self) -> None:
         if not self._accepting:
             raise ShuttingDownError("server is shutting down; retry on another replica")
+
+    def expected_wait_seconds(self) -> float:
+        """How long the work queued and in the engine now takes, at the recent throughput."""
+        stats = self.stats
+        return self.admission.expected_wait(stats.queued_candidates + stats.reserved_candidates,
+                                            stats.inflight_candidates)
+
+    def reserve(self, candidates: int, deadline: float | None) -> Reservation:
+        """Admit a request of `candidates` at the door, or raise its refusal
+        (see serving.admission); the reservation goes to `score`."""
+        self._require_accepting()
+        stats = self.stats
+        ahead = stats.queued_candidates + stats.reserved_candidates
+        self.admission.check(candidates, deadline, ahead, stats.inflight_candidates, stats.reserved_requests)
+        return Reservation(stats, candidates)
+
+    def prepared(self, seconds: float) -> None:
+        """A request was rendered and tokenized in `seconds` (admission counts rendering ahead)."""
+        self.admission.prepared(seconds)
+
+    async def score(self, groups: Sequence[ScoringGroup], deadline: float | None = None,
+                    reservation: Reservation | None = None) -> Dispatched:
+        """Queue the groups, wait for their batch; `deadline` is time.monotonic()-based.
+        Without a `reservation` from `reserve`, admission is asked here."""
         work = CallerWork(groups)
-        self._admit(work.candidates, deadline)
+        self._require_accepting()
+        (reservation or self.reserve(work.candidates, deadline)).release()
+        self._on_admitted(work.candidates)
         now = time.monotonic()
         caller = _Caller(work=work, future=asyncio.get_running_loop().create_future(), enqueued=now)
         self._queue.append(Queued(payload=caller, candidates=work.candidates, deadline=deadline))
@@ -134,21 +182,6 @@ class Dispatcher:
         except asyncio.CancelledError:
             self._abandon(caller)
             raise
-
-    def _admit(self, candidates: int, deadline: float | None) -> None:
-        limit = self._config.max_queue_candidates
-        if candidates > limit:
-            raise QueueFullError(f"request has {candidates} candidates; the queue holds at most {limit}")
-        if self.stats.queued_candidates + candidates > limit:
-            raise QueueFullError(
-                f"queue full: {self.stats.queued_candidates} of {limit} candidates waiting; retry with backoff"
-            )
-        if deadline is not None:
-            wait = self.expected_wait_seconds(candidates)
-            if time.monotonic() + wait > deadline:
-                raise DeadlineExceededError(
-                    f"deadline cannot be met: the queue needs about {wait:.3f}s before this request is scored"
-                )
 
     def _abandon(self, caller: _Caller) -> None:
         """The caller left (deadline or cancellation): free its queue place or
@@ -168,38 +201,58 @@ class Dispatcher:
             if self.stats.queued_candidates < self._config.max_batch_candidates:
                 await asyncio.sleep(self._config.collect_window_seconds)
             await self._slots.acquire()
-            collected = collect_batch(self._queue, self._config.max_batch_candidates, time.monotonic())
+            now = time.monotonic()
+            queued_before = self.stats.queued_candidates
+            max_batch = self._config.max_batch_candidates
+            needed = self.admission.time_needed(min(queued_before, max_batch), self.stats.inflight_candidates)
+            collected = collect_batch(self._queue, max_batch, now, needed)
             self._queue = collected.remaining
             for queued in collected.expired:
                 self.stats.queued_candidates -= queued.candidates
-                if not queued.payload.future.done():
-                    queued.payload.future.set_exception(
-                        DeadlineExceededError("deadline exceeded while queued; no engine work was spent")
-                    )
+                self._expire(queued, now, needed)
             self.stats.queued_candidates -= collected.batch_candidates
             if not self._queue:
                 self._wakeup.clear()
             if not collected.batch:
                 self._slots.release()
                 continue
-            self._launch([q.payload for q in collected.batch], collected.batch_candidates)
+            callers = [q.payload for q in collected.batch]
+            self.admission.batch_dispatched(collected.batch_candidates,
+                                            head_wait=now - min(c.enqueued for c in callers),
+                                            queued_before=queued_before)
+            saturated = bool(self._queue) or collected.batch_candidates >= max_batch
+            self._launch(callers, collected.batch_candidates, saturated)
 
-    def _launch(self, callers: list[_Caller], candidates: int) -> None:
+    @staticmethod
+    def _expire(queued: Queued[_Caller], now: float, needed: float) -> None:
+        """Fail a request taken out of the queue for its deadline: passed, or too close to finish."""
+        if queued.payload.future.done():
+            return
+        if queued.deadline is not None and queued.deadline > now:
+            error: DeadlineExceededError = ShedError(
+                f"deadline cannot be met: {queued.deadline - now:.3f}s were left and its batch needs about "
+                f"{needed:.3f}s of engine time; shed from the queue, no engine work was spent"
+            )
+        else:
+            error = DeadlineExceededError("deadline exceeded while queued; no engine work was spent")
+        queued.payload.future.set_exception(error)
+
+    def _launch(self, callers: list[_Caller], candidates: int, saturated: bool) -> None:
         """Hand the whole batch to the engine in one call."""
         started = time.monotonic()
         self.stats.inflight_candidates += candidates
         self._on_batch(candidates)
         undelivered = len(callers)
+        scored = 0  # candidates of the callers that got results
 
         def delivered(caller: _Caller, outcome: CallerOutcome) -> None:
-            nonlocal undelivered
+            nonlocal undelivered, scored
             self._resolve(caller, outcome)
             undelivered -= 1
+            if not isinstance(outcome, BaseException):
+                scored += caller.work.candidates
             if not undelivered:  # the batch is over for every caller: account for it once
-                elapsed = time.monotonic() - started
-                per_candidate = elapsed / max(candidates, 1)
-                self._recent_candidate_seconds += BATCH_TIME_SMOOTHING * (
-                    per_candidate - self._recent_candidate_seconds)
+                self.admission.batch_finished(scored, candidates, saturated)
                 self.stats.inflight_candidates -= candidates
                 self._slots.release()
 

@@ -22,10 +22,24 @@ class QueueFullError(BrewError):
     reason = "queue_full"
 
 
+class OverloadedError(QueueFullError):
+    """The work already queued would keep the request past its deadline:
+    refused at the door (retry after a backoff, or on another replica)."""
+
+    reason = "overloaded"
+
+
 class DeadlineExceededError(BrewError):
     """The request's deadline passed, or cannot be met."""
 
     reason = "deadline"
+
+
+class ShedError(DeadlineExceededError):
+    """Dropped from the queue at dispatch: its deadline would pass before
+    its batch finished, so no engine work was spent on it."""
+
+    reason = "shed"
 
 
 class NotReadyError(BrewError):

@@ -8,7 +8,8 @@ Only `serving` takes calls. The service asks `require_serving()` at the door
 (an error naming why not, for the caller); gRPC health and the metrics
 subscribe and follow every change, so readiness is published from one place.
 `failed` says why (the engine's error); `restarting` is the engine
-supervisor's; `draining` is final (SIGTERM).
+supervisor's (serving.supervisor) and keeps the failure in its reason;
+`draining` is final (SIGTERM).
 """
 
 from __future__ import annotations
@@ -86,7 +87,9 @@ class Lifecycle:
         self._move(Phase.FAILED, f"engine failed: {error}")
 
     def to_restarting(self) -> None:
-        self._move(Phase.RESTARTING, _REASONS[Phase.RESTARTING])
+        """The reason keeps the failure behind the restart, for callers and logs."""
+        cause = f" after: {self._reason}" if self._phase is Phase.FAILED else ""
+        self._move(Phase.RESTARTING, _REASONS[Phase.RESTARTING] + cause)
 
     def to_draining(self) -> None:
         self._move(Phase.DRAINING, _REASONS[Phase.DRAINING])

@@ -16,15 +16,16 @@ configured SLO, so `le="<slo>"` gives the share of requests within it.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from wsgiref.simple_server import WSGIServer
-
 from typing import TYPE_CHECKING
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 if TYPE_CHECKING:
     from brew.engines.packing import PackingStats
+    from serving.dispatcher import Dispatcher
 
 # Seconds: fine below 100 ms where a ranking SLO usually sits, coarse above.
 LATENCY_BUCKETS = (
@@ -90,6 +91,16 @@ class ServiceMetrics:
                                           buckets=BATCH_CANDIDATE_BUCKETS, registry=r)
         self.inflight = Gauge("brew_inflight_requests", "ScoreCandidates calls being handled.", registry=r)
         self.queued_candidates = Gauge("brew_queued_candidates", "Candidates waiting for an engine batch.",
+                                       registry=r)
+        self.admitted = Counter("brew_admitted_requests", "Requests admitted to the queue.", registry=r)
+        self.admission_limit = Gauge("brew_admission_limit_candidates",
+                                     "The adaptive queue limit, in candidates.", registry=r)
+        self.expected_wait = Gauge("brew_expected_wait_seconds",
+                                   "Work queued and in the engine, in seconds at the recent throughput.",
+                                   registry=r)
+        self.throughput = Gauge("brew_throughput_candidates_per_second",
+                                "The engine's recent throughput as admission estimates it.", registry=r)
+        self.engine_restarts = Counter("brew_engine_restarts", "Engine restarts, by outcome.", ["outcome"],
                                        registry=r)
         self.task_info = Gauge("brew_task_info", "The tasks being served (value 1), with their template versions.",
                                ["task", "version"], registry=r)
@@ -160,6 +171,9 @@ class ServiceMetrics:
     def reload_finished(self, ok: bool) -> None:
         self.prompt_reloads.labels(outcome="ok" if ok else "failed").inc()
 
+    def engine_restarted(self, ok: bool) -> None:
+        self.engine_restarts.labels(outcome="ok" if ok else "failed").inc()
+
     # --- reported by the engine (multi-item scoring) -----------------------
 
     def forward_packed(self, stats: PackingStats) -> None:
@@ -170,6 +184,21 @@ class ServiceMetrics:
         self.forward_masked_share.observe(stats.masked_share)
 
     # --- reported by the dispatcher ---------------------------------------
+
+    def watch_dispatcher(self, current: Callable[[], Dispatcher | None]) -> None:
+        """Read the live gauges from whichever dispatcher `current()` returns
+        (a restarted engine comes with a new one)."""
+
+        def reading(read: Callable[[Dispatcher], float]) -> Callable[[], float]:
+            return lambda: read(dispatcher) if (dispatcher := current()) is not None else 0.0
+
+        self.queued_candidates.set_function(reading(lambda d: d.stats.queued_candidates))
+        self.admission_limit.set_function(reading(lambda d: d.admission.limit))
+        self.expected_wait.set_function(reading(lambda d: d.expected_wait_seconds()))
+        self.throughput.set_function(reading(lambda d: d.admission.throughput or 0.0))
+
+    def request_admitted(self, candidates: int) -> None:
+        self.admitted.inc()
 
     def batch_dispatched(self, candidates: int) -> None:
         self.batch_candidates.observe(candidates)

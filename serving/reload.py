@@ -81,5 +81,6 @@ class PromptReloader:
             # Linting renders templates and tokenizes: off the event loop.
             verbalizer = await asyncio.to_thread(checked_verbalizer, self.prompts_dir, ranker.verbalizer)
             result = compare(ranker.verbalizer.tasks, verbalizer.tasks)
-            self._install(Ranker(verbalizer, ranker.engine))
+            # The engine may have been restarted meanwhile: keep the one serving now.
+            self._install(Ranker(verbalizer, (self._current() or ranker).engine))
             return result

@@ -10,8 +10,12 @@ a live but unready server), then the model loads and a warm-up request runs,
 then the lifecycle turns SERVING. SIGTERM drains: health NOT_SERVING, new
 calls UNAVAILABLE, in-flight calls get `grace_seconds` to finish. An engine
 failure turns the lifecycle FAILED: health NOT_SERVING and calls UNAVAILABLE;
-it never hangs callers. SIGHUP (or AdminService/ReloadPrompts) reloads the
-prompts directory, checked first and swapped atomically (serving.reload).
+it never hangs callers. The engine supervisor (serving.supervisor) then
+restarts the engine: a new one, with a new dispatcher, warmed up before the
+lifecycle turns SERVING again; on a crash loop `serve` returns
+EXIT_CRASH_LOOP and `brew serve` exits with it. SIGHUP (or
+AdminService/ReloadPrompts) reloads the prompts directory, checked first and
+swapped atomically (serving.reload).
 """
 
 from __future__ import annotations
@@ -31,14 +35,16 @@ from grpc_reflection.v1alpha import reflection
 
 from brew import defaults
 from brew.context_cache import ContextCache
+from brew.engines import ScoringEngine, create_engine
+from brew.ranker import Ranker
 from brew.runtime import build_ranker
 from brew.types import ScoreRequest
 from brew.v1 import ranking_pb2, ranking_pb2_grpc
 from brew.wire import parse_request_json, request_from_proto
 from serving.admin import AdminServicer
 from serving.config import ServerConfig
-from serving.dispatcher import Dispatcher
-from serving.errors import NotReadyError, PromptReloadError
+from serving.dispatcher import Dispatcher, DispatcherStats
+from serving.errors import EngineFailedError, NotReadyError, PromptReloadError
 from serving.grpc_metrics import GrpcServerMetricsInterceptor
 from serving.lifecycle import Lifecycle, Phase
 from serving.metrics import ServiceMetrics
@@ -46,17 +52,21 @@ from serving.reload import PromptReloader, ReloadResult
 from serving.replica import ReplicaHeaderInterceptor, default_replica_name
 from serving.security import BearerTokenInterceptor, server_credentials
 from serving.service import ScoringService
-from serving.servicer import RankingServicer
+from serving.servicer import SERVICE_NAME, RankingServicer, add_ranking_service
 from serving.stats_log import ThroughputLogger
 from serving.status import code_for
+from serving.supervisor import EngineSupervisor
 
 log = logging.getLogger("brew.serving")
 
-SERVICE_NAME = ranking_pb2.DESCRIPTOR.services_by_name["RankingService"].full_name
 ADMIN_SERVICE_NAME = ranking_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 DRAIN_POLL_SECONDS = 0.05
+# How long a failed engine gets to close before its replacement starts anyway.
+ENGINE_CLOSE_TIMEOUT_SECONDS = 10.0
+# `brew serve`'s exit status when the engine keeps failing (the process manager takes over).
+EXIT_CRASH_LOOP = 3
 
 
 @dataclass(frozen=True)
@@ -73,7 +83,8 @@ class BrewServer:
         self.lifecycle = Lifecycle()
         self.metrics = ServiceMetrics(slo_seconds=config.slo_seconds, model=config.model.name)
         self.service = ScoringService(self.lifecycle, self.metrics, config.limits,
-                                      status_name=lambda error: code_for(error).name)
+                                      status_name=lambda error: code_for(error).name,
+                                      default_deadline_seconds=config.default_deadline_seconds)
         self.health = health_aio.HealthServicer()
         self._health_updates: set[asyncio.Task[None]] = set()
         self._server: grpc.aio.Server | None = None
@@ -82,6 +93,14 @@ class BrewServer:
         self.endpoints: Endpoints | None = None
         self.replica_name = config.replica_name or ""  # named once the port is bound
         self.reloader = PromptReloader(config.prompts, current=self._reloadable_ranker, install=self.service.install)
+        self.supervisor = EngineSupervisor(
+            self.lifecycle, config.supervisor, current_engine=self._current_engine,
+            retire=self._retire_engine, restart=self._restart_engine,
+            on_restart=self.metrics.engine_restarted,
+        )
+        self.supervising: asyncio.Task[None] | None = None  # the supervisor's run, once serving
+        self._retired: Dispatcher | None = None  # the last failed engine's dispatcher, closed
+        self._starting: asyncio.Future[ScoringEngine] | None = None  # a replacement engine being started
 
     def _grpc_options(self) -> list[tuple[str, int]]:
         config = self.config
@@ -105,9 +124,7 @@ class BrewServer:
         if config.auth_token:
             interceptors.append(BearerTokenInterceptor(config.auth_token))
         server = grpc.aio.server(interceptors=interceptors, options=self._grpc_options())
-        ranking_pb2_grpc.add_RankingServiceServicer_to_server(
-            RankingServicer(self.service, config.max_message_bytes), server
-        )
+        add_ranking_service(RankingServicer(self.service, config.max_message_bytes), server)
         ranking_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.reload_prompts), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -129,8 +146,23 @@ class BrewServer:
         self.endpoints = Endpoints(grpc_port=port, metrics_port=metrics_port)
         log.info("listening on %s:%d (health NOT_SERVING until warm); metrics on http://%s:%d/metrics",
                  config.host, port, config.metrics_host, self.endpoints.metrics_port)
-        await self._load_and_warm()
+        try:
+            await self._load_and_warm()
+        except BaseException:
+            # A model that fails to load leaves no port open (nor a server
+            # that keeps the process from exiting).
+            await self._abandon_start()
+            raise
         return self.endpoints
+
+    async def _abandon_start(self) -> None:
+        if self._server is not None:
+            await self._server.stop(None)
+        dispatcher = self.service.dispatcher
+        if dispatcher is not None:
+            await dispatcher.close()
+            await dispatcher.engine.close()
+        self.metrics.close()
 
     async def _load_and_warm(self) -> None:
         config = self.config
@@ -140,23 +172,71 @@ class BrewServer:
             context_cache=ContextCache(config.context_cache_entries, self.metrics.context_cache_event)
             if config.context_cache_entries else None,
         )
-        if hasattr(ranker.engine, "on_forward"):  # an engine that packs forward passes reports them
-            ranker.engine.on_forward = self.metrics.forward_packed
-        dispatcher = Dispatcher(ranker.engine, config.batching, on_batch=self.metrics.batch_dispatched,
-                                on_engine_failure=self.lifecycle.to_failed)
+        self.metrics.watch_dispatcher(lambda: self.service.dispatcher)
+        await self._install_and_warm(ranker)
+        self.lifecycle.to_serving()
+        self._stats = ThroughputLogger(self.metrics, config.stats_interval_seconds,
+                                       queued=lambda: self._live_stats().queued_candidates,
+                                       inflight=lambda: self._live_stats().inflight_candidates)
+        self._stats_task = asyncio.create_task(self._stats.run())
+        self.supervising = asyncio.create_task(self.supervisor.run(), name="brew-engine-supervisor")
+        await self._health_published()
+        log.info("model %s ready on engine %s; health SERVING", ranker.model_name, config.engine.value)
+
+    async def _install_and_warm(self, ranker: Ranker) -> None:
+        """A new dispatcher for the ranker's engine, installed and warmed up
+        (the lifecycle says when it serves)."""
+        engine = ranker.engine
+        if hasattr(engine, "on_forward"):  # an engine that packs forward passes reports them
+            engine.on_forward = self.metrics.forward_packed
+        dispatcher = Dispatcher(engine, self.config.batching, on_batch=self.metrics.batch_dispatched,
+                                on_engine_failure=lambda error: self.supervisor.engine_failed(engine, error),
+                                on_admitted=self.metrics.request_admitted)
         dispatcher.start()
-        self.metrics.queued_candidates.set_function(lambda: dispatcher.stats.queued_candidates)
         self.service.install(ranker, dispatcher)
         warm_up = _warm_up_request(ranker.verbalizer.tasks)
         if warm_up.tasks:
             await self.service.warm_up(warm_up)
-        self.lifecycle.to_serving()
-        self._stats = ThroughputLogger(self.metrics, config.stats_interval_seconds,
-                                       queued=lambda: dispatcher.stats.queued_candidates,
-                                       inflight=lambda: dispatcher.stats.inflight_candidates)
-        self._stats_task = asyncio.create_task(self._stats.run())
-        await self._health_published()
-        log.info("model %s ready on engine %s; health SERVING", ranker.model_name, config.engine.value)
+
+    def _live_stats(self) -> DispatcherStats:
+        dispatcher = self.service.dispatcher
+        return dispatcher.stats if dispatcher is not None else DispatcherStats()
+
+    def _current_engine(self) -> ScoringEngine | None:
+        dispatcher = self.service.dispatcher
+        return None if dispatcher is None or dispatcher is self._retired else dispatcher.engine
+
+    async def _retire_engine(self) -> None:
+        """Take the failed engine out: its queued callers get UNAVAILABLE, it is closed."""
+        dispatcher = self.service.dispatcher
+        if dispatcher is None or dispatcher is self._retired:
+            return
+        await dispatcher.close(EngineFailedError("engine failed; the server is restarting it: retry shortly"))
+        try:
+            await asyncio.wait_for(dispatcher.engine.close(), ENGINE_CLOSE_TIMEOUT_SECONDS)
+        except Exception:  # a dead engine may fail to close; its replacement starts anyway
+            log.warning("the failed engine did not close cleanly", exc_info=True)
+        self._retired = dispatcher
+
+    async def _restart_engine(self) -> None:
+        """Start a new engine of the configured kind and serve the current tasks with it."""
+        config = self.config
+        self._starting = asyncio.ensure_future(create_engine(
+            config.engine, config.model, dtype=config.dtype, device=config.device, vllm=config.vllm,
+            torch=config.torch, multi_item=config.multi_item,
+        ))
+        try:
+            # Shielded: a stop during the start must not orphan the engine (stop() closes it).
+            engine = await asyncio.shield(self._starting)
+        except Exception:
+            self._starting = None  # it failed: nothing to close
+            raise
+        self._starting = None
+        ranker = self.service.ranker  # read now: prompts may have been reloaded during the start
+        if ranker is None:
+            await engine.close()
+            raise NotReadyError("no ranker to restart the engine for")
+        await self._install_and_warm(Ranker(ranker.verbalizer, engine))
 
     def _reloadable_ranker(self):  # type: ignore[no-untyped-def]
         """The ranker a reload starts from; none until the model is up."""
@@ -209,6 +289,9 @@ class BrewServer:
         grace = self.config.grace_seconds if grace_seconds is None else grace_seconds
         deadline = time.monotonic() + grace
         self.lifecycle.to_draining()
+        if self.supervising is not None:
+            self.supervising.cancel()
+            await asyncio.gather(self.supervising, return_exceptions=True)
         await self._health_published()
         # Drain with the port still open, so that new calls get UNAVAILABLE from
         # the servicer and probes see NOT_SERVING: calls that reach a gRPC server
@@ -226,10 +309,22 @@ class BrewServer:
             await asyncio.gather(self._stats_task, return_exceptions=True)
         if dispatcher is not None:
             await dispatcher.close()
-        if self.service.ranker is not None:
-            await self.service.ranker.engine.close()
+        if dispatcher is not None and dispatcher is not self._retired:
+            await dispatcher.engine.close()
+        await self._close_engine_being_started(deadline)
         self.metrics.close()
         log.info("server stopped")
+
+    async def _close_engine_being_started(self, deadline: float) -> None:
+        """A restart that a stop interrupted: its engine is closed once up (within the grace period)."""
+        if self._starting is None:
+            return
+        try:
+            engine = await asyncio.wait_for(self._starting, max(0.0, deadline - time.monotonic()))
+        except Exception:  # it failed, or took longer than the grace period
+            log.warning("an engine being started when the server stopped was not closed", exc_info=True)
+            return
+        await engine.close()
 
     async def _wait_for_inflight_calls(self, deadline: float) -> None:
         """Until no ScoreCandidates call is being handled, or `deadline` (monotonic)."""
@@ -249,8 +344,9 @@ def _warm_up_request(tasks: Mapping[str, object]) -> ScoreRequest:
     return dataclasses.replace(example, tasks=tuple(t for t in example.tasks if t.task in tasks))
 
 
-async def serve(config: ServerConfig) -> None:
-    """Run until SIGTERM or SIGINT, then drain within the grace period."""
+async def serve(config: ServerConfig) -> int:
+    """Run until SIGTERM or SIGINT, then drain within the grace period: 0.
+    Or until the engine supervisor gives up (a crash loop): EXIT_CRASH_LOOP."""
     server = BrewServer(config)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -268,6 +364,15 @@ async def serve(config: ServerConfig) -> None:
     assert server.endpoints is not None
     print(f"brew: serving brew.v1.RankingService on {config.host}:{server.endpoints.grpc_port}; "
           f"metrics on http://{config.metrics_host}:{server.endpoints.metrics_port}/metrics", flush=True)
-    await stopping.wait()
+    assert server.supervising is not None
+    signalled = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait({signalled, server.supervising}, return_when=asyncio.FIRST_COMPLETED)
+    if not signalled.done():
+        signalled.cancel()
+        error = None if server.supervising.cancelled() else server.supervising.exception()
+        log.critical("engine supervisor stopped: %s", error or "without an error")
+        await server.stop()
+        return EXIT_CRASH_LOOP
     log.info("signal received: draining for up to %.1fs", config.grace_seconds)
     await server.stop()
+    return 0

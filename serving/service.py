@@ -1,6 +1,7 @@
 """The scoring service: every step of a request, in one place, for any transport.
 
-    shape (O(tasks), read at once)      readiness (lifecycle) -> limits
+    shape (O(tasks), read at once)      readiness (lifecycle) -> limits -> deadline
+                                        (the server's default if none) -> admission
     decode + prepare (off the loop)     proto -> domain, render, tokenize
     dispatch (queue, deadline)          serving.dispatcher -> the engine, batched
     assembly                            label log-probs -> scores, every timing
@@ -11,7 +12,10 @@ gRPC servicer: the proto message's conversion; `brew score`: the request
 itself) plus a deadline, and gets a domain ScoreResponse with every timing,
 or a transport-neutral error (brew.errors, serving.errors) to map to its own
 codes. Decoding runs in the same worker-thread hop as rendering, so the
-event loop never does O(history + candidates) work for a request.
+event loop never does O(history + candidates) work for a request, and the
+dispatcher's admission is asked before that hop, so an overloaded server
+refuses without rendering anything (the admission there holds its place
+while the request is prepared: serving.dispatcher.Reservation).
 
 The ranker (tasks, tokenizer, engine) is swapped as a whole on a prompt
 reload: a request holds the ranker it started with.
@@ -30,7 +34,7 @@ from brew.tasks import TaskRegistry
 from brew.types import ScoreRequest, ScoreResponse
 from brew.verbalize import PreparedTask
 from serving.config import BatchingConfig, Limits
-from serving.dispatcher import Dispatcher
+from serving.dispatcher import Dispatcher, Reservation
 from serving.errors import NotReadyError, reason_of
 from serving.lifecycle import Lifecycle
 from serving.limits import RequestShape, check_limits
@@ -49,14 +53,18 @@ class ScoringService:
 
     `status_name` names a failure's status for the metrics (the gRPC server
     passes its status table's code names; the canonical codes are gRPC's).
+    `default_deadline_seconds` is the deadline of a request that comes
+    without one (None: such a request has none).
     """
 
     def __init__(self, lifecycle: Lifecycle, metrics: ServiceMetrics, limits: Limits,
-                 status_name: Callable[[BaseException], str] = _unlabelled) -> None:
+                 status_name: Callable[[BaseException], str] = _unlabelled,
+                 default_deadline_seconds: float | None = None) -> None:
         self.lifecycle = lifecycle
         self._metrics = metrics
         self._limits = limits
         self._status_name = status_name
+        self._default_deadline = default_deadline_seconds
         self._ranker: Ranker | None = None
         self._dispatcher: Dispatcher | None = None
 
@@ -89,7 +97,13 @@ class ScoringService:
         try:
             ranker, dispatcher = self._serving()
             check_limits(shape, self._limits)
-            response = await self._score(ranker, dispatcher, decode, deadline, started)
+            if deadline is None and self._default_deadline is not None:
+                deadline = time.monotonic() + self._default_deadline
+            reservation = dispatcher.reserve(shape.candidates, deadline)
+            try:
+                response = await self._score(ranker, dispatcher, decode, deadline, started, reservation)
+            finally:
+                reservation.release()
         except asyncio.CancelledError:
             self._failed(started, CANCELLED, "cancelled", tasks)
             raise
@@ -103,18 +117,28 @@ class ScoringService:
         self._metrics.request_finished(OK, response.total_seconds)
         return response
 
+    def refused(self, error: Exception) -> None:
+        """Count a request the transport refused before the service could
+        read it (bytes that are not a request)."""
+        self._metrics.request_started()
+        self._failed(time.perf_counter(), self._status_name(error), reason_of(error), [])
+
     async def warm_up(self, request: ScoreRequest) -> None:
         """Score one request through the whole path before serving, so the
-        first caller does not pay for lazy initialisation. Not counted."""
+        first caller does not pay for lazy initialisation. Neither counted
+        nor learned from (its engine time says nothing of the engine's speed)."""
         if self._ranker is None or self._dispatcher is None:
             raise NotReadyError("nothing to warm up: no ranker installed")
         await self._score(self._ranker, self._dispatcher, lambda: request, None, time.perf_counter())
+        self._dispatcher.admission.forget()
 
     async def _score(self, ranker: Ranker, dispatcher: Dispatcher, decode: Callable[[], ScoreRequest],
-                     deadline: float | None, started: float) -> ScoreResponse:
-        request, prepared = await asyncio.to_thread(_decode_and_prepare, ranker, decode)
+                     deadline: float | None, started: float,
+                     reservation: Reservation | None = None) -> ScoreResponse:
+        request, prepared, prepare_seconds = await asyncio.to_thread(_decode_and_prepare, ranker, decode)
+        dispatcher.prepared(prepare_seconds)
         verbalized = time.perf_counter()
-        dispatched = await dispatcher.score([p.group for p in prepared], deadline)
+        dispatched = await dispatcher.score([p.group for p in prepared], deadline, reservation)
         response = assemble_response(
             request.request_id, ranker.model_name, prepared, dispatched.results,
             prepare_seconds=verbalized - started, engine_seconds=dispatched.engine_seconds,
@@ -141,10 +165,14 @@ class ScoringService:
         self._metrics.request_finished(status, time.perf_counter() - started)
 
 
-def _decode_and_prepare(ranker: Ranker, decode: Callable[[], ScoreRequest]) -> tuple[ScoreRequest, list[PreparedTask]]:
-    """The request's CPU work, on a worker thread: decode it, verbalize every task."""
+def _decode_and_prepare(ranker: Ranker, decode: Callable[[], ScoreRequest]
+                        ) -> tuple[ScoreRequest, list[PreparedTask], float]:
+    """The request's CPU work, on a worker thread: decode it, verbalize every
+    task; and the seconds it took."""
+    started = time.perf_counter()
     request = decode()
-    return request, ranker.prepare(request)
+    prepared = ranker.prepare(request)
+    return request, prepared, time.perf_counter() - started
 
 
 @asynccontextmanager

@@ -3,8 +3,10 @@
 | failure                                   | code               |
 |-------------------------------------------|--------------------|
 | bad input, a request over a limit         | INVALID_ARGUMENT   |
-| queue full                                | RESOURCE_EXHAUSTED |
-| deadline passed or cannot be met          | DEADLINE_EXCEEDED  |
+| queue full, overloaded (the queue's wait  | RESOURCE_EXHAUSTED |
+|   would outlast the deadline)             |                    |
+| deadline passed or cannot be met, shed    | DEADLINE_EXCEEDED  |
+|   from the queue at dispatch              |                    |
 | not ready, draining, engine failed        | UNAVAILABLE        |
 | a task definition broken at request time  | FAILED_PRECONDITION|
 | new prompts failed their checks (reload)  | FAILED_PRECONDITION|

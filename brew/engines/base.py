@@ -85,7 +85,10 @@ class ScoringEngine(Protocol):
     Raising from `score_batch` itself fails every caller of the batch.
     `score` is the one-caller form (evaluation, tests, `Ranker.score`).
     Cancelling the awaiting task aborts the engine work that has not
-    finished. Nothing in an implementation may block the event loop.
+    finished. `check_health` raises if the engine can no longer score (its
+    process died, its device failed); it is cheap, and the server's watchdog
+    calls it every second or so, idle or busy. Nothing in an implementation
+    may block the event loop.
     """
 
     @property
@@ -97,6 +100,8 @@ class ScoringEngine(Protocol):
     async def score_batch(self, batch: Sequence[CallerWork]) -> list[CallerOutcome]: ...
 
     async def score(self, groups: Sequence[ScoringGroup]) -> list[GroupResult]: ...
+
+    async def check_health(self) -> None: ...
 
     async def close(self) -> None: ...
 

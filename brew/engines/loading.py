@@ -3,6 +3,7 @@
 Shared by the two transformers engines so that both read exactly the same
 weights in exactly the same dtype; parity between engines depends on it.
 Nothing is fetched from a hub: serving must never download at start-up.
+`probe_model` is both engines' health check.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ def torch_dtype_from_name(name: str) -> torch.dtype | str:
         return _DTYPES[name]
     except KeyError:
         raise ValueError(f"unknown dtype {name!r}: use one of {', '.join(_DTYPES)}") from None
+
+
+@torch.inference_mode()
+def probe_model(model: PreTrainedModel) -> None:
+    """One forward pass over one token: raises if the model or its device is broken."""
+    model(input_ids=torch.zeros((1, 1), dtype=torch.long, device=model.device), use_cache=False)
 
 
 def load_causal_lm(model_dir: str | Path, dtype: str = "float32", device: str = "cpu") -> PreTrainedModel:

@@ -15,7 +15,7 @@ import torch
 from transformers import PreTrainedModel
 
 from brew.engines.base import CallerOutcome, CallerWork, score_callers_concurrently, score_one_caller
-from brew.engines.loading import load_causal_lm
+from brew.engines.loading import load_causal_lm, probe_model
 from brew.types import CandidateLogprobs, GroupResult, ScoringGroup
 
 
@@ -78,6 +78,9 @@ class NaiveTorchEngine:
                 candidates.append(CandidateLogprobs(logprobs, prompt_tokens=len(ids), cached_tokens=0))
             results.append(GroupResult(tuple(candidates)))
         return results
+
+    async def check_health(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, probe_model, self._model)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)

@@ -32,7 +32,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from brew.engines.base import CallerOutcome, CallerWork, score_callers_concurrently, score_one_caller
-from brew.engines.loading import load_causal_lm
+from brew.engines.loading import load_causal_lm, probe_model
 from brew.engines.multi_item import assemble_results, attention_kernel, score_pass
 from brew.engines.options import TorchOptions
 from brew.engines.packing import PackingStats, group_length, plan_passes
@@ -246,6 +246,10 @@ class TorchEngine:
 
     async def score(self, groups: Sequence[ScoringGroup]) -> list[GroupResult]:
         return await score_one_caller(self, groups)
+
+    async def check_health(self) -> None:
+        """A one-token forward pass, queued behind the jobs already on the worker thread."""
+        await self._run(probe_model)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)

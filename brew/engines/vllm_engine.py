@@ -29,6 +29,18 @@ Facts of vLLM 0.32 this module relies on (read in its source):
   smallest size the CPU backend prefers); on GPU vLLM's default (16) stays.
 - The engine core runs in a spawned process: scripts that start this engine
   need an `if __name__ == "__main__":` guard.
+- A dead engine is seen without sending it a request:
+  `AsyncLLM.check_health()` raises EngineDeadError when `errored`, which
+  is `engine_core.resources.engine_dead or not is_running` (the output
+  handler task ended); it reads flags only, no call to the engine process.
+  `engine_dead` is set by a daemon thread of the client
+  (`MPClientEngineMonitor`, vllm/v1/engine/core_client.py) that waits on
+  the engine-core processes' sentinels, the moment one exits, so a killed
+  engine core is reported within a watchdog tick even when idle
+  (tests/e2e/test_engine_restart.py kills it). A dead model worker of a
+  multiprocess executor is reported to the engine core by its worker
+  monitor (vllm/v1/executor/multiproc_executor.py), which sends
+  ENGINE_CORE_DEAD to the client (`validate_alive` sets `engine_dead`).
 """
 
 from __future__ import annotations
@@ -159,6 +171,10 @@ class VllmEngine:
 
         outputs = iter(task.result() for task in tasks)
         return [GroupResult(tuple(next(outputs) for _ in range(group.num_candidates))) for group in groups]
+
+    async def check_health(self) -> None:
+        """EngineDeadError once vLLM's engine core has died (see the module docstring)."""
+        await self._llm.check_health()
 
     async def close(self) -> None:
         # Stop vLLM's output handler first: left running, it sees the engine

@@ -190,7 +190,7 @@ async def _measure_system(system: str, endpoints: Endpoints, settings: SideBySid
         verdict = sweep.capacity_verdict
         at_capacity = [await runs.run(f"capacity-{i}", verdict.rate) for i in repeats] if verdict else []
         callers = settings.callers(verdict.rate if verdict else None)
-        saturations = [await runs.saturation(i, callers, settings.fractions) for i in repeats]
+        saturations = [await runs.saturation(i, callers, settings.fractions) for i in repeats] if callers else []
         fixed = [await runs.run(f"fixed-{i}", settings.fixed_rate) for i in repeats]
     return _system_result(system, settings, verdict, at_capacity, callers, saturations, fixed)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 
@@ -104,3 +105,22 @@ async def test_brew_loadtest_capacity_writes_the_sweep(server, tmp_path):
     assert_png(step_dir / "latency_over_time.png")
     assert "capacity: 2 requests/s" in completed.stdout
     assert (out / "warmup" / "summary.json").exists()  # run first, kept apart from the steps
+
+
+async def test_a_short_soak_samples_the_server_memory_and_judges_it(server, tmp_path):
+    out = tmp_path / "soak"
+    # The server runs in this process: its pid is ours.
+    completed = await command(
+        "-m", "loadtest", "soak", *addresses(server), "--server-pid", str(os.getpid()), "--rate", "3",
+        "--arrivals", "fixed", "--duration", "4", "--settle", "1", "--window", "1", "--sample-interval", "0.25",
+        "--candidates", "4", "--timeout", "60", "--no-progress", "--out", str(out),
+    )
+    soak = json.loads((out / "soak.json").read_text())
+    assert completed.returncode == (0 if soak["passed"] else 1), completed.stderr
+    assert soak["requests"] == soak["ok"] == 12 and soak["errors"] == {}
+    assert len(soak["samples"]) >= 8
+    (ours,) = [p for p in soak["processes"] if p["process"].endswith(f"[{os.getpid()}]")]
+    assert ours["present_throughout"] and ours["baseline_mib"] > 10
+    assert soak["passed"] == all(p["flat"] for p in soak["processes"])
+    assert_png(out / "soak.png")
+    assert "resident memory" in completed.stdout

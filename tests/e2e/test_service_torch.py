@@ -160,6 +160,22 @@ async def test_a_request_past_its_deadline_is_stopped_and_the_server_goes_on(ser
     assert len(scores(await client.score(example_request()))) == 7
 
 
+@pytest.mark.parametrize("method", ["ScoreCandidates", "ListTasks"])
+async def test_bytes_that_are_not_a_request_are_invalid_argument(server, method):
+    before = scrape(server)
+    target = f"{server.config.host}:{server.endpoints.grpc_port}"
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = channel.unary_unary(f"/brew.v1.RankingService/{method}", request_serializer=None,
+                                   response_deserializer=None)
+        details = await expect_error(call(b"\xff\xff\xff not a protobuf message", timeout=10),
+                                     grpc.StatusCode.INVALID_ARGUMENT)
+    assert "the request is not a valid brew.v1." in details and "Wire format was corrupt" in details
+    if method == "ScoreCandidates":
+        after = scrape(server)
+        assert after.value("brew_requests_total", status="INVALID_ARGUMENT") == \
+            before.value("brew_requests_total", status="INVALID_ARGUMENT") + 1
+
+
 async def test_health_serving_and_list_tasks(client):
     assert await client.health() == health_pb2.HealthCheckResponse.SERVING
     assert await client.health("brew.v1.RankingService") == health_pb2.HealthCheckResponse.SERVING

@@ -125,6 +125,16 @@ async def test_torch_engine_counts_the_prefix_as_cached_after_the_first_candidat
 
 
 @pytest.mark.asyncio(loop_scope="module")
+async def test_torch_engines_pass_their_health_check_and_fail_it_once_closed(model_dir):
+    for kind in (EngineKind.TORCH, EngineKind.NAIVE):
+        engine = await create_engine(kind, model_dir)
+        await engine.check_health()
+        await engine.close()
+        with pytest.raises(RuntimeError, match="shutdown"):  # the worker thread is gone
+            await engine.check_health()
+
+
+@pytest.mark.asyncio(loop_scope="module")
 async def test_create_engine_rejects_an_unknown_kind(model_dir):
     with pytest.raises(ValueError, match="not a valid EngineKind"):
         await create_engine("tensorrt", model_dir)

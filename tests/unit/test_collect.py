@@ -71,3 +71,10 @@ def test_an_empty_queue_gives_an_empty_batch():
     collected = collect_batch([], max_candidates=8, now=0.0)
     assert collected.batch == collected.expired == collected.remaining == []
     assert collected.batch_candidates == 0
+
+
+def test_a_request_whose_deadline_falls_within_the_batch_s_engine_time_is_taken_out():
+    entries = queue(("tight", 2, 10.05), ("a", 3, 10.5), ("b", 2, None))
+    collected = collect_batch(entries, max_candidates=8, now=10.0, time_needed=0.1)
+    assert names(collected.expired) == ["tight"]  # it would finish after its deadline: no engine work
+    assert names(collected.batch) == ["a", "b"]

@@ -20,6 +20,7 @@ from serving.config import (
     HashPolicy,
     Limits,
     ServerConfig,
+    SupervisorConfig,
     load_config,
 )
 
@@ -197,3 +198,31 @@ def test_the_cluster_section_loads_from_the_file_with_flags_on_top(tmp_path):
     assert config.cluster == ClusterConfig(replicas=4, hash_policy=HashPolicy.MAGLEV, envoy_port=7000,
                                            replicas_dns="brew-replicas.brew.svc.cluster.local")
     assert load_config().cluster == ClusterConfig() and load_config().replica_name is None
+def test_admission_supervisor_and_default_deadline_settings_load_from_the_file(tmp_path):
+    path = write_toml(tmp_path, "[server]\ndefault_deadline_seconds = 2.5\n"
+                                "[batching]\ntarget_queue_delay_ms = 40\n"
+                                "[supervisor]\nmax_failures = 3\ninitial_backoff_seconds = 0.5\n")
+    config = load_config(path)
+    assert config.default_deadline_seconds == 2.5
+    assert config.batching.target_queue_delay_seconds == pytest.approx(0.04)
+    assert (config.supervisor.max_failures, config.supervisor.initial_backoff_seconds) == (3, 0.5)
+    assert config.supervisor.probe_interval_seconds == SupervisorConfig().probe_interval_seconds
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"default_deadline_seconds": 0}, "default_deadline_seconds must be > 0, got 0"),
+        ({"batching": {"target_queue_delay_seconds": 0}},
+         "batching.target_queue_delay_ms must be > 0, got 0"),
+        ({"supervisor": {"max_failures": 0}}, "supervisor.max_failures must be >= 1, got 0"),
+        ({"supervisor": {"initial_backoff_seconds": 5.0, "max_backoff_seconds": 1.0}},
+         "supervisor.max_backoff_seconds (1.0) must be at least initial_backoff_seconds (5.0)"),
+        ({"supervisor": {"probe_interval_seconds": "1"}},
+         "supervisor.probe_interval_seconds must be a number"),
+    ],
+)
+def test_an_invalid_overload_or_supervisor_setting_is_named(overrides, message):
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, **overrides)
+    assert message in str(caught.value)

@@ -13,7 +13,15 @@ from brew.engines.base import CallerOutcome, CallerWork, score_callers_concurren
 from brew.types import CandidateLogprobs, GroupResult, ScoringGroup
 from serving.config import BatchingConfig
 from serving.dispatcher import Dispatcher
-from serving.errors import DeadlineExceededError, EngineFailedError, QueueFullError, ShuttingDownError
+from serving.errors import (
+    DeadlineExceededError,
+    EngineFailedError,
+    NotReadyError,
+    OverloadedError,
+    QueueFullError,
+    ShedError,
+    ShuttingDownError,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -57,6 +65,9 @@ class FakeEngine:
             ))
             for g in groups
         ]
+
+    async def check_health(self) -> None:
+        pass
 
     async def close(self) -> None:
         pass
@@ -176,3 +187,68 @@ async def test_after_close_nothing_is_admitted():
     await dispatcher.close()
     with pytest.raises(ShuttingDownError):
         await dispatcher.score([group(1, 1)])
+
+
+async def test_overload_is_refused_at_once_and_what_was_admitted_finishes_in_time():
+    engine = FakeEngine(delay=0.05)
+    dispatcher = await started(engine, max_batch_candidates=4, max_inflight_batches=1,
+                               collect_window_seconds=0.0)
+    await dispatcher.score([group(0, 4)])  # teaches the dispatcher about 80 candidates/s
+    deadline = time.monotonic() + 0.4
+    calls = [asyncio.ensure_future(dispatcher.score([group(tag, 4)], deadline=deadline))
+             for tag in range(1, 21)]
+    await asyncio.sleep(0)  # every call has been admitted or refused
+    refused = [call for call in calls if call.done()]
+    assert refused and all(isinstance(call.exception(), OverloadedError) for call in refused)
+    admitted = [call for call in calls if not call.done()]
+    assert len(admitted) >= 3
+    outcomes = await asyncio.gather(*admitted, return_exceptions=True)
+    assert all(not isinstance(o, BaseException) for o in outcomes), outcomes
+    assert time.monotonic() <= deadline
+    assert len(engine.calls) == 1 + len(admitted)  # no engine work for a refused call
+    await dispatcher.close()
+
+
+async def test_a_request_that_can_no_longer_finish_in_time_is_shed_before_any_engine_work():
+    engine = FakeEngine(delay=0.1)
+    dispatcher = await started(engine, max_batch_candidates=4, max_inflight_batches=1,
+                               collect_window_seconds=0.0)
+    await dispatcher.score([group(0, 4)])  # about 40 candidates/s
+    engine.delay = 0.3  # the engine slows down after admission looked
+    slow = asyncio.ensure_future(dispatcher.score([group(1, 4)]))
+    while len(engine.calls) < 2:
+        await asyncio.sleep(0.001)
+    with pytest.raises(ShedError, match="shed from the queue, no engine work was spent"):
+        await dispatcher.score([group(2, 4)], deadline=time.monotonic() + 0.33)
+    await slow
+    assert [candidates for _, candidates in engine.calls] == [4, 4]
+    await dispatcher.close()
+
+
+async def test_closing_with_an_error_fails_the_queued_callers_with_it():
+    engine = FakeEngine(delay=0.1)
+    dispatcher = await started(engine, max_batch_candidates=2, max_inflight_batches=1,
+                               collect_window_seconds=0.0)
+    running = asyncio.ensure_future(dispatcher.score([group(1, 2)]))
+    while not engine.calls:
+        await asyncio.sleep(0.001)
+    queued = asyncio.ensure_future(dispatcher.score([group(2, 2)]))
+    await asyncio.sleep(0.01)
+    await dispatcher.close(NotReadyError("engine is restarting"))
+    with pytest.raises(NotReadyError, match="restarting"):
+        await queued
+    running.cancel()
+
+
+async def test_a_reservation_holds_queue_room_until_its_request_joins_the_queue():
+    dispatcher = await started(FakeEngine(), max_batch_candidates=4, max_queue_candidates=8)
+    first, second = dispatcher.reserve(4, None), dispatcher.reserve(4, None)
+    with pytest.raises(QueueFullError, match="queue full: 8 of 8"):
+        dispatcher.reserve(4, None)  # a burst is judged as the queue it will become
+    outcome = await dispatcher.score([group(1, 4)], reservation=first)
+    assert len(outcome.results[0].candidates) == 4
+    third = dispatcher.reserve(4, None)  # the first one's room is free again
+    second.release()
+    third.release()
+    assert dispatcher.stats.reserved_candidates == 0
+    await dispatcher.close()

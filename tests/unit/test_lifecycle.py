@@ -58,3 +58,12 @@ def test_a_failed_server_serves_again_only_through_a_restart():
     lifecycle.to_restarting()
     lifecycle.to_serving()
     assert lifecycle.serving
+
+
+def test_a_restart_keeps_the_failure_in_its_reason():
+    lifecycle = Lifecycle()
+    lifecycle.to_serving()
+    lifecycle.to_failed(RuntimeError("device lost"))
+    lifecycle.to_restarting()
+    with pytest.raises(NotReadyError, match=r"engine is restarting after: engine failed: device lost; retry"):
+        lifecycle.require_serving()

@@ -153,3 +153,13 @@ async def test_records_name_the_replica_that_answered_or_failed():
     assert [(r.status, r.replica) for r in result.records] == [("OK", "a:1"), ("UNAVAILABLE", "b:2")] * 2
     plain = await call_outcome(FakeScorer(), request(0), timeout_s=1.0)
     assert plain == Outcome("OK", None)  # an answer that names no replica
+
+
+async def test_a_closed_loop_worker_refused_as_overloaded_pauses_before_its_next_request(monkeypatch):
+    monkeypatch.setattr("loadtest.runner.OVERLOADED_PAUSE_SECONDS", 0.05)
+    scorer = FakeScorer(fail={"r0": grpc.StatusCode.RESOURCE_EXHAUSTED, "r2": grpc.StatusCode.UNAVAILABLE})
+    result = await run_closed_loop(scorer, iter([request(i) for i in range(4)]), concurrency=1, timeout_s=1,
+                                   max_requests=4)
+    first, second, third, fourth = result.records
+    assert first.status == "RESOURCE_EXHAUSTED" and second.sent - first.end >= 0.05
+    assert third.status == "UNAVAILABLE" and fourth.sent - third.end < 0.05  # only overload pauses

@@ -172,7 +172,8 @@ def test_summary_json_format(tmp_path):
     document = json.loads((tmp_path / "summary.json").read_text())
     assert document["format"] == FORMAT
     assert set(document) == {"format", "run", "started_at", "wall_s", "slo_ms", "requests", "throughput",
-                             "latency_ms", "goodput", "errors", "late_sends", "server", "replicas"}
+                             "latency_ms", "goodput", "errors", "error_latency_ms", "late_sends", "server",
+                             "replicas"}
     assert document["requests"] == {"total": 10, "sent": 10, "ok": 10, "client_rejected": 0}
     assert set(document["throughput"]) == {"requests_per_s", "ok_requests_per_s", "candidates_per_s",
                                            "ok_candidates"}
@@ -227,3 +228,15 @@ def test_the_human_table_names_the_figures():
     assert "from intended" in table and "from sent" in table
     assert "goodput     40.0%" in table
     assert "late sends  9" in table
+
+
+def test_each_kind_of_error_has_its_latency():
+    records = [record(0, 0.0, 0.0, 0.2), record(1, 0.1, 0.1, 0.102, "RESOURCE_EXHAUSTED"),
+               record(2, 0.2, 0.2, 0.204, "RESOURCE_EXHAUSTED"),
+               record(3, 0.3, 0.3, 2.3, "DEADLINE_EXCEEDED"), record(4, 0.4, None, 0.4, CLIENT_REJECTED)]
+    summary = summary_of(records)
+    assert set(summary.error_latency) == {"RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"}
+    refused = summary.error_latency["RESOURCE_EXHAUSTED"]
+    assert refused.count == 2 and refused.max == pytest.approx(4, rel=HDR)
+    assert summary.error_latency["DEADLINE_EXCEEDED"].p50 == pytest.approx(2000, rel=HDR)
+    assert summary.to_json()["error_latency_ms"]["RESOURCE_EXHAUSTED"]["count"] == 2

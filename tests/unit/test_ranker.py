@@ -60,6 +60,9 @@ class FakeEngine:
     async def score_batch(self, batch: Sequence[CallerWork]) -> list[CallerOutcome]:
         return await score_callers_concurrently(self.score, batch)
 
+    async def check_health(self) -> None:
+        pass
+
     async def close(self) -> None:
         pass
 

@@ -19,7 +19,7 @@ from brew.verbalize import Verbalizer
 from brew.wire import parse_request_json, request_from_proto
 from serving.config import BatchingConfig, Limits
 from serving.dispatcher import Dispatcher
-from serving.errors import LimitExceededError, NotReadyError
+from serving.errors import DeadlineExceededError, LimitExceededError, NotReadyError, QueueFullError
 from serving.lifecycle import Lifecycle
 from serving.limits import RequestShape
 from serving.metrics import ServiceMetrics
@@ -111,3 +111,33 @@ async def test_a_cancelled_call_is_counted_as_cancelled(ranker, example):
         metrics = service._metrics
         assert metrics.rejections.labels(reason="cancelled")._value.get() == 1
         assert metrics.requests.labels(status="CANCELLED")._value.get() == 1
+
+
+def never_decoded() -> ScoreRequest:
+    pytest.fail("decoded a request that admission refused")
+
+
+async def test_a_request_without_a_deadline_gets_the_server_s_default(ranker, example):
+    lifecycle = Lifecycle()
+    service = ScoringService(lifecycle, ServiceMetrics(slo_seconds=0.5, model="fake"), Limits(),
+                             status_name=status_name, default_deadline_seconds=0.05)
+    dispatcher = Dispatcher(ranker.engine, BatchingConfig(collect_window_seconds=0.0))
+    dispatcher.start()
+    service.install(ranker, dispatcher)
+    lifecycle.to_serving()
+    ranker.engine.delay = 1.0
+    try:
+        with pytest.raises(DeadlineExceededError):
+            await service.score(RequestShape.of(example), lambda: example, deadline=None)
+    finally:
+        await dispatcher.close()
+
+
+async def test_an_overloaded_dispatcher_refuses_before_the_request_is_decoded(ranker, example):
+    async with local_service(ranker, BatchingConfig(max_queue_candidates=256)) as service:
+        service.dispatcher.stats.queued_candidates = 250  # a queue with no room for 7 candidates
+        with pytest.raises(QueueFullError, match="queue full"):
+            await service.score(RequestShape.of(example), never_decoded, deadline=None)
+        service.dispatcher.stats.queued_candidates = 0
+        assert service._metrics.rejections.labels(reason="queue_full")._value.get() == 1
+    assert ranker.engine.calls == []

@@ -18,7 +18,9 @@ from serving.errors import (
     DeadlineExceededError,
     EngineFailedError,
     NotReadyError,
+    OverloadedError,
     QueueFullError,
+    ShedError,
     ShuttingDownError,
 )
 from serving.status import status_for
@@ -35,7 +37,9 @@ Code = grpc.StatusCode
         (TemplateFieldError("lacks a field"), Code.INVALID_ARGUMENT, "invalid_argument"),
         (PromptTooLongError("too long"), Code.INVALID_ARGUMENT, "invalid_argument"),
         (QueueFullError("queue full"), Code.RESOURCE_EXHAUSTED, "queue_full"),
+        (OverloadedError("overloaded"), Code.RESOURCE_EXHAUSTED, "overloaded"),
         (DeadlineExceededError("deadline"), Code.DEADLINE_EXCEEDED, "deadline"),
+        (ShedError("shed at dispatch"), Code.DEADLINE_EXCEEDED, "shed"),
         (ShuttingDownError("draining"), Code.UNAVAILABLE, "shutting_down"),
         (NotReadyError("warming up"), Code.UNAVAILABLE, "not_ready"),
         (EngineFailedError("device lost"), Code.UNAVAILABLE, "engine_failed"),
