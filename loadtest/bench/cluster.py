@@ -18,6 +18,12 @@ for the share of prompt tokens served from the prefix cache. The prefix
 cache that affinity is for is vLLM's: the torch engine reuses a prefix only
 within a request, so with it the routing changes little.
 
+Over each measured run the CPU seconds of the whole cluster's process tree
+(loadtest.host_cost: `brew cluster`, Envoy, every replica and its engine
+processes) are read, per candidate scored OK: Envoy's share and the
+replicas' share apart, so the cost of one replica per candidate can be read
+off for a host with more cores than this one.
+
 Writes cluster.json (settings and every run) and cluster.md (medians of the
 repeats, and the ratios affinity / least request and N / 1 replicas) under
 --out, next to every run's own files.
@@ -31,9 +37,10 @@ import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from loadtest.bench.cluster_report import Arm, ArmRun, arm_results, arms, markdown_report
+from loadtest.bench.cluster_report import CLUSTER_ROOT, Arm, ArmRun, arm_results, arms, markdown_report
 from loadtest.bench.cluster_systems import running_cluster
 from loadtest.experiment import RunPlan, execute
+from loadtest.host_cost import CpuMeter
 from loadtest.runner import Target
 from loadtest.summary import format_summary
 from loadtest.workload import WorkloadSpec
@@ -71,9 +78,10 @@ def _measure(args: argparse.Namespace, arm: Arm, repeat: int) -> ArmRun:
             asyncio.run(execute(replace(plan, rate=None, concurrency=args.concurrency, duration_s=args.warmup,
                                         max_requests=None, seed=args.seed + WARMUP_SEED_OFFSET,
                                         out_dir=out / "warmup", plots=False)))
-        summary = asyncio.run(execute(plan))
+        meter = CpuMeter({CLUSTER_ROOT: cluster.process.pid})
+        summary = asyncio.run(execute(plan, around_load=meter))
     print(format_summary(summary), flush=True)
-    return ArmRun.of(arm, repeat, summary)
+    return ArmRun.of(arm, repeat, summary, meter.spent)
 
 
 def cluster_command(args: argparse.Namespace) -> int:

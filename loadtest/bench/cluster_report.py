@@ -12,6 +12,17 @@ from dataclasses import dataclass
 from loadtest.summary import Summary
 
 AFFINITY, LEAST_REQUEST = "affinity", "least request"
+CLUSTER_ROOT = "brew cluster"  # the label of the cluster's root process in a CpuMeter
+
+
+def split_cpu(cpu_s: Mapping[str, float]) -> tuple[float, float]:
+    """CPU seconds of Envoy and of the replicas (every other process below
+    the cluster's root: each `brew serve` and its engine processes); the root
+    itself only starts and watches them."""
+    envoy = sum(seconds for label, seconds in cpu_s.items() if label.split(" ", 1)[0] == "envoy")
+    replicas = sum(seconds for label, seconds in cpu_s.items()
+                   if label != CLUSTER_ROOT and label.split(" ", 1)[0] != "envoy")
+    return envoy, replicas
 
 
 @dataclass(frozen=True)
@@ -46,17 +57,22 @@ class ArmRun:
     cached_token_share: float | None
     spread: Mapping[str, int]  # answers per replica
     errors: Mapping[str, int]
+    envoy_cpu_ms_per_candidate: float | None = None
+    replicas_cpu_ms_per_candidate: float | None = None  # all replicas together, their engines included
 
     @property
     def arm(self) -> Arm:
         return Arm(self.replicas, self.member_header)
 
     @classmethod
-    def of(cls, arm: Arm, repeat: int, summary: Summary) -> ArmRun:
+    def of(cls, arm: Arm, repeat: int, summary: Summary, cpu_s: Mapping[str, float] | None = None) -> ArmRun:
+        envoy = replicas = None
+        if cpu_s and summary.ok_candidates:
+            envoy, replicas = (1000.0 * seconds / summary.ok_candidates for seconds in split_cpu(cpu_s))
         return cls(arm.replicas, arm.member_header, repeat, summary.candidates_per_s,
                    summary.latency_from_intended.p50, summary.p99_ms,
                    None if summary.server is None else summary.server.cached_token_share,
-                   dict(summary.replicas), dict(summary.errors))
+                   dict(summary.replicas), dict(summary.errors), envoy, replicas)
 
 
 def _median(values: Sequence[float | None]) -> float | None:
@@ -75,6 +91,8 @@ class ArmResult:
     cached_token_share: float | None
     busiest_replica_share: float | None  # of the answers; 1/replicas is an even spread
     errors: int
+    envoy_cpu_ms_per_candidate: float | None = None
+    replicas_cpu_ms_per_candidate: float | None = None
 
 
 def arm_results(runs: Sequence[ArmRun]) -> list[ArmResult]:
@@ -90,6 +108,8 @@ def arm_results(runs: Sequence[ArmRun]) -> list[ArmResult]:
         busiest_replica_share=_median([max(r.spread.values()) / sum(r.spread.values()) if r.spread else None
                                        for r in repeats]),
         errors=sum(sum(r.errors.values()) for r in repeats),
+        envoy_cpu_ms_per_candidate=_median([r.envoy_cpu_ms_per_candidate for r in repeats]),
+        replicas_cpu_ms_per_candidate=_median([r.replicas_cpu_ms_per_candidate for r in repeats]),
     ) for arm, repeats in by_arm.items()]
 
 
@@ -127,11 +147,12 @@ def _share(value: float | None) -> str:
 
 def markdown_report(results: Sequence[ArmResult], notes: str) -> str:
     header = ("| replicas | routing | candidates/s | p50 (ms) | p99 (ms) | prompt tokens from the prefix cache "
-              "| busiest replica's share of answers | errors |")
-    lines = [header, "|---|---|---|---|---|---|---|---|"]
+              "| busiest replica's share of answers | CPU ms per candidate: replicas / Envoy | errors |")
+    lines = [header, "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r.arm.replicas} | {r.arm.routing} | {_fmt(r.candidates_per_s)} | {_fmt(r.p50_ms)} | "
                      f"{_fmt(r.p99_ms)} | {_share(r.cached_token_share)} | {_share(r.busiest_replica_share)} | "
+                     f"{_fmt(r.replicas_cpu_ms_per_candidate, 2)} / {_fmt(r.envoy_cpu_ms_per_candidate, 3)} | "
                      f"{r.errors} |")
     lines += ["", *(f"- {name}: {_fmt(value, 2)}" for name, value in ratios(results).items()), "", notes]
     return "\n".join(lines) + "\n"
