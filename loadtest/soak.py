@@ -11,7 +11,8 @@ process below it (vLLM's engine core, its workers). The verdict:
   seconds is within MAX_GROWTH of the median of the first `window_s` seconds
   after `settle_s` (the warm-up: lazy buffers, caches filling up to their
   limits, allocator pools). A process that appears or exits mid-run is
-  reported and fails the verdict (a restart is not a flat run).
+  reported and fails the verdict (a restart is not a flat run); one that
+  exits, or sets its process title, during the warm-up is not judged.
 
 RSS is read from /proc/<pid>/status (VmRSS, in kB), the processes found
 anew at each sample (loadtest.host_cost.process_tree). Linux only.
@@ -120,7 +121,10 @@ def memory_growth(samples: Sequence[MemorySample], settle_s: float, window_s: fl
     end = settled[-1].elapsed_s
     first = [s for s in settled if s.elapsed_s < settled[0].elapsed_s + window_s]
     last = [s for s in settled if s.elapsed_s > end - window_s]
-    labels = sorted({label for s in samples for label in s.rss})
+    # Judged: the processes alive after the warm-up. One seen only before it
+    # exited during the warm-up, or was renamed then (vLLM's engine core
+    # starts as a multiprocessing child and sets its title once loaded).
+    labels = sorted({label for s in settled for label in s.rss})
 
     def median(window: Sequence[MemorySample], label: str) -> float | None:
         values = [s.rss[label] for s in window if label in s.rss]

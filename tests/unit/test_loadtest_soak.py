@@ -77,3 +77,10 @@ def test_a_process_that_appears_or_exits_after_warm_up_is_not_flat():
 
 def test_no_verdict_before_the_warm_up_ends():
     assert memory_growth(samples([{"server": 1}] * 3), settle_s=10, window_s=5) == []
+
+
+def test_a_process_renamed_during_warm_up_is_judged_by_its_new_name_only():
+    # vLLM's engine core starts as "python -c ...spawn..." and sets its title once loaded.
+    curve = [{"server": 100, ("spawn [7]" if t < 3 else "EngineCore [7]"): 600} for t in range(30)]
+    growth = {g.label: g for g in memory_growth(samples(curve), settle_s=5, window_s=5)}
+    assert set(growth) == {"server", "EngineCore [7]"} and all(g.flat for g in growth.values())
