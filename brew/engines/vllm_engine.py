@@ -13,12 +13,14 @@ Facts of vLLM 0.32 this module relies on (read in its source):
   penalty (vllm/v1/sample/sampler.py), then gathers the requested ids.
 - The answer is `output.outputs[0].logprobs[0]`: a dict token id -> Logprob
   holding the requested ids plus the sampled token.
-- `AsyncLLM.generate` aborts its request in vLLM when the iterating task is
-  cancelled (`except (asyncio.CancelledError, GeneratorExit): await
-  self.abort(...)` in vllm/v1/engine/async_llm.py). It cannot abort a request
-  cancelled while still being added (its collector is not yet returned), so
-  `score` also aborts all its request ids by external id when cancelled;
-  aborting an id that is already gone is a no-op.
+- `AsyncLLM.add_request` registers the request with the output processor
+  before its first await and returns a collector; the output handler task
+  puts the finished RequestOutput (with `RequestOutputKind.FINAL_ONLY`, the
+  only one) or an error such as EngineDeadError into it.
+  `AsyncLLM.abort(ids)` takes the ids the caller chose (external ids: vLLM
+  appends a random suffix internally), aborts them in the output processor
+  and the engine core, and ignores ids already finished; so a cancelled or
+  failed `score` aborts all its ids, wherever each one was.
 - On CPU, `kv_cache_memory_bytes` sizes the KV cache just as the legacy
   `VLLM_CPU_KVCACHE_SPACE` variable does (the variable, if set, overrides it;
   it only takes whole GiB), so no environment variable is changed here.
@@ -27,6 +29,17 @@ Facts of vLLM 0.32 this module relies on (read in its source):
   and up to a block of every prefix is recomputed per candidate. Scoring
   lives on shared prefixes, so on CPU the default here is 32 tokens (the
   smallest size the CPU backend prefers); on GPU vLLM's default (16) stays.
+- A prompt passed as a rendered `TokensInput` (`vllm.inputs.engine.
+  tokens_input`, a dict with `"type": "token"`) is turned into an engine
+  request synchronously on the calling thread (`AsyncLLM.add_request` calls
+  `input_processor.process_inputs`); a bare `TokensPrompt` goes through
+  `process_inputs_async` instead, one hop to the renderer's thread pool and
+  back per candidate, which cost Brew's server more CPU than the rest of
+  vLLM's client path.
+- `process_inputs` copies the SamplingParams of every request
+  (`params.clone()`): a deep copy unless `skip_clone` is set, then a shallow
+  one. Brew's params are built once per label set and never changed after,
+  so a shallow copy is enough.
 - The engine core runs in a spawned process: scripts that start this engine
   need an `if __name__ == "__main__":` guard.
 - A dead engine is seen without sending it a request:
@@ -47,16 +60,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 from vllm import SamplingParams
+from vllm.sampling_params import RequestOutputKind
 from vllm.engine.arg_utils import AsyncEngineArgs
-from vllm.inputs import TokensPrompt
+from vllm.inputs.engine import tokens_input
 from vllm.platforms import current_platform
 from vllm.v1.engine.async_llm import AsyncLLM
+from vllm.v1.engine.output_processor import RequestOutputCollector
 
 from brew.engines.base import CallerOutcome, CallerWork, score_callers_concurrently, score_one_caller
 from brew.engines.options import VllmOptions
@@ -90,9 +106,13 @@ def engine_args(options: VllmOptions, model_dir: str | Path, *, dtype: str, on_c
     )
 
 
-def _sampling_params(label_ids: Sequence[int]) -> SamplingParams:
-    """One greedy token, with the logprobs of exactly the label ids."""
-    return SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=list(label_ids), detokenize=False)
+@functools.lru_cache(maxsize=256)
+def _sampling_params(label_ids: tuple[int, ...]) -> SamplingParams:
+    """One greedy token, with the logprobs of exactly the label ids. Built
+    once per label set and shared by its requests: vLLM copies it per
+    request, shallowly (`skip_clone`, see the module docstring)."""
+    return SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=list(label_ids), detokenize=False,
+                          output_kind=RequestOutputKind.FINAL_ONLY, skip_clone=True)
 
 
 class VllmEngine:
@@ -129,18 +149,17 @@ class VllmEngine:
         """Requests vLLM still holds: zero when idle, also after a cancelled score."""
         return self._llm.get_num_unfinished_requests()
 
-    async def _score_prompt(self, request_id: str, ids: Sequence[int], label_ids: Sequence[int]) -> CandidateLogprobs:
-        prompt = TokensPrompt(prompt_token_ids=list(ids))
-        final = None
-        async for output in self._llm.generate(prompt, _sampling_params(label_ids), request_id):
-            final = output
-        if final is None:
-            raise RuntimeError(f"vLLM returned no output for request {request_id}")
-        logprobs = final.outputs[0].logprobs[0]  # first generated position: token id -> Logprob
+    async def _final_output(self, request_id: str, collector: RequestOutputCollector,
+                            label_ids: Sequence[int], prompt_tokens: int) -> CandidateLogprobs:
+        """The label log-probabilities of one finished request."""
+        output = await collector.get()  # FINAL_ONLY: one output, the finished one
+        if not output.outputs or not output.outputs[0].logprobs:
+            raise RuntimeError(f"vLLM returned no logprobs for request {request_id}")
+        logprobs = output.outputs[0].logprobs[0]  # first generated position: token id -> Logprob
         return CandidateLogprobs(
             label_logprobs=tuple(logprobs[token_id].logprob for token_id in label_ids),
-            prompt_tokens=len(ids),
-            cached_tokens=final.num_cached_tokens or 0,
+            prompt_tokens=prompt_tokens,
+            cached_tokens=output.num_cached_tokens or 0,
         )
 
     async def score_batch(self, batch: Sequence[CallerWork]) -> list[CallerOutcome]:
@@ -152,24 +171,31 @@ class VllmEngine:
         return await score_one_caller(self, groups)
 
     async def _score_groups(self, groups: Sequence[ScoringGroup]) -> list[GroupResult]:
+        """One vLLM request per candidate, all added before any is awaited,
+        so vLLM schedules them into the same steps. Each request is added
+        and read directly (`add_request` and its output collector), not
+        through `generate()`'s async generator and a task per candidate:
+        that machinery cost more of the server's CPU than the requests'
+        own processing. So the aborts are this method's to do: any failure
+        or cancellation aborts all its requests (an id already finished is
+        a no-op)."""
         jobs = [
             (uuid.uuid4().hex, group.prompt_ids(index), group.label_ids)
             for group in groups
             for index in range(group.num_candidates)
         ]
         try:
-            # A TaskGroup cancels the other requests when one fails, and all
-            # of them when this task is cancelled; cancelling generate() aborts.
-            async with asyncio.TaskGroup() as requests:
-                tasks = [requests.create_task(self._score_prompt(*job)) for job in jobs]
-        except asyncio.CancelledError:
-            # Catches requests cancelled while being added (see module docstring).
-            await self._llm.abort([request_id for request_id, _, _ in jobs])
+            added = []
+            for request_id, ids, label_ids in jobs:
+                collector = await self._llm.add_request(request_id, tokens_input(list(ids)),
+                                                        _sampling_params(tuple(label_ids)))
+                added.append((request_id, collector, label_ids, len(ids)))
+            outputs = iter([await self._final_output(*request) for request in added])
+        except BaseException:
+            # Keep the original error: an abort sent to a dead engine fails too.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._llm.abort([request_id for request_id, _, _ in jobs]))
             raise
-        except BaseExceptionGroup as failed:
-            raise failed.exceptions[0]  # callers map errors by class, not by group
-
-        outputs = iter(task.result() for task in tasks)
         return [GroupResult(tuple(next(outputs) for _ in range(group.num_candidates))) for group in groups]
 
     async def check_health(self) -> None:

@@ -56,6 +56,16 @@ def test_parts_are_encoded_without_special_tokens_even_if_the_tokenizer_would_ad
     assert all(BOS_ID not in ids for ids in wrapped.encode_many(["member: x", "job: y"]))
 
 
+def test_encode_many_through_the_backend_equals_the_hugging_face_call(demo_tokenizer, corpus):
+    """encode_many calls the Rust backend directly; the ids must be the ones
+    the Hugging Face wrapper returns, for the demo tokenizer and texts the
+    templates render (and the empty text, and label words)."""
+    texts = corpus[:40] + ["", " Yes", " applied", "ünïcode ✓ text"]
+    wrapper = demo_tokenizer._tokenizer
+    assert demo_tokenizer.encode_many(texts) == [
+        list(ids) for ids in wrapper(texts, add_special_tokens=False)["input_ids"]]
+
+
 def test_encode_many_is_encode_per_text(tokenizer, corpus):
     texts = corpus[:5] + ["", " Yes"]
     assert tokenizer.encode_many(texts) == [tokenizer.encode(text) for text in texts]
