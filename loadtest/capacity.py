@@ -20,7 +20,9 @@ Two ways to choose the rates:
 - a given list, measured in ascending order;
 - a search: from a start rate, double while good (halve while bad) until one
   good and one bad rate bracket the knee, then bisect that bracket a few
-  times. Each rate costs one window, three at most.
+  times; a capacity that fails its confirmation falls back to the next good
+  rate below, and the gap between them is bisected once more. Each rate
+  costs one window, three at most.
 
 The search takes the measurement as a callable (rate -> Summary), so the
 search logic is tested without a server. `sweep.json` holds the capacity,
@@ -209,9 +211,12 @@ async def search_capacity(
 ) -> Sweep:
     """Double (or halve) from `start_rate` until a good and a bad rate bracket
     the knee (at most `max_brackets` rates), then bisect `bisect_steps` times;
-    then confirm the capacity. Each rate is measured in 1 + `confirm` windows
-    at most, so the search costs at most (1 + confirm) x (max_brackets +
-    bisect_steps) windows."""
+    then confirm the capacity. Should the capacity fail its confirmation, it
+    falls back to the next good rate below, which can be half of it (the
+    doubling's rates are the only ones probed down there): the gap between
+    the two is bisected again, `bisect_steps` times, once. Each rate is
+    measured in 1 + `confirm` windows at most, so the search costs at most
+    (1 + confirm) x (max_brackets + 2 x bisect_steps) windows."""
     if not start_rate > 0:
         raise ValueError(f"start rate must be positive, got {start_rate}")
     windows = _Windows(measure, confirm)
@@ -226,14 +231,24 @@ async def search_capacity(
         if good is not None and bad is not None:
             break
     if good is not None and bad is not None:
-        for _ in range(bisect_steps):
-            middle = (good + bad) / 2
-            if await windows.probe(middle):
-                good = middle
-            else:
-                bad = middle
+        await _bisect(windows, good, bad, bisect_steps)
+    candidate = windows.sweep().capacity_verdict
     await windows.confirm_capacity()
+    found = windows.sweep().capacity_verdict
+    if candidate is not None and found is not None and found.rate < candidate.rate:
+        ceiling = min(v.rate for v in windows.sweep().verdicts() if not v.good and v.rate > found.rate)
+        await _bisect(windows, found.rate, ceiling, bisect_steps)
+        await windows.confirm_capacity()
     return windows.sweep()
+
+
+async def _bisect(windows: _Windows, good: float, bad: float, steps: int) -> None:
+    for _ in range(steps):
+        middle = (good + bad) / 2
+        if await windows.probe(middle):
+            good = middle
+        else:
+            bad = middle
 
 
 def write_sweep_json(sweep: Sweep, path: Path, saturation: Saturation | None = None) -> None:

@@ -342,6 +342,12 @@ def _add_sidebyside(commands: argparse._SubParsersAction) -> None:  # type: igno
                         help="seconds between runs, for the server to drain")
     parser.add_argument("--report", action="store_true",
                         help="measure nothing: rewrite sidebyside.md from --out's sidebyside.json")
+    parser.add_argument("--compare", type=Path, metavar="EARLIER_OUT",
+                        help="measure nothing: compare --out's run with this earlier run of the same systems "
+                             "(compare.md); exit 1 if a capacity moved more than --tolerance")
+    parser.add_argument("--tolerance", type=float, default=0.2,
+                        help="with --compare: the largest capacity gap that counts as reproduced "
+                             "(larger / smaller - 1; default: 0.2)")
     parser.set_defaults(handler=_sidebyside)
 
 

@@ -26,6 +26,8 @@ The report gives every figure as the median and the range of its repeats,
 the ratios against vllm-openai and the CPU per candidate of each process,
 and is written as sidebyside.json, sidebyside.md and sweeps.png (every
 system's sweep on one chart) under --out, next to every run's own files.
+`--compare EARLIER_OUT` measures nothing: it compares two runs' capacities
+(loadtest.bench.sidebyside_compare) and writes compare.md.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from loadtest.bench.sidebyside_compare import compare_runs
 from loadtest.bench.sidebyside_measure import SideBySideSettings, compute_limit, measure_system
 from loadtest.bench.sidebyside_plots import plot_sweeps, sweep_points
 from loadtest.bench.sidebyside_report import markdown_table
@@ -52,6 +55,8 @@ def sidebyside_command(args: argparse.Namespace) -> int:
     if unknown:
         raise SystemExit(f"unknown systems {unknown}; choose from {list(SYSTEMS)}")
     results_file = args.out / "sidebyside.json"
+    if getattr(args, "compare", None) is not None:
+        return _compare_command(args.compare, args.out, args.tolerance)
     if args.report:
         saved = json.loads(results_file.read_text(encoding="utf-8"))
         vars(args).update({k: v for k, v in saved["settings"].items() if k not in ("report", "out")})
@@ -78,3 +83,21 @@ def sidebyside_command(args: argparse.Namespace) -> int:
                 args.out / "sweeps.png")
     print(table)
     return 0
+
+
+def _load_results(out: Path) -> list[SystemResult]:
+    saved = json.loads((out / "sidebyside.json").read_text(encoding="utf-8"))
+    return [SystemResult(**r) for r in saved["results"]]
+
+
+def _compare_command(earlier: Path, later: Path, tolerance: float) -> int:
+    """Compare two saved runs; print and write compare.md under `later`;
+    0 if every system's capacity reproduced within `tolerance`, else 1."""
+    comparison = compare_runs(_load_results(earlier), _load_results(later), tolerance,
+                              names=(earlier.name, later.name))
+    verdict = ("every capacity reproduced" if comparison.reproduced
+               else f"not reproduced: {', '.join(comparison.systems_outside) or 'no system in both runs'}")
+    text = f"{comparison.markdown}\n{verdict} (tolerance {100 * tolerance:.0f}%)\n"
+    (later / "compare.md").write_text(text, encoding="utf-8")
+    print(text, end="")
+    return 0 if comparison.reproduced else 1

@@ -116,7 +116,10 @@ def markdown_table(results: Sequence[SystemResult], candidates_per_request: int,
     share of the machine's matmul FLOP/s that the needed work at the
     capacity rate amounts to."""
     repeats = max((len(r.fixed_p99_ms) for r in results), default=0)
-    callers = next((r.saturation_callers for r in results if r.saturation_callers), None)
+    by_system = {r.system: r.saturation_callers for r in results if r.saturation_callers}
+    counts = set(by_system.values())
+    callers = (None if not counts else f"{counts.pop()} closed-loop callers" if len(counts) == 1
+               else "closed-loop callers " + ", ".join(f"{n} for {system}" for system, n in by_system.items()))
     tables = [capacity_table(results, limit), load_table(results)]
     host_cost = any(r.capacity_cpu_s_per_candidate or r.fixed_cpu_s_per_candidate for r in results)
     if host_cost:
@@ -125,7 +128,7 @@ def markdown_table(results: Sequence[SystemResult], candidates_per_request: int,
              f"{repeats} repeats; × {BASELINE}: the ratio of the medians. The capacity is the rate one "
              f"search found, judged on the majority of its windows there.")
     if callers:
-        notes += (f" Saturation: {callers} closed-loop callers; each repeat's fractions are of its own "
+        notes += (f" Saturation: {callers}; each repeat's fractions are of its own "
                   f"saturation requests/s, offered open-loop.")
     if host_cost:
         notes += (" CPU: user + system time from /proc over each run's load, per candidate scored OK; the "

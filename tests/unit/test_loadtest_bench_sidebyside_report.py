@@ -69,3 +69,7 @@ def test_fixed_fraction_p99s_and_host_cost_per_process():
     assert rows["server's child `VLLM::EngineCore`"][1] == "2.000 (0.000–4.000)"  # absent: spent nothing
     assert rows["all processes"][1] == "5.500 (4.000–7.000)"
     assert "64 closed-loop callers" in table and "CPU: user + system time from /proc" in table
+    # Systems with different capacities get different callers: each is named.
+    mis = replace(brew, system="brew-torch-mis", saturation_callers=40)
+    assert "Saturation: closed-loop callers 64 for brew-vllm, 40 for brew-torch-mis;" in markdown_table(
+        [brew, mis], candidates_per_request=16)

@@ -117,12 +117,27 @@ async def test_a_single_noisy_bad_window_no_longer_stops_the_search():
 
 @pytest.mark.asyncio
 async def test_a_lucky_good_window_below_the_knee_does_not_become_the_capacity():
-    # 35 looks good once, then fails twice: the capacity falls back to 30, confirmed in turn.
+    # 35 looks good once, then fails twice: the capacity falls back to 30,
+    # confirmed in turn; the gap between 30 and 35 is bisected once more.
     measure, measured = knee_at(30, noise={35: [True]})
     sweep = await search_capacity(measure, 5, bisect_steps=2)
-    assert measured == [5, 10, 20, 40, 40, 30, 35, 35, 35, 30]
+    assert measured == [5, 10, 20, 40, 40, 30, 35, 35, 35, 30, 32.5, 32.5, 31.25, 31.25]
     assert sweep.capacity_verdict is not None and sweep.capacity_verdict.rate == 30
     assert (sweep.capacity_verdict.good_windows, len(sweep.capacity_verdict.windows)) == (2, 2)
+
+
+@pytest.mark.asyncio
+async def test_a_capacity_that_fails_confirmation_far_above_the_next_good_rate_is_searched_between():
+    # The knee sits at 13; 16 looks good once (a lucky window at the knee),
+    # then fails. Falling back to 8, the doubling's last good rate, would
+    # halve the capacity: the gap 8-16 is bisected instead.
+    measure, measured = knee_at(13, noise={16: [True]})
+    sweep = await search_capacity(measure, 4, bisect_steps=3)
+    assert measured[:9] == [4, 8, 16, 32, 32, 24, 24, 20, 20]
+    assert measured[9:] == [18, 18, 16, 16, 8, 12, 14, 14, 13, 13]
+    assert sweep.capacity_verdict is not None and sweep.capacity_verdict.rate == 13
+    assert sweep.capacity_verdict.good_windows == 2
+    assert max(measured) == 32 and len(measured) <= 3 * (10 + 2 * 3)
 
 
 @pytest.mark.asyncio
@@ -136,7 +151,7 @@ async def test_the_search_is_bounded_on_any_noise(seed):
         return step_summary(rate, rng.choice((0.1, 0.9)))
 
     sweep = await search_capacity(coin, 4, max_brackets=5, bisect_steps=3, confirm=2)
-    assert len(measured) <= 3 * (5 + 3)
+    assert len(measured) <= 3 * (5 + 2 * 3)
     assert all(len(v.windows) <= 3 for v in sweep.verdicts())
     capacity = sweep.capacity_verdict
     assert capacity is None or (capacity.good and capacity.good_windows >= 2)
