@@ -9,6 +9,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from loadtest.bench.sidebyside_report import number_cell
 from loadtest.summary import Summary
 
 AFFINITY, LEAST_REQUEST = "affinity", "least request"
@@ -137,10 +138,6 @@ def ratios(results: Sequence[ArmResult]) -> dict[str, float | None]:
     return found
 
 
-def _fmt(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
 def _share(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
@@ -150,9 +147,9 @@ def markdown_report(results: Sequence[ArmResult], notes: str) -> str:
               "| busiest replica's share of answers | CPU ms per candidate: replicas / Envoy | errors |")
     lines = [header, "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r.arm.replicas} | {r.arm.routing} | {_fmt(r.candidates_per_s)} | {_fmt(r.p50_ms)} | "
-                     f"{_fmt(r.p99_ms)} | {_share(r.cached_token_share)} | {_share(r.busiest_replica_share)} | "
-                     f"{_fmt(r.replicas_cpu_ms_per_candidate, 2)} / {_fmt(r.envoy_cpu_ms_per_candidate, 3)} | "
+        lines.append(f"| {r.arm.replicas} | {r.arm.routing} | {number_cell(r.candidates_per_s)} | {number_cell(r.p50_ms)} | "
+                     f"{number_cell(r.p99_ms)} | {_share(r.cached_token_share)} | {_share(r.busiest_replica_share)} | "
+                     f"{number_cell(r.replicas_cpu_ms_per_candidate, 2)} / {number_cell(r.envoy_cpu_ms_per_candidate, 3)} | "
                      f"{r.errors} |")
-    lines += ["", *(f"- {name}: {_fmt(value, 2)}" for name, value in ratios(results).items()), "", notes]
+    lines += ["", *(f"- {name}: {number_cell(value, 2)}" for name, value in ratios(results).items()), "", notes]
     return "\n".join(lines) + "\n"

@@ -55,10 +55,10 @@ def sidebyside_command(args: argparse.Namespace) -> int:
     if unknown:
         raise SystemExit(f"unknown systems {unknown}; choose from {list(SYSTEMS)}")
     results_file = args.out / "sidebyside.json"
-    if getattr(args, "compare", None) is not None:
+    if args.compare is not None:
         return _compare_command(args.compare, args.out, args.tolerance)
     if args.report:
-        saved = json.loads(results_file.read_text(encoding="utf-8"))
+        saved = _read_saved(args.out)
         vars(args).update({k: v for k, v in saved["settings"].items() if k not in ("report", "out")})
         args.model, args.prompts, args.report = Path(args.model), Path(args.prompts), True
     settings = SideBySideSettings(
@@ -69,7 +69,7 @@ def sidebyside_command(args: argparse.Namespace) -> int:
         confirm=args.confirm, saturation_callers=args.saturation_callers, fractions=tuple(args.fractions),
     )
     if args.report:
-        results = [SystemResult(**r) for r in saved["results"]]
+        results = _results(saved)
     else:
         results = [measure_system(system, settings) for system in systems]
         args.out.mkdir(parents=True, exist_ok=True)
@@ -85,15 +85,19 @@ def sidebyside_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_results(out: Path) -> list[SystemResult]:
-    saved = json.loads((out / "sidebyside.json").read_text(encoding="utf-8"))
+def _read_saved(out: Path) -> dict:
+    """A run's sidebyside.json: its settings and its results."""
+    return json.loads((out / "sidebyside.json").read_text(encoding="utf-8"))
+
+
+def _results(saved: dict) -> list[SystemResult]:
     return [SystemResult(**r) for r in saved["results"]]
 
 
 def _compare_command(earlier: Path, later: Path, tolerance: float) -> int:
     """Compare two saved runs; print and write compare.md under `later`;
     0 if every system's capacity reproduced within `tolerance`, else 1."""
-    comparison = compare_runs(_load_results(earlier), _load_results(later), tolerance,
+    comparison = compare_runs(_results(_read_saved(earlier)), _results(_read_saved(later)), tolerance,
                               names=(earlier.name, later.name))
     verdict = ("every capacity reproduced" if comparison.reproduced
                else f"not reproduced: {', '.join(comparison.systems_outside) or 'no system in both runs'}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from loadtest.bench.sidebyside_report import number_cell
 from loadtest.bench.sidebyside_results import SystemResult
 
 
@@ -35,10 +36,6 @@ class Comparison:
     @property
     def reproduced(self) -> bool:
         return self.systems_judged > 0 and not self.systems_outside
-
-
-def _fmt(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def _pct(value: float | None) -> str:
@@ -71,9 +68,9 @@ def compare_runs(first: Sequence[SystemResult], second: Sequence[SystemResult], 
         if not holds:
             outside.append(one.system)
         lines.append("| " + " | ".join([
-            one.system, _fmt(one.capacity_rate, 2), _fmt(two.capacity_rate, 2),
-            _fmt(capacity[0]), _fmt(capacity[1]), _pct(capacity_gap),
-            _fmt(saturation[0]), _fmt(saturation[1]), _pct(gap(*saturation)),
+            one.system, number_cell(one.capacity_rate, 2), number_cell(two.capacity_rate, 2),
+            number_cell(capacity[0]), number_cell(capacity[1]), _pct(capacity_gap),
+            number_cell(saturation[0]), number_cell(saturation[1]), _pct(gap(*saturation)),
             "yes" if holds else "no",
         ]) + " |")
     unmatched = sorted({r.system for r in first} ^ set(later))

@@ -23,7 +23,8 @@ from loadtest.host_cost import LOAD_GENERATOR, SERVER
 ALL_PROCESSES = "all processes"
 
 
-def _fmt(value: float | None, digits: int = 1) -> str:
+def number_cell(value: float | None, digits: int = 1) -> str:
+    """A figure with `digits` decimals, or "-" where there is none."""
     return "-" if value is None else f"{value:.{digits}f}"
 
 
@@ -55,7 +56,7 @@ def capacity_table(results: Sequence[SystemResult], limit: ComputeLimit | None =
         per_s = limit.flops_per_candidate / limit.matmul_flops_per_s if limit else None
         shares = [100 * c * per_s for c in r.capacity_candidates_per_s] if per_s else []
         lines.append(_row([
-            r.system, _fmt(r.capacity_rate, 2),
+            r.system, number_cell(r.capacity_rate, 2),
             f"{r.capacity_good_windows} of {r.capacity_windows}" if r.capacity_windows else "-",
             spread_cell(r.capacity_candidates_per_s), spread_cell(r.capacity_p99_ms),
             f"{cps / base_cps:.2f}" if cps and base_cps else "-", spread_cell(shares, 2),
