@@ -143,8 +143,9 @@ def _add_serve_parser(commands: argparse._SubParsersAction) -> None:  # type: ig
     serve.add_argument("--prompts", type=Path, help="prompts directory (default: the bundled prompts/)")
     serve.add_argument("--dtype", help="model dtype (default: float32)")
     serve.add_argument("--multi-item", action="store_true", default=None,
-                       help="exact multi-item scoring: each engine batch (all callers) packed into few forward "
-                            "passes (torch engine; [torch] max_batch_tokens per pass)")
+                       help="exact multi-item scoring: candidates packed behind their member's context (torch: "
+                            "each engine batch in few forward passes, [torch] max_batch_tokens per pass; vllm: "
+                            "one vLLM request per member and task)")
     serve.add_argument("--device", help="torch device for the torch engines (default: cpu)")
     serve.add_argument("--host", help="gRPC listen address (default: 127.0.0.1; 0.0.0.0 for all interfaces)")
     serve.add_argument("--port", type=int, help="gRPC port (default: 50051; 0 picks a free one)")
@@ -313,8 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="request in the JSON mapping of brew.v1.ScoreCandidatesRequest")
     _add_model_options(score, EngineKind.VLLM)
     score.add_argument("--multi-item", action="store_true",
-                       help="exact multi-item scoring: the request's groups packed into few forward passes "
-                            "(torch engine); the same scores as without it")
+                       help="exact multi-item scoring (torch: the request's groups packed into few forward "
+                            "passes; vllm: one vLLM request per member and task); the same scores as without it")
     score.set_defaults(run=lambda a: asyncio.run(_score(a)))
 
     evaluate = commands.add_parser("eval", help="per-task AUC of the model and of the ground truth, held out")

@@ -63,13 +63,14 @@ class EngineSpec:
     kind: EngineKind
     description: str
     start: Callable[[EngineStart], Awaitable[ScoringEngine]]
-    multi_item: bool = False  # has exact multi-item scoring (one packed forward per engine batch)
+    multi_item: bool = False  # has exact multi-item scoring (candidates packed behind their prefix)
 
 
 ENGINES: dict[EngineKind, EngineSpec] = {
     spec.kind: spec
     for spec in (
-        EngineSpec(EngineKind.VLLM, "vLLM AsyncLLM in-process, prefix caching (production)", _start_vllm),
+        EngineSpec(EngineKind.VLLM, "vLLM AsyncLLM in-process, prefix caching (production)", _start_vllm,
+                   multi_item=True),
         EngineSpec(EngineKind.TORCH, "transformers, prefix KV computed once per group (reference)", _start_torch,
                    multi_item=True),
         EngineSpec(EngineKind.NAIVE, "one plain forward pass per candidate (baseline)", _start_naive),
@@ -118,9 +119,11 @@ async def create_engine(
         with_it = [k.value for k, s in ENGINES.items() if s.multi_item]
         raise EngineConfigError(f"engine {kind.value} has no multi-item scoring; engines with it: {with_it}")
     torch = torch or TorchOptions()
+    vllm = vllm or VllmOptions()
     if multi_item:
         torch = dataclasses.replace(torch, multi_item=True)
-    return await spec.start(EngineStart(Path(model_dir), dtype, device, vllm or VllmOptions(), torch))
+        vllm = dataclasses.replace(vllm, multi_item=True)
+    return await spec.start(EngineStart(Path(model_dir), dtype, device, vllm, torch))
 
 
 __all__ = [

@@ -30,6 +30,10 @@ class VllmOptions:
     instead). Both go to vLLM's AsyncEngineArgs as they are. Prefix caching is always
     on: it is what makes scoring many candidates behind one prefix cheap. The
     dtype is the engine-wide setting (`create_engine(dtype=...)`).
+
+    `multi_item`: one vLLM request per (member, task) group instead of one per
+    candidate (brew.engines.vllm_multi_item): candidates isolated by the
+    attention rule, label log-probabilities read at every candidate's end.
     """
 
     max_model_len: int | None = None
@@ -42,6 +46,7 @@ class VllmOptions:
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     block_size: int | None = None
+    multi_item: bool = False
 
     def __post_init__(self) -> None:
         if self.kv_cache_gib <= 0:

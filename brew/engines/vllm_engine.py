@@ -1,10 +1,17 @@
-"""The serving engine: vLLM's AsyncLLM in-process, one request per candidate.
+"""The serving engine: vLLM's AsyncLLM in-process, one request per candidate or per group.
 
-Every candidate prompt goes to vLLM as its own request, all at once; vLLM's
-scheduler batches them and its automatic prefix caching computes each shared
-prefix once (the first request of a group computes it, later ones hit the
-cache block by block). Each request generates one token and asks for the
-logprobs of exactly the label ids (`logprob_token_ids`).
+Per candidate (default): every candidate prompt goes to vLLM as its own
+request, all at once; vLLM's scheduler batches them and its automatic prefix
+caching computes each shared prefix once (the first request of a group
+computes it, later ones hit the cache block by block). Each request
+generates one token and asks for the logprobs of exactly the label ids
+(`logprob_token_ids`).
+
+Multi-item (`VllmOptions.multi_item`): one vLLM pooling request per group
+(or per run of its candidates that fits the model's length) holding the
+prefix and every candidate, scored by Brew's vLLM plugin
+(brew.engines.vllm_multi_item); the same label log-probabilities, one
+request's client-side cost instead of one per candidate.
 
 Facts of vLLM 0.32 this module relies on (read in its source):
 - Logprobs are fp32 full-vocabulary log-softmax of the raw logits: with the
@@ -76,6 +83,7 @@ from vllm.v1.engine.output_processor import RequestOutputCollector
 
 from brew.engines.base import CallerOutcome, CallerWork, score_callers_concurrently, score_one_caller
 from brew.engines.options import VllmOptions
+from brew.engines.vllm_multi_item import requests as multi_item_requests
 from brew.types import CandidateLogprobs, GroupResult, ScoringGroup
 
 _GIB = 1 << 30
@@ -90,6 +98,7 @@ def engine_args(options: VllmOptions, model_dir: str | Path, *, dtype: str, on_c
     """The AsyncEngineArgs for these options; unset ones keep vLLM's defaults."""
     settings = asdict(options)
     kv_cache_gib = settings.pop("kv_cache_gib")
+    multi_item = settings.pop("multi_item")
     if settings["gpu_memory_utilization"] is None and on_cpu:
         settings["gpu_memory_utilization"] = CPU_MEMORY_UTILIZATION
     if settings["block_size"] is None and on_cpu:
@@ -102,6 +111,7 @@ def engine_args(options: VllmOptions, model_dir: str | Path, *, dtype: str, on_c
         # Token ids in, logprobs out: vLLM never needs the tokenizer.
         skip_tokenizer_init=True,
         disable_log_stats=True,
+        **(multi_item_requests.engine_overrides(model_dir) if multi_item else {}),
         **{name: value for name, value in settings.items() if value is not None},
     )
 
@@ -118,9 +128,10 @@ def _sampling_params(label_ids: tuple[int, ...]) -> SamplingParams:
 class VllmEngine:
     """ScoringEngine over an in-process vLLM AsyncLLM."""
 
-    def __init__(self, llm: AsyncLLM, model_name: str) -> None:
+    def __init__(self, llm: AsyncLLM, model_name: str, *, multi_item: bool = False) -> None:
         self._llm = llm
         self._model_name = model_name
+        self._multi_item = multi_item
 
     @classmethod
     async def start(cls, model_dir: str | Path, options: VllmOptions | None = None, *,
@@ -129,7 +140,7 @@ class VllmEngine:
         be built outside the event loop and starts its output task lazily."""
         args = engine_args(options or VllmOptions(), model_dir, dtype=dtype, on_cpu=current_platform.is_cpu())
         llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
-        return cls(llm, Path(model_dir).name)
+        return cls(llm, Path(model_dir).name, multi_item=(options or VllmOptions()).multi_item)
 
     @property
     def model_name(self) -> str:
@@ -137,7 +148,10 @@ class VllmEngine:
 
     @property
     def max_model_len(self) -> int:
-        return int(self._llm.model_config.max_model_len)
+        """The longest prompt of one candidate: vLLM's limit, less what a packed
+        request adds in multi-item mode."""
+        overhead = multi_item_requests.OVERHEAD_TOKENS if self._multi_item else 0
+        return int(self._llm.model_config.max_model_len) - overhead
 
     @property
     def kv_block_size(self) -> int:
@@ -165,7 +179,8 @@ class VllmEngine:
     async def score_batch(self, batch: Sequence[CallerWork]) -> list[CallerOutcome]:
         """Every caller's requests at once; vLLM schedules them into the same
         steps, and a caller that leaves aborts only its own requests."""
-        return await score_callers_concurrently(self._score_groups, batch)
+        score = self._score_groups_packed if self._multi_item else self._score_groups
+        return await score_callers_concurrently(score, batch)
 
     async def score(self, groups: Sequence[ScoringGroup]) -> list[GroupResult]:
         return await score_one_caller(self, groups)
@@ -197,6 +212,33 @@ class VllmEngine:
                 await asyncio.shield(self._llm.abort([request_id for request_id, _, _ in jobs]))
             raise
         return [GroupResult(tuple(next(outputs) for _ in range(group.num_candidates))) for group in groups]
+
+    async def _score_groups_packed(self, groups: Sequence[ScoringGroup]) -> list[GroupResult]:
+        """One vLLM request per group (per run of candidates that fits the
+        model), all added before any is awaited; aborts as `_score_groups`."""
+        limit = int(self._llm.model_config.max_model_len)
+        jobs = [
+            (uuid.uuid4().hex, position, run)
+            for position, group in enumerate(groups)
+            for run in multi_item_requests.split_candidates(group, limit)
+        ]
+        try:
+            added = []
+            for request_id, position, run in jobs:
+                group = groups[position]
+                prompt = tokens_input(multi_item_requests.packed_prompt(group, run))
+                params = multi_item_requests.pooling_params(tuple(group.label_ids))
+                added.append((position, run, await self._llm.add_request(request_id, prompt, params)))
+            results: list[list[CandidateLogprobs]] = [[] for _ in groups]
+            for position, run, collector in added:
+                output = await collector.get()  # FINAL_ONLY: the finished output
+                results[position].extend(multi_item_requests.candidate_results(
+                    groups[position], run, output.outputs.data, output.num_cached_tokens or 0))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._llm.abort([request_id for request_id, _, _ in jobs]))
+            raise
+        return [GroupResult(tuple(candidates)) for candidates in results]
 
     async def check_health(self) -> None:
         """EngineDeadError once vLLM's engine core has died (see the module docstring)."""
