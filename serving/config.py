@@ -7,7 +7,7 @@ sections below:
 
     engine = "vllm"            # vllm | torch | naive (brew.engines.ENGINES)
     model = "brew/demo/brew-demo"
-    multi_item = false         # exact multi-item scoring: one packed forward per engine batch
+    multi_item = false         # exact multi-item scoring: candidates packed behind their member's context
     [server]   host, port, metrics_port, grace_seconds, max_message_bytes, ...
     [batching] max_batch_candidates, collect_window_ms, max_queue_candidates, target_queue_delay_ms, ...
     [limits]   max_candidates_per_request, max_tasks_per_request, max_history_items

@@ -1,7 +1,8 @@
-"""The gRPC service end to end on the real vLLM engine (started once for this
-module): the answers agree with the torch reference, concurrent callers
-share engine steps, and a deadline or a cancellation aborts the request's
-work inside vLLM instead of finishing it in vain.
+"""The gRPC service end to end on the real vLLM engine, per candidate and with
+multi-item scoring (each started once for this module): the answers agree
+with the torch reference, concurrent callers share engine steps, and a
+deadline or a cancellation aborts the request's work inside vLLM instead of
+finishing it in vain.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ PARITY_TOLERANCE = 1e-4
 LARGE = 1024  # distinct candidates: over a second of vLLM CPU work (0.73 s for 600 on 2 idle cores)
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def server():
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=[False, True], ids=["per-candidate", "multi-item"])
+async def server(request):
     async with running_server(
-        engine="vllm", batching={"collect_window_seconds": 0.01},
+        engine="vllm", multi_item=request.param, batching={"collect_window_seconds": 0.01},
         limits={"max_candidates_per_request": 1024},
     ) as running:
         yield running

@@ -7,7 +7,9 @@ fp32 label logprobs within PARITY_TOLERANCE, on groups with prefixes and
 suffixes of different lengths, more candidates than one batch holds, and
 empty suffixes. The vLLM tests also check what serving relies on: repeated
 prefixes are served from vLLM's cache, and a cancelled score aborts its
-requests without harming the engine.
+requests without harming the engine; for both of its modes, one request per
+candidate and multi-item scoring (one request per group, chunked prefill
+splitting candidates across engine steps).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import pytest_asyncio
 from tiny_model import VOCAB_SIZE, build_tiny_llama
 
 from brew.engines import EngineKind, create_engine
-from brew.engines.options import TorchOptions
+from brew.engines.options import TorchOptions, VllmOptions
 from brew.engines.torch_engine import TorchEngine
 from brew.types import GroupResult, ScoringGroup
 
@@ -89,6 +91,19 @@ async def torch_engine(model_dir):
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def vllm_engine(model_dir):
     engine = await create_engine(EngineKind.VLLM, model_dir)
+    yield engine
+    await engine.close()
+
+
+# Engine steps of at most this many tokens: packed prompts are split across
+# steps, often inside a candidate, as vLLM's chunked prefill does under load.
+MULTI_ITEM_STEP_TOKENS = 96
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def vllm_multi_item_engine(model_dir):
+    engine = await create_engine(EngineKind.VLLM, model_dir, multi_item=True,
+                                 vllm=VllmOptions(max_num_batched_tokens=MULTI_ITEM_STEP_TOKENS))
     yield engine
     await engine.close()
 
@@ -184,3 +199,56 @@ async def test_cancelled_score_aborts_its_requests_and_the_engine_keeps_working(
         await task
     assert vllm_engine.num_unfinished_requests == 0
     assert max_gap(await vllm_engine.score(GROUPS), reference) < PARITY_TOLERANCE
+
+
+@pytest.mark.vllm
+@pytest.mark.asyncio(loop_scope="module")
+async def test_vllm_multi_item_matches_plain_forward_passes_and_the_per_candidate_path(
+        vllm_multi_item_engine, vllm_engine, reference):
+    scheduler = vllm_multi_item_engine._llm.vllm_config.scheduler_config
+    assert scheduler.enable_chunked_prefill and scheduler.max_num_batched_tokens == MULTI_ITEM_STEP_TOKENS
+    results = await vllm_multi_item_engine.score(GROUPS)
+    assert max_gap(results, reference) < PARITY_TOLERANCE
+    assert max_gap(results, await vllm_engine.score(GROUPS)) < PARITY_TOLERANCE
+    for group, result in zip(GROUPS, results, strict=True):
+        assert [c.prompt_tokens for c in result.candidates] == [
+            len(group.prompt_ids(i)) for i in range(group.num_candidates)
+        ]
+
+
+@pytest.mark.vllm
+@pytest.mark.asyncio(loop_scope="module")
+async def test_vllm_multi_item_sends_one_request_per_group_unless_it_outgrows_the_model(vllm_multi_item_engine):
+    from brew.engines.vllm_multi_item.requests import split_candidates
+
+    limit = vllm_multi_item_engine._llm.model_config.max_model_len
+    runs = [split_candidates(group, limit) for group in GROUPS]
+    assert [len(r) for r in runs[:1] + runs[2:]] == [1, 1, 1]
+    assert len(runs[1]) > 1  # 70 candidates behind a 200-token prefix do not fit 512 tokens
+    assert [i for run in runs[1] for i in run] == list(range(GROUPS[1].num_candidates))
+
+
+@pytest.mark.vllm
+@pytest.mark.asyncio(loop_scope="module")
+async def test_vllm_multi_item_serves_a_repeat_members_context_from_the_cache(vllm_multi_item_engine, reference):
+    shared = len(GROUPS[1].prefix_ids) // vllm_multi_item_engine.kv_block_size * vllm_multi_item_engine.kv_block_size
+    first = await vllm_multi_item_engine.score(GROUPS)
+    # The first run of a group computes the context; the later runs of the
+    # same call, and every run of a repeat call, find its blocks cached.
+    again = await vllm_multi_item_engine.score(GROUPS)
+    assert all(c.cached_tokens >= shared for c in again[1].candidates)
+    assert max_gap(first, again) < PARITY_TOLERANCE and max_gap(again, reference) < PARITY_TOLERANCE
+
+
+@pytest.mark.vllm
+@pytest.mark.asyncio(loop_scope="module")
+async def test_cancelled_multi_item_score_aborts_its_requests_and_the_engine_keeps_working(
+        vllm_multi_item_engine, reference):
+    task = asyncio.create_task(vllm_multi_item_engine.score(random_groups(seed=2) * 4))
+    await _wait_until(lambda: vllm_multi_item_engine.num_unfinished_requests > 0)
+    assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert vllm_multi_item_engine.num_unfinished_requests == 0
+    assert max_gap(await vllm_multi_item_engine.score(GROUPS), reference) < PARITY_TOLERANCE

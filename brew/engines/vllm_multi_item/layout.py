@@ -18,6 +18,10 @@ decision on multi-item scoring on vLLM).
 - Candidate k attends to the prefix and causally to its own tokens only,
   with positions restarting at P: its last token computes what it would at
   the end of the plain prompt `prefix + candidate_k`.
+- An empty candidate (its prompt is the prefix alone) is spelled with length
+  0 and packed as a copy of the prefix's last token, at that token's
+  position and seeing the prefix before it: it computes exactly what the
+  prefix's last token does, which a cached prefix would not recompute.
 - Nonce and trailer tokens attend only to themselves and nothing attends to
   them: they change no score. The nonce (random ids) makes every block past
   the prefix unique to its request, so no later request reuses them: the
@@ -49,13 +53,19 @@ class Layout:
 
     prefix_len: int
     candidate_starts: tuple[int, ...]
-    candidate_lengths: tuple[int, ...]
+    candidate_lengths: tuple[int, ...]  # as spelled: 0 for an empty candidate
     total_len: int
 
     @property
     def readout_positions(self) -> tuple[int, ...]:
         """The index of every candidate's last token, in candidate order."""
-        return tuple(start + length - 1 for start, length in zip(self.candidate_starts, self.candidate_lengths))
+        return tuple(start + _block_len(length) - 1
+                     for start, length in zip(self.candidate_starts, self.candidate_lengths))
+
+
+def _block_len(candidate_len: int) -> int:
+    """Tokens a candidate takes in the packed prompt (an empty one: the copied token)."""
+    return max(candidate_len, 1)
 
 
 def _digits(number: int) -> list[int]:
@@ -76,15 +86,16 @@ def trailer_len(num_candidates: int) -> int:
 
 def packed_len(prefix_len: int, candidate_lengths: Sequence[int]) -> int:
     """Tokens of the packed prompt for this prefix and these candidates."""
-    return prefix_len + NONCE_TOKENS + sum(candidate_lengths) + trailer_len(len(candidate_lengths))
+    blocks = sum(_block_len(length) for length in candidate_lengths)
+    return prefix_len + NONCE_TOKENS + blocks + trailer_len(len(candidate_lengths))
 
 
 def pack(prefix: Sequence[int], candidates: Sequence[Sequence[int]], rng: random.Random | None = None) -> list[int]:
     """The one prompt scoring every candidate behind `prefix`."""
     if not prefix:
         raise ValueError("a multi-item prompt needs a non-empty prefix")
-    if not candidates or any(not candidate for candidate in candidates):
-        raise ValueError("a multi-item prompt needs at least one candidate, each non-empty")
+    if not candidates:
+        raise ValueError("a multi-item prompt needs at least one candidate")
     rng = rng or random.SystemRandom()
     nonce = [rng.randrange(DIGIT_BASE) for _ in range(NONCE_TOKENS)]
     trailer = _digits(len(prefix))
@@ -93,7 +104,7 @@ def pack(prefix: Sequence[int], candidates: Sequence[Sequence[int]], rng: random
     trailer += _digits(len(candidates))
     ids = [*prefix, *nonce]
     for candidate in candidates:
-        ids.extend(candidate)
+        ids.extend(candidate or prefix[-1:])
     return ids + trailer
 
 
@@ -108,21 +119,22 @@ def parse(ids: Sequence[int]) -> Layout:
         raise ValueError(f"not a multi-item prompt: its trailer spells {num_candidates} candidates")
     numbers = [_number(ids[total - trailer + i], ids[total - trailer + i + 1]) for i in range(0, trailer - 2, DIGITS)]
     prefix_len, lengths = numbers[0], tuple(numbers[1:])
-    if prefix_len < 1 or min(lengths) < 1 or packed_len(prefix_len, lengths) != total:
+    if prefix_len < 1 or packed_len(prefix_len, lengths) != total:
         raise ValueError("not a multi-item prompt: its trailer does not add up to its length")
     starts, start = [], prefix_len + NONCE_TOKENS
     for length in lengths:
         starts.append(start)
-        start += length
+        start += _block_len(length)
     return Layout(prefix_len, tuple(starts), lengths, total)
 
 
 def layout_rows(layout: Layout) -> torch.Tensor:
     """Three int64 rows over the prompt's tokens, read by the model and its attention:
 
-    0. the rotary position (prefix: its index; candidate tokens: P + offset);
+    0. the rotary position (prefix: its index; candidate tokens: P + offset;
+       an empty candidate's copied token: P - 1);
     1. `visible_prefix`: keys below it are visible (prefix token i: i + 1;
-       candidate tokens: P; nonce and trailer: 0);
+       candidate tokens: P; an empty candidate: P - 1; nonce and trailer: 0);
     2. `block_start`: keys from it up to the query are visible (prefix: 0;
        candidate tokens: the candidate's first index; nonce and trailer: the
        token itself).
@@ -139,9 +151,10 @@ def layout_rows(layout: Layout) -> torch.Tensor:
     visible_prefix[:prefix_len] = index[:prefix_len] + 1
     block_start[:prefix_len] = 0
     for start, length in zip(layout.candidate_starts, layout.candidate_lengths):
-        end = start + length
-        position[start:end] = torch.arange(prefix_len, prefix_len + length)
-        visible_prefix[start:end] = prefix_len
+        end = start + _block_len(length)
+        first_position = prefix_len if length else prefix_len - 1
+        position[start:end] = torch.arange(first_position, first_position + end - start)
+        visible_prefix[start:end] = first_position
         block_start[start:end] = start
     return torch.stack([position, visible_prefix, block_start])
 

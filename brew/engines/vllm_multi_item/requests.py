@@ -20,7 +20,7 @@ from brew.engines.vllm_multi_item.names import ARCHITECTURES, LABEL_IDS_KEY, POO
 from brew.types import CandidateLogprobs, ScoringGroup
 
 # Tokens a packed request spends beyond a plain prompt of its one candidate.
-OVERHEAD_TOKENS = NONCE_TOKENS + trailer_len(1)
+OVERHEAD_TOKENS = NONCE_TOKENS + trailer_len(1) + 1  # + 1: an empty candidate takes one token
 
 
 def engine_overrides(model_dir: str | Path) -> dict[str, object]:
