@@ -1,17 +1,19 @@
-"""The attention backend of multi-item requests: vLLM's paged KV cache, Brew's mask.
+"""The attention backend of multi-item requests: vLLM's paged KV cache, Brew's rule.
 
 Each request's keys and values are gathered from the paged cache through its
-block table and attended with `torch.nn.functional.scaled_dot_product_attention`
-under the layout's rule (`layout.may_attend`): every query sees the visible
-prefix and its own block, causally. The per-token rule comes from the
-model (`model.MultiItemScoring.forward` puts the step's `visible_prefix` and
-`block_start` rows into vLLM's forward context before the layers run).
+block table and attended under the layout's rule (`layout.may_attend`):
+every query sees the visible prefix and its own block, causally. The
+per-token rule comes from the model (`model.MultiItemScoring.forward` puts
+the step's `visible_prefix` and `block_start` rows into vLLM's forward
+context before the layers run); the step's first layer plans each request
+once (`kernel.plan_request`) and every layer reuses the plan
+(`kernel.attend` computes only the visible parts).
 
-Plain torch only, so the same code runs on vLLM's CPU build and on CUDA; it
-is a reference kernel, not a fast one: per request and layer it gathers the
-whole context and builds a dense (queries x keys) mask. On GPUs a fused
-kernel with a mask (FlexAttention's `mask_mod`, FlashInfer's custom masks)
-would be the fast path; it is not written here.
+Plain torch only, so the same code runs on vLLM's CPU build and on CUDA. It
+gathers each request's whole context per layer and runs a few matmuls per
+request; on GPUs a fused paged kernel with a mask (FlexAttention's
+`mask_mod` over the block table, FlashInfer's custom masks) would be the fast
+path, and is not written here.
 
 Facts of vLLM 0.32 relied on (read in its source):
 - `Attention.forward` calls `do_kv_cache_update` before `forward` when the
@@ -37,7 +39,6 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from vllm.forward_context import get_forward_context
 from vllm.v1.attention.backend import (
     AttentionBackend,
@@ -49,7 +50,7 @@ from vllm.v1.attention.backend import (
 )
 from vllm.v1.kv_cache_interface import KVCacheLayout
 
-from brew.engines.vllm_multi_item.layout import may_attend
+from brew.engines.vllm_multi_item.kernel import RequestPlan, attend, plan_request
 from brew.engines.vllm_multi_item.names import BACKEND_NAME
 
 # Where the model leaves the step's per-token rows in vLLM's forward context.
@@ -68,9 +69,9 @@ class MultiItemAttentionMetadata:
     seq_lens: list[int]
     block_table: torch.Tensor
     slot_mapping: torch.Tensor
-    # One boolean (queries x keys) mask per request, built by the step's first
-    # layer and shared by the rest (every layer sees the same rows).
-    masks: list[torch.Tensor] = field(default_factory=list)
+    # One plan per request, made by the step's first layer and shared by the
+    # rest (every layer sees the same rows).
+    plans: list[RequestPlan] = field(default_factory=list)
 
 
 class MultiItemAttentionMetadataBuilder(AttentionMetadataBuilder[MultiItemAttentionMetadata]):
@@ -121,17 +122,14 @@ class MultiItemAttentionImpl(AttentionImpl[MultiItemAttentionMetadata]):
         kv_cache[blocks, :, offsets, : self.head_size] = key[: slots.shape[0]].to(kv_cache.dtype)
         kv_cache[blocks, :, offsets, self.head_size:] = value[: slots.shape[0]].to(kv_cache.dtype)
 
-    def _masks(self, metadata: MultiItemAttentionMetadata, device: torch.device) -> list[torch.Tensor]:
-        if not metadata.masks:
+    def _plans(self, metadata: MultiItemAttentionMetadata) -> list[RequestPlan]:
+        if not metadata.plans:
             visible_prefix, block_start = get_forward_context().additional_kwargs[LAYOUT_KEY]
             for request, seq_len in enumerate(metadata.seq_lens):
                 start, end = metadata.query_start_loc[request], metadata.query_start_loc[request + 1]
-                first = seq_len - (end - start)
-                query_index = torch.arange(first, seq_len, device=device)[:, None]
-                key_index = torch.arange(seq_len, device=device)[None, :]
-                metadata.masks.append(may_attend(query_index, key_index, visible_prefix[start:end, None],
-                                                 block_start[start:end, None]))
-        return metadata.masks
+                metadata.plans.append(plan_request(seq_len - (end - start), visible_prefix[start:end],
+                                                   block_start[start:end]))
+        return metadata.plans
 
     def forward(self, layer, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor,
                 attn_metadata: MultiItemAttentionMetadata | None, output: torch.Tensor,
@@ -140,8 +138,8 @@ class MultiItemAttentionImpl(AttentionImpl[MultiItemAttentionMetadata]):
         if attn_metadata is None:  # vLLM's warm-up and profiling runs
             return output
         block_size = kv_cache.shape[2]
-        masks = self._masks(attn_metadata, query.device)
-        for request, (seq_len, mask) in enumerate(zip(attn_metadata.seq_lens, masks)):
+        plans = self._plans(attn_metadata)
+        for request, (seq_len, plan) in enumerate(zip(attn_metadata.seq_lens, plans)):
             start, end = attn_metadata.query_start_loc[request], attn_metadata.query_start_loc[request + 1]
             if end == start:
                 continue
@@ -149,13 +147,9 @@ class MultiItemAttentionImpl(AttentionImpl[MultiItemAttentionMetadata]):
             blocks = attn_metadata.block_table[request, :num_blocks].long()
             # (blocks, kv_heads, block_size, 2 * head) -> (kv_heads, context, 2 * head)
             context = kv_cache[blocks].transpose(0, 1).reshape(self.num_kv_heads, -1, 2 * self.head_size)[:, :seq_len]
-            keys, values = context[..., : self.head_size], context[..., self.head_size:]
-            queries = query[start:end].transpose(0, 1)
-            attended = F.scaled_dot_product_attention(
-                queries, keys.to(queries.dtype), values.to(queries.dtype), attn_mask=mask, scale=self.scale,
-                enable_gqa=self.num_heads != self.num_kv_heads,
-            )
-            output[start:end] = attended.transpose(0, 1).to(output.dtype)
+            keys = context[..., : self.head_size].to(query.dtype)
+            values = context[..., self.head_size:].to(query.dtype)
+            attend(plan, query[start:end], keys, values, self.scale, output[start:end])
         return output
 
 

@@ -1,0 +1,147 @@
+"""Attention of one request under the multi-item rule, computing only what is visible.
+
+A dense (queries x keys) mask would spend most of its work on pairs the rule
+hides (candidate k against candidate j, nonce and trailer), and on the demo
+model that made attention cost more than the rest of the model. So each
+engine step is planned once (`plan_request`, from the step's per-token rows
+of `layout.layout_rows`) and every layer then runs three parts:
+
+- prefix tokens: causal attention over the prefix (SDPA with a mask, since a
+  chunk may start inside the prefix);
+- candidate blocks, batched (one row per block, padded to the longest):
+  scores against the visible prefix and against the block's own tokens up to
+  each query, one softmax over both, then the weighted values;
+- nonce and trailer tokens see only themselves: their output is their value.
+
+Plain torch (matmul and softmax), so it runs wherever vLLM's tensors live.
+Keys and values are the request's whole context (cached and new tokens),
+one row per logical index; queries are this step's tokens, starting at
+logical index `first`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class CandidateBatch:
+    """Candidate blocks of one request in this step, one padded row per block."""
+
+    query_rows: torch.Tensor  # (blocks, queries): row of each query in the step's tokens (padded: 0)
+    query_valid: torch.Tensor  # (blocks, queries) bool
+    own_keys: torch.Tensor  # (blocks, keys): logical index of each own key (padded: 0)
+    own_bias: torch.Tensor  # (blocks, queries, keys): 0 where visible, -inf where not
+    prefix_bias: torch.Tensor  # (blocks, 1, prefix): 0 below the block's visible prefix, -inf above
+    prefix_len: int  # the longest visible prefix among the blocks
+
+
+@dataclass(frozen=True)
+class RequestPlan:
+    """What one request's step attends to; the same for every layer."""
+
+    prefix_rows: tuple[int, int] | None  # rows [from, to) of prefix tokens in this step
+    prefix_bias: torch.Tensor | None  # (rows, keys) additive causal mask for them
+    isolated_rows: torch.Tensor  # rows of tokens that see only themselves
+    candidates: CandidateBatch | None
+
+
+def _runs(block_start: list[int]) -> list[tuple[int, int]]:
+    """[from, to) row ranges of equal `block_start`."""
+    runs, start = [], 0
+    for row in range(1, len(block_start) + 1):
+        if row == len(block_start) or block_start[row] != block_start[start]:
+            runs.append((start, row))
+            start = row
+    return runs
+
+
+def plan_request(first: int, visible_prefix: torch.Tensor, block_start: torch.Tensor) -> RequestPlan:
+    """The plan of a step whose tokens have logical indices first, first + 1, ...
+    and these rows (see `layout.layout_rows`)."""
+    device = visible_prefix.device
+    visible, starts = visible_prefix.tolist(), block_start.tolist()
+    prefix_rows, isolated, blocks = None, [], []
+    for begin, end in _runs(starts):
+        lo = starts[begin]
+        if lo == 0:  # prefix tokens: plain causal
+            prefix_rows = (begin, end)
+        elif end - begin == 1 and lo == first + begin and visible[begin] == 0:  # sees only itself
+            isolated.append(begin)
+        else:
+            blocks.append((begin, end, lo, visible[begin]))
+    prefix_bias = None
+    if prefix_rows is not None:
+        queries = torch.arange(first + prefix_rows[0], first + prefix_rows[1], device=device)
+        keys = torch.arange(first + prefix_rows[1], device=device)
+        prefix_bias = _bias(keys[None, :] <= queries[:, None])
+    context_len = first + len(starts)
+    return RequestPlan(prefix_rows, prefix_bias, torch.tensor(isolated, dtype=torch.long, device=device),
+                       _candidate_batch(first, context_len, blocks, device) if blocks else None)
+
+
+def _bias(visible: torch.Tensor) -> torch.Tensor:
+    return torch.zeros(visible.shape, device=visible.device).masked_fill_(~visible, float("-inf"))
+
+
+def _candidate_batch(first: int, context_len: int, blocks: list[tuple[int, int, int, int]],
+                     device: torch.device) -> CandidateBatch:
+    num_queries = max(end - begin for begin, end, _, _ in blocks)
+    num_keys = max(first + end - lo for begin, end, lo, _ in blocks)
+    prefix_len = max(visible for _, _, _, visible in blocks)
+    begins, counts, los, visibles = (torch.tensor(column, device=device) for column in zip(
+        *((begin, end - begin, lo, visible) for begin, end, lo, visible in blocks)))
+    offsets = torch.arange(num_queries, device=device)
+    query_valid = offsets[None, :] < counts[:, None]
+    query_rows = torch.where(query_valid, begins[:, None] + offsets[None, :], 0)
+    query_index = first + begins[:, None] + offsets[None, :]  # logical
+    key_index = los[:, None] + torch.arange(num_keys, device=device)[None, :]
+    # Every query, padding included, sees at least the prefix (blocks here have
+    # a visible prefix of at least one token), so no softmax row is all -inf.
+    own_visible = (key_index[:, None, :] <= query_index[:, :, None]) & query_valid[:, :, None]
+    prefix_visible = torch.arange(prefix_len, device=device)[None, None, :] < visibles[:, None, None]
+    return CandidateBatch(query_rows, query_valid, key_index.clamp(max=context_len - 1),
+                          _bias(own_visible), _bias(prefix_visible), prefix_len)
+
+
+def attend(plan: RequestPlan, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+           scale: float, out: torch.Tensor) -> None:
+    """Write the attention output of one request's step into `out`.
+
+    query (tokens, heads, head), keys/values (kv_heads, context, head), out
+    (tokens, heads, head); kv heads are repeated for grouped-query attention.
+    """
+    heads, kv_heads = query.shape[1], keys.shape[0]
+    if heads != kv_heads:
+        keys = keys.repeat_interleave(heads // kv_heads, dim=0)
+        values = values.repeat_interleave(heads // kv_heads, dim=0)
+    if plan.prefix_rows is not None:
+        begin, end = plan.prefix_rows
+        context = plan.prefix_bias.shape[1]
+        attended = torch.nn.functional.scaled_dot_product_attention(
+            query[begin:end].transpose(0, 1), keys[:, :context], values[:, :context],
+            attn_mask=plan.prefix_bias, scale=scale)
+        out[begin:end] = attended.transpose(0, 1).to(out.dtype)
+    if plan.isolated_rows.numel():
+        first = keys.shape[1] - query.shape[0]
+        out[plan.isolated_rows] = values[:, first + plan.isolated_rows].transpose(0, 1).to(out.dtype)
+    batch = plan.candidates
+    if batch is not None:
+        blocks, num_queries = batch.query_rows.shape
+        # (heads, blocks * queries, head)
+        queries = query[batch.query_rows.reshape(-1)].transpose(0, 1)
+        prefix_keys, prefix_values = keys[:, : batch.prefix_len], values[:, : batch.prefix_len]
+        prefix_scores = torch.matmul(queries, prefix_keys.transpose(1, 2)).view(heads, blocks, num_queries, -1)
+        own_keys = keys[:, batch.own_keys]  # (heads, blocks, keys, head)
+        own_values = values[:, batch.own_keys]
+        own_scores = torch.matmul(queries.view(heads, blocks, num_queries, -1), own_keys.transpose(2, 3))
+        scores = torch.cat([prefix_scores * scale + batch.prefix_bias, own_scores * scale + batch.own_bias], dim=-1)
+        weights = scores.softmax(dim=-1)
+        prefix_weights = weights[..., : batch.prefix_len].reshape(heads, blocks * num_queries, -1)
+        attended = torch.matmul(prefix_weights, prefix_values).view(heads, blocks, num_queries, -1)
+        attended += torch.matmul(weights[..., batch.prefix_len:], own_values)
+        valid = batch.query_valid.reshape(-1)
+        rows = batch.query_rows.reshape(-1)[valid]
+        out[rows] = attended.reshape(heads, blocks * num_queries, -1)[:, valid].transpose(0, 1).to(out.dtype)

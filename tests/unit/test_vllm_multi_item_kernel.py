@@ -1,0 +1,65 @@
+"""The multi-item attention kernel equals dense attention under the layout's mask.
+
+The kernel computes only the visible parts (prefix causally, each candidate
+block against its visible prefix and itself, nonce and trailer alone); the
+reference is one dense SDPA call with the full (queries x keys) mask of
+`layout.may_attend`. Steps start anywhere (chunked prefill and prefix-cache
+hits), heads may be grouped.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from brew.engines.vllm_multi_item.kernel import attend, plan_request
+from brew.engines.vllm_multi_item.layout import layout_rows, may_attend, pack, parse, plain_rows
+
+HEAD = 16
+
+
+def dense_reference(query, keys, values, first, visible_prefix, block_start, scale):
+    heads, kv_heads = query.shape[1], keys.shape[0]
+    context = keys.shape[1]
+    mask = may_attend(torch.arange(first, context)[:, None], torch.arange(context)[None, :],
+                      visible_prefix[:, None], block_start[:, None])
+    return F.scaled_dot_product_attention(query.transpose(0, 1), keys, values, attn_mask=mask, scale=scale,
+                                          enable_gqa=heads != kv_heads).transpose(0, 1)
+
+
+def rows_of(seed: int, plain: bool = False) -> torch.Tensor:
+    rng = random.Random(seed)
+    if plain:
+        return plain_rows(rng.randint(1, 60))
+    prefix = [1] * rng.randint(1, 40)
+    candidates = [[2] * rng.choice([0, 1, rng.randint(1, 15)]) for _ in range(rng.randint(1, 7))]
+    return layout_rows(parse(pack(prefix, candidates, rng)))
+
+
+@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("heads,kv_heads", [(2, 2), (4, 2)])
+def test_kernel_equals_dense_masked_attention_from_any_step_start(seed, heads, kv_heads):
+    rows = rows_of(seed, plain=seed % 10 == 9)
+    context = rows.shape[1]
+    generator = torch.Generator().manual_seed(seed)
+    first = random.Random(seed).randint(0, context - 1)
+    query = torch.randn(context - first, heads, HEAD, generator=generator)
+    keys = torch.randn(kv_heads, context, HEAD, generator=generator)
+    values = torch.randn(kv_heads, context, HEAD, generator=generator)
+    visible_prefix, block_start = rows[1, first:], rows[2, first:]
+    out = torch.full_like(query, float("nan"))
+    attend(plan_request(first, visible_prefix, block_start), query, keys, values, HEAD**-0.5, out)
+    expected = dense_reference(query, keys, values, first, visible_prefix, block_start, HEAD**-0.5)
+    assert torch.allclose(out, expected, atol=1e-5), (out - expected).abs().max()
+
+
+def test_a_plan_sorts_tokens_into_prefix_candidate_blocks_and_isolated_tokens():
+    layout = parse(pack([1, 1, 1], [[2, 2], [], [2]], random.Random(0)))
+    rows = layout_rows(layout)
+    plan = plan_request(0, rows[1], rows[2])
+    assert plan.prefix_rows == (0, 3)
+    assert plan.candidates is not None and plan.candidates.query_valid.sum().item() == 2 + 1 + 1
+    assert plan.isolated_rows.numel() == layout.total_len - 3 - 4
