@@ -225,6 +225,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     mode.add_argument("--rate", type=_positive_float, help="open-loop: requests per second")
     mode.add_argument("--concurrency", type=_positive_int,
                       help="closed-loop: this many callers, each sending when its last answer arrives")
+    run.add_argument("--server-pid", type=_positive_int, metavar="PID",
+                     help="read the CPU time of this process and its descendants (vLLM's engine core and "
+                          "workers) and of the load generator from /proc around the load: CPU per candidate "
+                          "by process, printed and written to host_cost.json")
     _add_common(run)
     run.set_defaults(handler=_run)
 

@@ -24,8 +24,15 @@ from pathlib import Path
 
 from loadtest.capacity import WARMUP_CONCURRENCY, Sweep, search_capacity, sweep_rates, write_sweep_json
 from loadtest.experiment import RunPlan, execute
+from loadtest.host_cost import (
+    LOAD_GENERATOR,
+    SERVER,
+    CpuMeter,
+    format_host_cost,
+    read_stat,
+    write_host_cost_json,
+)
 from loadtest.overload import format_overload, sweep_overload, write_overload_json
-from loadtest.host_cost import read_stat
 from loadtest.plots import plot_overload, plot_soak, plot_sweep
 from loadtest.runner import Target
 from loadtest.saturation import Saturation, format_saturation, measure_saturation, saturation_callers
@@ -73,10 +80,15 @@ def plan_from_args(args: argparse.Namespace, default_duration: float) -> RunPlan
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """One run: execute the plan, print its summary."""
+    """One run: execute the plan, print its summary (and, with --server-pid,
+    the host cost of each process)."""
     plan = plan_from_args(args, default_duration=30.0)
-    summary = asyncio.run(execute(plan))
+    meter = CpuMeter({SERVER: args.server_pid}, {LOAD_GENERATOR: os.getpid()}) if args.server_pid else None
+    summary = asyncio.run(execute(plan, around_load=meter))
     print(format_summary(summary))
+    if meter is not None:
+        write_host_cost_json(meter.spent, summary.ok_candidates, plan.out_dir / "host_cost.json")
+        print(format_host_cost(meter.spent, summary.ok_candidates))
     if not plan.metrics_urls:
         print("(no --metrics-url: the server's view was not recorded)")
     print(f"files in {plan.out_dir}")

@@ -196,6 +196,16 @@ class CpuMeter:
 
 
 
+def format_host_cost(cpu_s: Mapping[str, float], candidates: int) -> str:
+    """CPU per candidate by process, as `brew loadtest run --server-pid` prints it."""
+    lines = [f"host cost over the load ({candidates} candidates scored OK):"]
+    for label, seconds in per_candidate(cpu_s, candidates).items():
+        lines.append(f"  {label[:NAME_CHARS]:<{NAME_CHARS}} {seconds * 1000:8.3f} ms CPU per candidate")
+    if candidates <= 0:
+        lines.append("  nothing scored: no CPU per candidate")
+    return "\n".join(lines)
+
+
 def write_host_cost_json(cpu_s: Mapping[str, float], candidates: int, path: Path) -> None:
     """host_cost.json of one run: CPU seconds by process over the load, the
     candidates scored OK, and their quotient."""

@@ -50,9 +50,15 @@ async def test_an_open_loop_run_writes_a_sensible_summary_records_and_plots(serv
         "-m", "loadtest", "run", *addresses(server), "--rate", "5", "--arrivals", "fixed", "--duration", "3",
         "--candidates", "4", "--history", "2-4", "--tasks", "job_apply=1,feed_engagement=1",
         "--timeout", "60", "--slo-ms", "500", "--seed", "0", "--no-progress", "--out", str(out),
+        "--server-pid", str(os.getpid()),  # the server runs in this test's process
     )
     assert completed.returncode == 0, completed.stderr
     assert "candidates/s" in completed.stdout
+    assert "ms CPU per candidate" in completed.stdout
+    host_cost = json.loads((out / "host_cost.json").read_text())
+    assert host_cost["ok_candidates"] == 60
+    assert host_cost["cpu_s"]["server"] > 0 and host_cost["cpu_s"]["load generator"] > 0
+    assert host_cost["cpu_s_per_candidate"]["server"] == host_cost["cpu_s"]["server"] / 60
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["format"] == "brew.loadtest.summary/1"

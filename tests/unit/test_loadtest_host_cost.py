@@ -10,8 +10,8 @@ import time
 import pytest
 
 from loadtest.host_cost import (
-    CpuMeter, HostSnapshot, ProcessCpu, ProcStat, command_name, cpu_by_process, cpu_seconds, descendants, parse_stat,
-    per_candidate, process_tree,
+    CpuMeter, HostSnapshot, ProcessCpu, ProcStat, command_name, cpu_by_process, cpu_seconds, descendants,
+    format_host_cost, parse_stat, per_candidate, process_tree,
 )
 
 linux_only = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc")
@@ -86,3 +86,12 @@ def test_a_snapshot_names_each_child_by_its_command_line():
     finally:
         child.kill()
         child.wait()
+
+
+def test_the_run_command_prints_cpu_per_candidate_by_process_in_milliseconds():
+    text = format_host_cost({"server": 2.0, "VLLM::Worker": 5.0, "load generator": 0.1}, 1000)
+    assert "1000 candidates" in text
+    lines = text.splitlines()[1:]
+    assert [line.split()[0] for line in lines] == ["server", "VLLM::Worker", "load"]
+    assert [float(line.split()[-5]) for line in lines] == [2.0, 5.0, 0.1]
+    assert "nothing scored" in format_host_cost({"server": 1.0}, 0)
