@@ -219,6 +219,10 @@ async def run_closed_loop(
             if request is None:
                 return
             sent = clock()  # no schedule: intended is the send time
+            # The same reading decides: drawing the request may have taken the
+            # run past its duration, and nothing is sent after it.
+            if duration_s is not None and sent >= duration_s:
+                return
             outcome = await call_outcome(scorer, request, timeout_s)
             records.append(RequestRecord(index, request.request_id, candidate_count(request), sent, sent,
                                          clock(), outcome.status, outcome.replica))

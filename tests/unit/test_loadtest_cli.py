@@ -66,7 +66,7 @@ def test_parser_defaults_are_the_documented_sweeps():
     args = build_parser().parse_args(["scaling", "--out", "x"])
     assert args.candidates == (1, 4, 16, 64, 256)
     assert args.history_tokens == (64, 256, 1024, 4096)
-    assert args.engines == ("vllm", "torch", "torch-mis", "naive")  # every engine variant
+    assert args.engines == ("vllm", "vllm-mis", "torch", "torch-mis", "naive")  # every engine variant
     with pytest.raises(SystemExit):
         build_parser().parse_args(["scaling", "--out", "x", "--engines", "tgi"])
 

@@ -118,9 +118,11 @@ class MultiItemAttentionImpl(AttentionImpl[MultiItemAttentionMetadata]):
                            kv_cache: torch.Tensor, slot_mapping: torch.Tensor) -> None:
         block_size = kv_cache.shape[2]
         slots = slot_mapping[: key.shape[0]].long()
+        written = slots >= 0  # vLLM pads with slot -1: tokens that are not stored
+        slots = slots[written]
         blocks, offsets = slots // block_size, slots % block_size
-        kv_cache[blocks, :, offsets, : self.head_size] = key[: slots.shape[0]].to(kv_cache.dtype)
-        kv_cache[blocks, :, offsets, self.head_size:] = value[: slots.shape[0]].to(kv_cache.dtype)
+        kv_cache[blocks, :, offsets, : self.head_size] = key[: written.shape[0]][written].to(kv_cache.dtype)
+        kv_cache[blocks, :, offsets, self.head_size:] = value[: written.shape[0]][written].to(kv_cache.dtype)
 
     def _plans(self, metadata: MultiItemAttentionMetadata) -> list[RequestPlan]:
         if not metadata.plans:
