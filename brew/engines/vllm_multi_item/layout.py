@@ -9,8 +9,10 @@ N, each as two base-256 digits), so everything vLLM's worker needs is a pure
 function of the prompt's token ids: the attention rule and the positions of
 every token (`layout_rows`) and the read-out rows (`readout_positions`). That
 is what keeps vLLM's prefix cache sound: a KV block's contents depend only on
-the ids its hash covers (vLLM hashes blocks over token ids; DESIGN.md,
-decision on multi-item scoring on vLLM).
+the ids its hash covers (vLLM hashes blocks over token ids). The torch
+engine's packing (`brew.engines.packing`) carries its layout beside the ids,
+which vLLM's block hashes would not see, hence this separate layout; the
+semantics are the same (DESIGN.md, decision 7).
 
 - Prefix tokens attend causally with positions 0..P-1, exactly as in a plain
   prompt, so a repeat member's prefix blocks are shared with any request
