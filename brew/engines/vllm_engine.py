@@ -185,6 +185,18 @@ class VllmEngine:
     async def score(self, groups: Sequence[ScoringGroup]) -> list[GroupResult]:
         return await score_one_caller(self, groups)
 
+    @contextlib.asynccontextmanager
+    async def _aborted_on_failure(self, request_ids: list[str]):
+        """Abort all these requests if the block fails or is cancelled (an id
+        already finished is a no-op), then re-raise the original error: an
+        abort sent to a dead engine fails too."""
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._llm.abort(request_ids))
+            raise
+
     async def _score_groups(self, groups: Sequence[ScoringGroup]) -> list[GroupResult]:
         """One vLLM request per candidate, all added before any is awaited,
         so vLLM schedules them into the same steps. Each request is added
@@ -199,18 +211,13 @@ class VllmEngine:
             for group in groups
             for index in range(group.num_candidates)
         ]
-        try:
+        async with self._aborted_on_failure([request_id for request_id, _, _ in jobs]):
             added = []
             for request_id, ids, label_ids in jobs:
                 collector = await self._llm.add_request(request_id, tokens_input(list(ids)),
                                                         _sampling_params(tuple(label_ids)))
                 added.append((request_id, collector, label_ids, len(ids)))
             outputs = iter([await self._final_output(*request) for request in added])
-        except BaseException:
-            # Keep the original error: an abort sent to a dead engine fails too.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._llm.abort([request_id for request_id, _, _ in jobs]))
-            raise
         return [GroupResult(tuple(next(outputs) for _ in range(group.num_candidates))) for group in groups]
 
     async def _score_groups_packed(self, groups: Sequence[ScoringGroup]) -> list[GroupResult]:
@@ -222,7 +229,7 @@ class VllmEngine:
             for position, group in enumerate(groups)
             for run in multi_item_requests.split_candidates(group, limit)
         ]
-        try:
+        async with self._aborted_on_failure([request_id for request_id, _, _ in jobs]):
             added = []
             for request_id, position, run in jobs:
                 group = groups[position]
@@ -234,10 +241,6 @@ class VllmEngine:
                 output = await collector.get()  # FINAL_ONLY: the finished output
                 results[position].extend(multi_item_requests.candidate_results(
                     groups[position], run, output.outputs.data, output.num_cached_tokens or 0))
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._llm.abort([request_id for request_id, _, _ in jobs]))
-            raise
         return [GroupResult(tuple(candidates)) for candidates in results]
 
     async def check_health(self) -> None:

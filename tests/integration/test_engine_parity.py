@@ -188,17 +188,21 @@ async def _wait_until(condition, timeout: float = 30.0) -> None:
             await asyncio.sleep(0.005)
 
 
-@pytest.mark.vllm
-@pytest.mark.asyncio(loop_scope="module")
-async def test_cancelled_score_aborts_its_requests_and_the_engine_keeps_working(vllm_engine, reference):
-    task = asyncio.create_task(vllm_engine.score(random_groups(seed=1) * 4))  # fresh prefixes: no cache hits
-    await _wait_until(lambda: vllm_engine.num_unfinished_requests > 0)
+async def assert_a_cancelled_score_aborts_and_the_engine_keeps_working(engine, reference, seed: int) -> None:
+    task = asyncio.create_task(engine.score(random_groups(seed) * 4))  # fresh prefixes: no cache hits
+    await _wait_until(lambda: engine.num_unfinished_requests > 0)
     assert not task.done()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert vllm_engine.num_unfinished_requests == 0
-    assert max_gap(await vllm_engine.score(GROUPS), reference) < PARITY_TOLERANCE
+    assert engine.num_unfinished_requests == 0
+    assert max_gap(await engine.score(GROUPS), reference) < PARITY_TOLERANCE
+
+
+@pytest.mark.vllm
+@pytest.mark.asyncio(loop_scope="module")
+async def test_cancelled_score_aborts_its_requests_and_the_engine_keeps_working(vllm_engine, reference):
+    await assert_a_cancelled_score_aborts_and_the_engine_keeps_working(vllm_engine, reference, seed=1)
 
 
 @pytest.mark.vllm
@@ -244,11 +248,4 @@ async def test_vllm_multi_item_serves_a_repeat_members_context_from_the_cache(vl
 @pytest.mark.asyncio(loop_scope="module")
 async def test_cancelled_multi_item_score_aborts_its_requests_and_the_engine_keeps_working(
         vllm_multi_item_engine, reference):
-    task = asyncio.create_task(vllm_multi_item_engine.score(random_groups(seed=2) * 4))
-    await _wait_until(lambda: vllm_multi_item_engine.num_unfinished_requests > 0)
-    assert not task.done()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert vllm_multi_item_engine.num_unfinished_requests == 0
-    assert max_gap(await vllm_multi_item_engine.score(GROUPS), reference) < PARITY_TOLERANCE
+    await assert_a_cancelled_score_aborts_and_the_engine_keeps_working(vllm_multi_item_engine, reference, seed=2)
