@@ -127,7 +127,12 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"brew serve: {error}", file=sys.stderr)
         return 2
-    return asyncio.run(serve(config))
+    # uvloop: asyncio's API on libuv; the server's event loop thread spends
+    # less CPU per call (BENCHMARKS.md, Brew's server process).
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(serve(config))
 
 
 def _add_serve_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

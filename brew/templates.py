@@ -11,7 +11,8 @@ A task template defines
 
 Templates render in Jinja's immutable sandbox with StrictUndefined: request
 data is always a value, never template code, and a missing field is an error
-that names it, not an empty string.
+that names it, not an empty string. The sandbox takes two shortcuts for the
+lookups prompt templates make most (`ScoringSandbox`): same answers, sooner.
 """
 
 from __future__ import annotations
@@ -29,10 +30,48 @@ from brew.errors import TaskConfigError, TemplateFieldError
 BLOCKS = ("context", "history_item", "candidate")
 
 
+# Names a dict answers as attributes: `d.items` must stay the dict's method
+# (Jinja prefers an attribute to a key), so these names take the stock path.
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+# str attributes the sandbox answers with a wrapper (safe formatting).
+_STR_FORMAT_METHODS = frozenset({"format", "format_map"})
+
+
+class ScoringSandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox, with shortcuts for the two lookups a prompt
+    template makes per field: a key of a plain dict (`candidate.title`) and a
+    public method of a str (`candidate.skills.split`).
+
+    The stock `getattr` tries the attribute first and, for a dict key, pays a
+    raised and caught AttributeError before reading the key; every attribute
+    it finds then goes through the safety checks. For a name that is not an
+    attribute of dict, its answer is the key's value or undefined (the
+    sandbox's own `d["title"]` returns a dict's values unchecked); for a str
+    method not starting with "_" and not str.format, the checks always pass.
+    So the shortcuts return what the stock sandbox returns
+    (tests/unit/test_templates.py renders every bundled template both ways);
+    anything else takes the stock path.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        kind = type(obj)
+        if kind is dict and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
+        if kind is str and not attribute.startswith("_") and attribute not in _STR_FORMAT_METHODS:
+            try:
+                return getattr(obj, attribute)
+            except AttributeError:
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
+
+
 def make_environment(prompts_dir: Path) -> ImmutableSandboxedEnvironment:
     """The Jinja environment the task templates of one prompts directory render
     in; `{% include "_partial.jinja" %}` finds shared partials there."""
-    return ImmutableSandboxedEnvironment(
+    return ScoringSandbox(
         loader=jinja2.FileSystemLoader(str(prompts_dir)),
         undefined=jinja2.StrictUndefined,
         autoescape=False,

@@ -135,7 +135,7 @@ class RankingClient:
         async def attempt(remaining: float) -> Served:
             call = self._ranking.ScoreCandidates(request, timeout=remaining, metadata=metadata)
             response = await call
-            return Served(response, replica_from_metadata(await call.initial_metadata()))
+            return Served(response, replica_from_metadata(await call.trailing_metadata()))
 
         return await self._with_retries(attempt, timeout)
 

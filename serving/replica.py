@@ -6,14 +6,15 @@
   set it (serving.client); the replicas never read it.
 - `x-brew-replica` (response): the name of the replica that served the call
   (`--replica-name`, default hostname:port), set by ReplicaHeaderInterceptor
-  on every unary call: in the initial metadata of an answer, and in the
-  trailing metadata of every answer and error.
+  on every unary call, in the trailing metadata of every answer and error.
 
 An error must stay a trailers-only response (status in the HTTP headers, no
 initial metadata first): Envoy reads grpc-status from the response headers
 only, both to retry UNAVAILABLE (`retry_on: unavailable`) and to count a
-replica's failures for outlier ejection. So the interceptor sends initial
-metadata only once the call has succeeded, right before its one message.
+replica's failures for outlier ejection. Trailing metadata keeps it so, and
+an answer sends its initial metadata with its one message, as gRPC does by
+default (sending the header as initial metadata of its own cost every call
+a batch of operations of its own).
 """
 
 from __future__ import annotations
@@ -75,10 +76,10 @@ class ReplicaHeaderInterceptor(grpc.aio.ServerInterceptor):
         behavior = handler.unary_unary
 
         async def named(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            header = ((REPLICA_HEADER, self._name()),)
-            context.set_trailing_metadata(header)  # kept by context.abort: errors name the replica too
-            response = await behavior(request, context)
-            await context.send_initial_metadata(header)
-            return response
+            # Trailing metadata only (kept by context.abort: errors name the
+            # replica too); sending initial metadata of its own costs the
+            # call a batch of its own.
+            context.set_trailing_metadata(((REPLICA_HEADER, self._name()),))
+            return await behavior(request, context)
 
         return grpc.unary_unary_rpc_method_handler(named, handler.request_deserializer, handler.response_serializer)

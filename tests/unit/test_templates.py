@@ -7,8 +7,14 @@ import jinja2
 import pytest
 from jinja2.exceptions import SecurityError
 
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from brew import defaults
+from brew import tasks as tasks_module
+from brew.demo.world import World
 from brew.errors import TaskConfigError, TemplateFieldError
 from brew.templates import TaskTemplate, make_environment
+from brew.verbalize import _history_variables
 
 # A minimal valid task template: every block, one field each.
 MINIMAL_TEMPLATE = (
@@ -120,6 +126,8 @@ def test_request_data_is_a_value_never_template_code(shipped_tasks):
         ("{{ profile.__init__.__globals__ }}", "__init__"),
         ("{{ profile.update(title='x') }}", "update"),  # the immutable sandbox: no mutation
         ("{{ [].append(1) }}", "append"),
+        ("{{ profile.title.__class__ }}", "__class__"),  # a str's private attribute: no shortcut
+        ("{{ '{0.__class__}'.format(profile.title) }}", "__class__"),  # str.format stays sandboxed
     ],
 )
 def test_unsafe_template_code_is_refused(tmp_path, expression, attribute):
@@ -127,6 +135,59 @@ def test_unsafe_template_code_is_refused(tmp_path, expression, attribute):
     with pytest.raises(TaskConfigError, match=f"attribute '{attribute}'.*unsafe") as caught:
         template.render_block("context", {"profile": dict(PROFILE)})
     assert isinstance(caught.value.__cause__, SecurityError)
+
+
+SHORTCUT_EXPRESSIONS = [
+    "{{ d.title }}",
+    "{{ d.title.split(', ') | list }} {{ d.title.upper() }} {{ d.title.missing is defined }}",
+    "{{ d['items'] }} {{ d.items() | list | length }}",  # d.items is the dict's method, as in Jinja
+    "{{ d.keys | string | truncate(9, True, '') }} {{ d.missing is defined }}",
+    "{{ '{0}!'.format(d.title) }} {{ d.title.startswith('data') }}",
+]
+
+
+@pytest.mark.parametrize("expression", SHORTCUT_EXPRESSIONS)
+def test_the_sandbox_shortcuts_answer_as_the_stock_sandbox(tmp_path, expression):
+    variables = {"profile": {"d": 0}, "d": {"title": "data, analyst", "items": "a key named items"}}
+    (tmp_path / "t.jinja").write_text(with_context(expression), encoding="utf-8")
+    stock = TaskTemplate.from_file(tmp_path / "t.jinja", ImmutableSandboxedEnvironment(
+        loader=jinja2.FileSystemLoader(str(tmp_path)), undefined=jinja2.StrictUndefined))
+    fast = template_from(tmp_path, with_context(expression))
+    assert fast.render_block("context", variables) == stock.render_block("context", variables)
+
+
+def test_every_shipped_template_renders_as_in_the_stock_sandbox(shipped_tasks, monkeypatch):
+    """The shortcuts change no prompt: every block of every shipped task, on
+    seeded synthetic members and candidates, against the stock sandbox."""
+    monkeypatch.setattr(tasks_module, "make_environment", lambda prompts_dir: stock_environment(prompts_dir))
+    stock_tasks = tasks_module.load_tasks(defaults.PROMPTS_DIR)
+    world = World(seed=3)
+    draws = {"job_apply": world.job, "feed_engagement": world.post, "pymk_connect": world.profile_item}
+    compared = 0
+    for _ in range(20):
+        persona = world.persona()
+        member = persona.member
+        for name, task in shipped_tasks.items():
+            stock = stock_tasks[name].template
+            context = {"profile": dict(member.profile), "history": ["a line"], "task": name}
+            assert task.template.render_block("context", context) == stock.render_block("context", context)
+            for interaction in member.history[:3]:
+                item = _history_variables(interaction)
+                assert task.template.render_block("history_item", item) == stock.render_block("history_item", item)
+            for _ in range(4):
+                candidate = draws[name](persona)
+                variables = {"candidate": dict(candidate.fields), "entity_type": candidate.entity_type,
+                             "profile": dict(member.profile), "task": name}
+                assert task.template.render_block("candidate", variables) == stock.render_block("candidate", variables)
+                compared += 1
+    assert compared == 20 * len(shipped_tasks) * 4
+
+
+def stock_environment(prompts_dir) -> ImmutableSandboxedEnvironment:
+    """make_environment's settings on Jinja's own immutable sandbox."""
+    shortcut = make_environment(prompts_dir)
+    return ImmutableSandboxedEnvironment(loader=shortcut.loader, undefined=shortcut.undefined, autoescape=False,
+                                         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False)
 
 
 # --- StrictUndefined -----------------------------------------------------------------
