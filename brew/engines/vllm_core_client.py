@@ -99,9 +99,13 @@ class EngineCoreClient:
             entry = self._templates[id(params)] = (params, request)
         return entry[1]
 
+    def max_prompt_len(self, generates: bool) -> int:
+        """vLLM's own length rule (see the module docstring): a prompt that
+        generates a token leaves room for it."""
+        return self._max_model_len - 1 if generates else self._max_model_len
+
     def _check_prompt(self, request_id: str, prompt_ids: Sequence[int], generates: bool) -> None:
-        """vLLM's own length rule (see the module docstring)."""
-        limit = self._max_model_len - 1 if generates else self._max_model_len
+        limit = self.max_prompt_len(generates)
         if not 0 < len(prompt_ids) <= limit:
             raise ValueError(f"request {request_id}: a prompt of {len(prompt_ids)} tokens; "
                              f"this engine takes 1 to {limit}")

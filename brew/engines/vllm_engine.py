@@ -144,8 +144,9 @@ class VllmEngine:
         """The longest prompt of one candidate: vLLM's limit for a prompt that
         generates one token, less what a packed request adds in multi-item
         mode."""
-        limit = int(self._llm.model_config.max_model_len)
-        return limit - multi_item_requests.OVERHEAD_TOKENS if self._multi_item else limit - 1
+        if self._multi_item:
+            return self._client.max_prompt_len(generates=False) - multi_item_requests.OVERHEAD_TOKENS
+        return self._client.max_prompt_len(generates=True)
 
     @property
     def kv_block_size(self) -> int:
@@ -197,7 +198,7 @@ class VllmEngine:
         """One vLLM request per group (per run of candidates that fits the
         model), all sent before any is awaited; aborts as `_score_groups`."""
         client = self._client
-        limit = int(self._llm.model_config.max_model_len)
+        limit = client.max_prompt_len(generates=False)
         jobs = [
             (client.new_request_id(), position, run)
             for position, group in enumerate(groups)
