@@ -43,9 +43,24 @@ def test_gamma_mean_gap_and_cv2_equal_the_burstiness(burstiness):
 
 
 def test_arrival_count_over_a_duration_matches_the_rate():
-    # Poisson count over 100 s at 100/s: mean 10,000, standard deviation 100.
-    assert len(poisson(100, duration=100, seed=3)) == pytest.approx(10_000, rel=0.04)
+    # Poisson over a window: exactly rate x duration arrivals, whatever the seed.
+    for seed in range(5):
+        assert len(poisson(9, duration=15, seed=seed)) == 135
+    assert len(poisson(100, duration=100, seed=3)) == 10_000
     assert len(gamma(100, 4.0, duration=100, seed=3)) == pytest.approx(10_000, rel=0.1)
+
+
+def test_poisson_over_a_window_keeps_exponential_gaps():
+    # Given its count, a Poisson process's arrivals are uniform over the
+    # window: the gaps stay exponential (mean 1/rate, CV^2 1), not regular.
+    offsets = poisson(50, duration=400, seed=11)
+    assert all(0 <= t < 400 for t in offsets) and list(offsets) == sorted(offsets)
+    arrivals = gaps(offsets)
+    assert statistics.fmean(arrivals) == pytest.approx(1 / 50, rel=0.03)
+    assert cv2(arrivals) == pytest.approx(1.0, abs=0.05)
+    # Arrivals spread over the whole window, not bunched at its start.
+    halves = sum(1 for t in offsets if t < 200), sum(1 for t in offsets if t >= 200)
+    assert halves[0] == pytest.approx(halves[1], rel=0.05)
 
 
 @pytest.mark.parametrize("arrivals", list(Arrivals))
