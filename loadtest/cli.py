@@ -135,6 +135,15 @@ def _engines(text: str) -> tuple[str, ...]:
     return engines
 
 
+def _model_shape(text: str) -> object:
+    from loadtest.bench.scaling_checkpoint import parse_model_shape
+
+    try:
+        return parse_model_shape(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def parse_caps(text: str) -> dict[str, int]:
     """`naive=40000,torch=0`: prompt-token caps per engine; 0 means no cap."""
     caps = dict(DEFAULT_TOKEN_CAPS)
@@ -377,6 +386,11 @@ def _add_scaling(commands: argparse._SubParsersAction) -> None:  # type: ignore[
                         metavar="ENGINE=N,...", help="skip points with more prompt tokens than this "
                         "(candidates x (history + suffix)); 0 lifts a cap (default: naive=40000)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--device", default="cpu",
+                        help="where the torch engines run: cpu (default) or cuda[:N] (vLLM picks its own)")
+    parser.add_argument("--model-shape", type=_model_shape, default=None, metavar="demo|hidden=N,layers=N,...",
+                        help="the random model's size: demo (default) or hidden=,layers=,heads=,intermediate="
+                             "[,head_dim=]; e.g. hidden=2048,layers=16,heads=32,intermediate=8192 (~1 B)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint-dir", type=Path,
                         help="where to write the random checkpoint (default: a temporary directory)")

@@ -151,3 +151,36 @@ def measure_matmul_flops(threads: int, size: int = 1024, seconds: float = 2.0, r
         return statistics.median(rates)
     finally:
         torch.set_num_threads(before)
+
+
+def measure_cuda_matmul_flops(device: str = "cuda", size: int = 8192, seconds: float = 2.0, repeats: int = 5) -> float:
+    """The GPU's fp32 matmul FLOP/s: the median of `repeats` timed stretches
+    of square `size` matmuls after a warm-up, each stretch timed between two
+    synchronizations. TF32 is switched off for the measurement (and restored):
+    Brew scores in true fp32, so the peak it is judged against is fp32's."""
+    if size < 1 or seconds <= 0 or repeats < 1:
+        raise ValueError("size, seconds and repeats must be positive")
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        generator = torch.Generator(device=device).manual_seed(0)
+        a = torch.randn(size, size, generator=generator, device=device)
+        b = torch.randn(size, size, generator=generator, device=device)
+        out = torch.empty(size, size, device=device)
+        flops_per_matmul = 2 * size**3
+        for _ in range(3):
+            torch.mm(a, b, out=out)
+        torch.cuda.synchronize(device)
+        rates = []
+        stretch = seconds / repeats
+        for _ in range(repeats):
+            count, start = 0, time.perf_counter()
+            while count == 0 or time.perf_counter() - start < stretch:
+                for _ in range(4):
+                    torch.mm(a, b, out=out)
+                torch.cuda.synchronize(device)
+                count += 4
+            rates.append(flops_per_matmul * count / (time.perf_counter() - start))
+        return statistics.median(rates)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before

@@ -34,7 +34,12 @@ A per-engine cap on the prompt tokens of a point (candidates x (history +
 suffix)) skips points that would run for minutes (the naive engine at long
 histories and many candidates); they show as "skipped" in the table.
 
-This is a CPU benchmark (engines are started on CPU). `--threads` sets
+By default a CPU benchmark (engines are started on CPU). `--device cuda`
+starts the torch engines (naive, torch, torch-mis) on the GPU instead, their
+share taken against the GPU's fp32 matmul FLOP/s (TF32 off, as Brew scores);
+vLLM chooses its own device (its GPU build runs on the GPU), so it is not
+measured this way. `--model-shape` sizes the random model (a GPU needs a
+model of its size: see loadtest.bench.scaling_checkpoint). `--threads` sets
 torch's threads for the torch engines. vLLM's CPU worker binds its own
 threads: by default every allowed core but one, which it reserves for its
 scheduler (on 2 cores: one thread). Each engine's share is taken against the
@@ -55,7 +60,7 @@ from pathlib import Path
 import torch
 
 from brew.engines import EngineKind
-from loadtest.bench.flops import DecoderShape, measure_matmul_flops
+from loadtest.bench.flops import DecoderShape, measure_cuda_matmul_flops, measure_matmul_flops
 from loadtest.bench.scaling_checkpoint import checkpoint_positions, write_checkpoint
 from loadtest.bench.scaling_measure import measure_engine, vllm_cpu_threads
 from loadtest.bench.scaling_plots import plot_scaling
@@ -64,7 +69,23 @@ from loadtest.bench.scaling_report import format_report, scaling_json
 from loadtest.bench.scaling_results import ScalingResult
 
 
+def gpu_engines_problem(device: str, engines: tuple[str, ...]) -> str | None:
+    """Why these engines cannot be measured on `device`, or None."""
+    if not device.startswith("cuda"):
+        return None
+    if EngineKind.VLLM.value in engines:
+        return ("--device cuda measures the torch engines (naive, torch, torch-mis); vLLM chooses its own "
+                "device (its GPU build runs on the GPU): leave vllm out of --engines")
+    if not torch.cuda.is_available():
+        return "--device cuda: torch sees no GPU here"
+    return None
+
+
 async def _measure_and_report(args: argparse.Namespace) -> int:
+    problem = gpu_engines_problem(args.device, tuple(args.engines))
+    if problem:
+        print(f"brew loadtest scaling: {problem}", file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     torch_threads = torch.get_num_threads()
@@ -75,25 +96,31 @@ async def _measure_and_report(args: argparse.Namespace) -> int:
     sweeps = ScalingSweeps(args.candidates, args.history_tokens, args.fixed_history, args.fixed_candidates)
     settings = ScalingSettings(sweeps, args.repeats, args.seed, args.suffix_tokens, args.max_prompt_tokens)
     peaks = {}
-    for threads in sorted(set(engine_threads.values())):
-        print(f"measuring fp32 matmul FLOP/s on {threads} thread(s)", file=sys.stderr, flush=True)
-        peaks[threads] = measure_matmul_flops(threads)
+    device_label = None
+    if args.device.startswith("cuda"):
+        device_label = f"{args.device} ({torch.cuda.get_device_name(args.device)})"
+        print(f"measuring fp32 matmul FLOP/s on {device_label}", file=sys.stderr, flush=True)
+        peaks[torch_threads] = measure_cuda_matmul_flops(args.device)
+    else:
+        for threads in sorted(set(engine_threads.values())):
+            print(f"measuring fp32 matmul FLOP/s on {threads} thread(s)", file=sys.stderr, flush=True)
+            peaks[threads] = measure_matmul_flops(threads)
 
     positions = checkpoint_positions(sweeps.longest_history + settings.suffix_tokens)
     with tempfile.TemporaryDirectory(prefix="brew-scaling-") as scratch:
-        model_dir = write_checkpoint(args.checkpoint_dir or Path(scratch), positions, args.seed)
+        model_dir = write_checkpoint(args.checkpoint_dir or Path(scratch), positions, args.seed, args.model_shape)
         shape = DecoderShape.from_config(json.loads((model_dir / "config.json").read_text()))
         label_ids = label_ids_for(shape.vocab_size, args.seed)
         results: list[ScalingResult] = []
         for kind in args.engines:  # one engine at a time: each closes before the next starts
             results += await measure_engine(kind, model_dir, shape, label_ids, settings,
-                                            peaks[engine_threads[kind]])
+                                            peaks[engine_threads[kind]], device=args.device)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    report = scaling_json(results, settings, shape, positions, engine_threads, peaks, label_ids)
+    report = scaling_json(results, settings, shape, positions, engine_threads, peaks, label_ids, device_label)
     (args.out / "scaling.json").write_text(json.dumps(report, indent=2) + "\n")
     plot_scaling(results, sweeps, args.out)
-    print(format_report(results, sweeps, engine_threads, peaks))
+    print(format_report(results, sweeps, engine_threads, peaks, device_label))
     return 0
 
 

@@ -52,12 +52,14 @@ def _ms(seconds: float | None) -> str:
 
 
 async def measure_engine(kind: str, model_dir: Path, shape: DecoderShape, label_ids: tuple[int, int],
-                         settings: ScalingSettings, peak_flops: float) -> list[ScalingResult]:
-    """Start one engine, measure every point on it, close it."""
+                         settings: ScalingSettings, peak_flops: float, device: str = "cpu") -> list[ScalingResult]:
+    """Start one engine (on `device`: the torch engines' device), measure
+    every point on it, close it. A call's time includes bringing its scores
+    back to the host, so a GPU call is timed to its end."""
     from brew.engines import create_engine, engine_variants
 
     variant = engine_variants()[kind]
-    engine = await create_engine(variant.kind, model_dir, multi_item=variant.multi_item)
+    engine = await create_engine(variant.kind, model_dir, device=device, multi_item=variant.multi_item)
     results = []
     try:
         for point in settings.sweeps.points():

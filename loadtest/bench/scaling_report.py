@@ -64,10 +64,12 @@ def format_table(results: Sequence[ScalingResult], points: Sequence[ScalingPoint
 
 
 def format_report(results: Sequence[ScalingResult], sweeps: ScalingSweeps, engine_threads: Mapping[str, int],
-                  peaks: Mapping[int, float]) -> str:
+                  peaks: Mapping[int, float], device_label: str | None = None) -> str:
     """Both sweeps' tables, each under a heading that names the fixed axis,
-    after the matmul FLOP/s each engine's share is taken against."""
-    peak_lines = [f"- {engine}: {threads} thread(s), fp32 matmul {peaks[threads] / 1e9:.1f} GFLOP/s"
+    after the matmul FLOP/s each engine's share is taken against (on a GPU,
+    `device_label` names it: the engines compute there, not on threads)."""
+    peak_lines = [f"- {engine}: {device_label or f'{threads} thread(s)'}, "
+                  f"fp32 matmul {peaks[threads] / 1e9:.1f} GFLOP/s"
                   for engine, threads in engine_threads.items()]
     return "\n\n".join([
         "Share of peak is taken against:\n" + "\n".join(peak_lines),
@@ -80,13 +82,14 @@ def format_report(results: Sequence[ScalingResult], sweeps: ScalingSweeps, engin
 
 def scaling_json(results: Iterable[ScalingResult], settings: ScalingSettings, shape: DecoderShape,
                  positions: int, engine_threads: Mapping[str, int], peaks: Mapping[int, float],
-                 label_ids: tuple[int, int]) -> dict[str, object]:
+                 label_ids: tuple[int, int], device_label: str | None = None) -> dict[str, object]:
     """The scaling.json document: the machine, the model, the settings and every result."""
     sweeps = settings.sweeps
     return {
         "format": FORMAT,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": len(os.sched_getaffinity(0)), "engine_threads": dict(engine_threads),
+        "machine": {"cpus": len(os.sched_getaffinity(0)), "device": device_label or "cpu",
+                    "engine_threads": dict(engine_threads),
                     "matmul_flops_by_threads": {str(t): f for t, f in sorted(peaks.items())},
                     "vllm_cpu_omp_threads_bind": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto")},
         "model": {**vars(shape), "max_position_embeddings": positions, "weights": "random"},

@@ -15,53 +15,20 @@ splitting candidates across engine steps).
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import Sequence
 
 import pytest
 import pytest_asyncio
-from tiny_model import VOCAB_SIZE, build_tiny_llama
+from parity_groups import GROUPS, PARITY_TOLERANCE, max_gap
+from tiny_model import build_tiny_llama
 
 from brew.engines import EngineKind, create_engine
 from brew.engines.options import TorchOptions, VllmOptions
 from brew.engines.torch_engine import TorchEngine
-from brew.types import GroupResult, ScoringGroup
+from brew.types import GroupResult
 
 pytestmark = pytest.mark.integration
 
-PARITY_TOLERANCE = 1e-4
 TORCH_BATCH = 16  # smaller than the largest group, so it is split into several chunks
-FIRST_REAL_ID = 3  # ids 0-2 are <s>, </s>, <pad>
-
-
-def random_groups(seed: int) -> list[ScoringGroup]:
-    """Hand-made shapes: (prefix length, candidates, labels), suffixes 1-30 tokens."""
-    rng = random.Random(seed)
-
-    def ids(length: int) -> tuple[int, ...]:
-        return tuple(rng.randrange(FIRST_REAL_ID, VOCAB_SIZE) for _ in range(length))
-
-    def group(prefix_len: int, candidates: int, labels: int) -> ScoringGroup:
-        return ScoringGroup(
-            prefix_ids=ids(prefix_len),
-            suffix_ids=tuple(ids(rng.randint(1, 30)) for _ in range(candidates)),
-            label_ids=tuple(rng.sample(range(FIRST_REAL_ID, VOCAB_SIZE), labels)),
-        )
-
-    with_empty_suffixes = ScoringGroup(ids(33), ((), ids(5), (), ids(1)), (10, 20))
-    return [group(20, 1, 2), group(200, 70, 4), group(77, 9, 2), with_empty_suffixes]
-
-
-GROUPS = random_groups(seed=0)
-
-
-def max_gap(left: Sequence[GroupResult], right: Sequence[GroupResult]) -> float:
-    return max(
-        abs(a - b)
-        for group_left, group_right in zip(left, right, strict=True)
-        for cand_left, cand_right in zip(group_left.candidates, group_right.candidates, strict=True)
-        for a, b in zip(cand_left.label_logprobs, cand_right.label_logprobs, strict=True)
-    )
 
 
 @pytest.fixture(scope="module")

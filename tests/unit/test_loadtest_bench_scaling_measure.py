@@ -18,3 +18,16 @@ from loadtest.bench.scaling_measure import vllm_cpu_threads
 ])
 def test_vllm_cpu_threads(environ, cpus, threads):
     assert vllm_cpu_threads(environ, cpus) == threads
+
+
+def test_on_a_gpu_only_the_torch_engines_are_measured(monkeypatch):
+    import torch
+
+    from loadtest.bench.scaling import gpu_engines_problem
+
+    assert gpu_engines_problem("cpu", ("vllm", "torch")) is None
+    assert "leave vllm out" in gpu_engines_problem("cuda", ("vllm", "torch"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "no GPU" in gpu_engines_problem("cuda:0", ("naive", "torch", "torch-mis"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert gpu_engines_problem("cuda", ("naive", "torch", "torch-mis")) is None

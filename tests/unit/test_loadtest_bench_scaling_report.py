@@ -38,3 +38,10 @@ def test_report_has_both_sweeps():
     assert "### Candidates per group (history 64 tokens)" in report
     assert "### History tokens (1 candidates)" in report
     assert report.count("| torch | 1 | 64 |") == 2
+
+
+def test_a_gpu_report_names_the_device_not_threads():
+    sweeps = ScalingSweeps(candidates=(1,), history=(64,), fixed_history=64, fixed_candidates=1)
+    report = format_report([result("torch", ScalingPoint(1, 64), seconds=(0.1,))], sweeps,
+                           engine_threads={"torch": 2}, peaks={2: 5e13}, device_label="cuda (NVIDIA H200)")
+    assert "- torch: cuda (NVIDIA H200), fp32 matmul 50000.0 GFLOP/s" in report

@@ -1,0 +1,74 @@
+"""On a GPU, every torch engine gives the CPU's scores.
+
+Production scores on GPUs; the rest of the suite runs where CI runs, on CPU.
+Here the naive engine on the CPU is the reference, and on CUDA the naive
+engine, the torch engine (prefix once, KV cache copied into batches) and
+multi-item scoring (groups packed into shared forward passes, candidates
+isolated by the mask, with the dense SDPA kernel and with flex attention)
+must each give its fp32 label log-probabilities within PARITY_TOLERANCE,
+through the same `create_engine` the server uses. Skipped without CUDA.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+from parity_groups import GROUPS, PARITY_TOLERANCE, max_gap
+from tiny_model import build_tiny_causal_lm
+
+from brew.engines import EngineKind, create_engine
+from brew.engines.multi_item import AttentionKernel, score_groups_packed
+from brew.engines.options import TorchOptions
+from brew.types import GroupResult
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+
+def score(kind: EngineKind, model_dir, device: str, **options) -> list[GroupResult]:
+    async def run() -> list[GroupResult]:
+        engine = await create_engine(kind, model_dir, device=device, **options)
+        try:
+            return await engine.score(GROUPS)
+        finally:
+            await engine.close()
+
+    return asyncio.run(run())
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-llama"), "llama", attention_heads=4, kv_heads=2)
+
+
+@pytest.fixture(scope="module")
+def cpu_reference(model_dir) -> list[GroupResult]:
+    return score(EngineKind.NAIVE, model_dir, "cpu")
+
+
+def test_tf32_is_off_so_cuda_matmuls_are_fp32():
+    assert not torch.backends.cuda.matmul.allow_tf32
+
+
+def test_the_naive_engine_on_cuda_gives_the_cpu_scores(model_dir, cpu_reference):
+    assert max_gap(score(EngineKind.NAIVE, model_dir, "cuda"), cpu_reference) < PARITY_TOLERANCE
+
+
+@pytest.mark.parametrize("multi_item", [False, True], ids=["per-group", "multi-item"])
+def test_the_torch_engine_on_cuda_gives_the_cpu_scores(model_dir, cpu_reference, multi_item):
+    results = score(EngineKind.TORCH, model_dir, "cuda", multi_item=multi_item,
+                    torch=TorchOptions(max_forward_candidates=16, max_batch_tokens=2048))
+    assert max_gap(results, cpu_reference) < PARITY_TOLERANCE
+
+
+def test_flex_attention_packing_on_cuda_gives_the_cpu_scores(model_dir, cpu_reference):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, attn_implementation=AttentionKernel.FLEX.value, local_files_only=True).to("cuda").eval()
+    results, _ = score_groups_packed(model, GROUPS, max_batch_tokens=2048)
+    assert max_gap(results, cpu_reference) < PARITY_TOLERANCE
