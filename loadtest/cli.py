@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from brew import defaults
+from brew.engines.options import ATTENTION_KERNELS, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_ROW_TOKENS
 from loadtest.bench.scaling_points import DEFAULT_TOKEN_CAPS, SCALING_ENGINES, SUFFIX_TOKENS, ScalingSweeps
 from loadtest.bench.sidebyside_systems import SYSTEMS
 from loadtest.schedule import Arrivals
@@ -388,6 +389,13 @@ def _add_scaling(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
     parser.add_argument("--device", default="cpu",
                         help="where the torch engines run: cpu (default) or cuda[:N] (vLLM picks its own)")
+    parser.add_argument("--max-row-tokens", type=_positive_int, default=DEFAULT_MAX_ROW_TOKENS,
+                        help="torch-mis: a group longer than this takes the per-group path "
+                             "(TorchOptions.max_row_tokens, default %(default)s)")
+    parser.add_argument("--max-batch-tokens", type=_positive_int, default=DEFAULT_MAX_BATCH_TOKENS,
+                        help="torch-mis: tokens of one packed pass, pads included (default %(default)s)")
+    parser.add_argument("--attention", choices=ATTENTION_KERNELS, default=None,
+                        help="the torch engines' attention kernel (TorchOptions.attention; default: sdpa)")
     parser.add_argument("--model-shape", type=_model_shape, default=None, metavar="demo|hidden=N,layers=N,...",
                         help="the random model's size: demo (default) or hidden=,layers=,heads=,intermediate="
                              "[,head_dim=]; e.g. hidden=2048,layers=16,heads=32,intermediate=8192 (~1 B)")

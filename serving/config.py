@@ -12,7 +12,7 @@ sections below:
     [batching] max_batch_candidates, collect_window_ms, max_queue_candidates, target_queue_delay_ms, ...
     [limits]   max_candidates_per_request, max_tasks_per_request, max_history_items
     [vllm]     kv_cache_gib, max_model_len, gpu_memory_utilization, ...  (brew.engines.options.VllmOptions)
-    [torch]    max_forward_candidates                                  (brew.engines.options.TorchOptions)
+    [torch]    max_forward_candidates, max_batch_tokens, attention, ... (brew.engines.options.TorchOptions)
     [supervisor] probe_interval_seconds, initial_backoff_seconds, max_failures, ...  (serving.supervisor)
     [cluster]  replicas, envoy_port, hash_policy, ...  (`brew cluster`: serving.cluster, serving.envoy_config)
 """

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
+from brew.errors import EngineConfigError
+
 _DTYPES: dict[str, torch.dtype | str] = {
     "float32": torch.float32,
     "bfloat16": torch.bfloat16,
@@ -35,9 +37,17 @@ def probe_model(model: PreTrainedModel) -> None:
     model(input_ids=torch.zeros((1, 1), dtype=torch.long, device=model.device), use_cache=False)
 
 
-def load_causal_lm(model_dir: str | Path, dtype: str = "float32", device: str = "cpu") -> PreTrainedModel:
-    """The model on `device`, in eval mode (no dropout), from local files only."""
+def load_causal_lm(model_dir: str | Path, dtype: str = "float32", device: str = "cpu",
+                   attention: str | None = None) -> PreTrainedModel:
+    """The model on `device`, in eval mode (no dropout), from local files
+    only; with `attention`, running that attention kernel (transformers'
+    `attn_implementation`). flex_attention is refused on CPU: torch's
+    inductor fails to compile its CPU kernel once shapes vary."""
+    if attention == "flex_attention" and torch.device(device).type == "cpu":
+        raise EngineConfigError("attention flex_attention is refused on CPU (torch's inductor fails to compile "
+                                "its CPU kernel once pass shapes vary); use sdpa on CPU, flex_attention on a GPU")
+    extra = {} if attention is None else {"attn_implementation": attention}
     model = AutoModelForCausalLM.from_pretrained(
-        str(model_dir), dtype=torch_dtype_from_name(dtype), local_files_only=True
+        str(model_dir), dtype=torch_dtype_from_name(dtype), local_files_only=True, **extra
     )
     return model.to(device).eval()

@@ -15,6 +15,9 @@ DEFAULT_MAX_BATCH_TOKENS = 16384
 # group packed alone beat the per-group path up to about 3,000 tokens and lost
 # beyond, where a dense mask's length-squared attention outweighs the saving.
 DEFAULT_MAX_ROW_TOKENS = 3072
+# The attention kernels the torch engines run exactly, any mask included
+# (brew.engines.multi_item.AttentionKernel).
+ATTENTION_KERNELS = ("sdpa", "eager", "flex_attention")
 
 
 @dataclass(frozen=True)
@@ -77,12 +80,18 @@ class TorchOptions:
     path instead: dense attention kernels pay length squared per row, masked
     or not. Both budgets bound activation memory, not batching across
     callers: that is the dispatcher's `max_batch_candidates`.
+
+    `attention`: the attention kernel the model runs with, one of
+    ATTENTION_KERNELS; None keeps the checkpoint's (transformers' default,
+    sdpa). On a GPU, "flex_attention" lets multi-item passes skip the blocks
+    the mask rules out (BENCHMARKS.md, section 8); it is refused on CPU.
     """
 
     max_forward_candidates: int = DEFAULT_MAX_FORWARD_CANDIDATES
     multi_item: bool = False
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
     max_row_tokens: int = DEFAULT_MAX_ROW_TOKENS
+    attention: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_forward_candidates < 1:
@@ -90,6 +99,8 @@ class TorchOptions:
         for name in ("max_batch_tokens", "max_row_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.attention is not None and self.attention not in ATTENTION_KERNELS:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTION_KERNELS)}, got {self.attention!r}")
 
 
 def option_names(options: type) -> frozenset[str]:

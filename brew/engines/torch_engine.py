@@ -135,8 +135,10 @@ class TorchEngine:
         device: str = "cpu",
         options: TorchOptions | None = None,
     ) -> TorchEngine:
-        """Load the model off the event loop (loading takes seconds)."""
-        model = await asyncio.to_thread(load_causal_lm, model_dir, dtype, device)
+        """Load the model off the event loop (loading takes seconds), with
+        the attention kernel `options.attention` names, if it names one."""
+        options = options or TorchOptions()
+        model = await asyncio.to_thread(load_causal_lm, model_dir, dtype, device, options.attention)
         return cls(model, Path(model_dir).name, options)
 
     @property

@@ -39,7 +39,10 @@ starts the torch engines (naive, torch, torch-mis) on the GPU instead, their
 share taken against the GPU's fp32 matmul FLOP/s (TF32 off, as Brew scores);
 vLLM chooses its own device (its GPU build runs on the GPU), so it is not
 measured this way. `--model-shape` sizes the random model (a GPU needs a
-model of its size: see loadtest.bench.scaling_checkpoint). `--threads` sets
+model of its size: see loadtest.bench.scaling_checkpoint); `--max-row-tokens`
+and `--max-batch-tokens` set torch-mis's packing budgets and `--attention`
+the torch engines' kernel (TorchOptions), to find where packing stops
+paying on a machine. `--threads` sets
 torch's threads for the torch engines. vLLM's CPU worker binds its own
 threads: by default every allowed core but one, which it reserves for its
 scheduler (on 2 cores: one thread). Each engine's share is taken against the
@@ -59,7 +62,7 @@ from pathlib import Path
 
 import torch
 
-from brew.engines import EngineKind
+from brew.engines import EngineKind, TorchOptions
 from loadtest.bench.flops import DecoderShape, measure_cuda_matmul_flops, measure_matmul_flops
 from loadtest.bench.scaling_checkpoint import checkpoint_positions, write_checkpoint
 from loadtest.bench.scaling_measure import measure_engine, vllm_cpu_threads
@@ -106,6 +109,8 @@ async def _measure_and_report(args: argparse.Namespace) -> int:
             print(f"measuring fp32 matmul FLOP/s on {threads} thread(s)", file=sys.stderr, flush=True)
             peaks[threads] = measure_matmul_flops(threads)
 
+    torch_options = TorchOptions(max_batch_tokens=args.max_batch_tokens, max_row_tokens=args.max_row_tokens,
+                                 attention=args.attention)
     positions = checkpoint_positions(sweeps.longest_history + settings.suffix_tokens)
     with tempfile.TemporaryDirectory(prefix="brew-scaling-") as scratch:
         model_dir = write_checkpoint(args.checkpoint_dir or Path(scratch), positions, args.seed, args.model_shape)
@@ -114,10 +119,13 @@ async def _measure_and_report(args: argparse.Namespace) -> int:
         results: list[ScalingResult] = []
         for kind in args.engines:  # one engine at a time: each closes before the next starts
             results += await measure_engine(kind, model_dir, shape, label_ids, settings,
-                                            peaks[engine_threads[kind]], device=args.device)
+                                            peaks[engine_threads[kind]], device=args.device,
+                                            torch_options=torch_options)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    report = scaling_json(results, settings, shape, positions, engine_threads, peaks, label_ids, device_label)
+    report = scaling_json(results, settings, shape, positions, engine_threads, peaks, label_ids, device_label,
+                          {"max_batch_tokens": args.max_batch_tokens, "max_row_tokens": args.max_row_tokens,
+                           "attention": args.attention or "sdpa"})
     (args.out / "scaling.json").write_text(json.dumps(report, indent=2) + "\n")
     plot_scaling(results, sweeps, args.out)
     print(format_report(results, sweeps, engine_threads, peaks, device_label))

@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from brew.engines.options import TorchOptions
 from loadtest.bench.flops import DecoderShape, naive_group_flops, shared_group_flops
 from loadtest.bench.scaling_points import ScalingPoint, ScalingSettings, make_group
 from loadtest.bench.scaling_results import THIS_PROCESS, ScalingResult
@@ -52,14 +53,16 @@ def _ms(seconds: float | None) -> str:
 
 
 async def measure_engine(kind: str, model_dir: Path, shape: DecoderShape, label_ids: tuple[int, int],
-                         settings: ScalingSettings, peak_flops: float, device: str = "cpu") -> list[ScalingResult]:
+                         settings: ScalingSettings, peak_flops: float, device: str = "cpu",
+                         torch_options: TorchOptions | None = None) -> list[ScalingResult]:
     """Start one engine (on `device`: the torch engines' device), measure
     every point on it, close it. A call's time includes bringing its scores
     back to the host, so a GPU call is timed to its end."""
     from brew.engines import create_engine, engine_variants
 
     variant = engine_variants()[kind]
-    engine = await create_engine(variant.kind, model_dir, device=device, multi_item=variant.multi_item)
+    engine = await create_engine(variant.kind, model_dir, device=device, torch=torch_options,
+                                 multi_item=variant.multi_item)
     results = []
     try:
         for point in settings.sweeps.points():

@@ -82,7 +82,8 @@ def format_report(results: Sequence[ScalingResult], sweeps: ScalingSweeps, engin
 
 def scaling_json(results: Iterable[ScalingResult], settings: ScalingSettings, shape: DecoderShape,
                  positions: int, engine_threads: Mapping[str, int], peaks: Mapping[int, float],
-                 label_ids: tuple[int, int], device_label: str | None = None) -> dict[str, object]:
+                 label_ids: tuple[int, int], device_label: str | None = None,
+                 torch_options: Mapping[str, object] | None = None) -> dict[str, object]:
     """The scaling.json document: the machine, the model, the settings and every result."""
     sweeps = settings.sweeps
     return {
@@ -96,6 +97,7 @@ def scaling_json(results: Iterable[ScalingResult], settings: ScalingSettings, sh
         "settings": {"repeats": settings.repeats, "seed": settings.seed,
                      "suffix_tokens": settings.suffix_tokens,
                      "label_ids": list(label_ids), "token_caps": dict(settings.token_caps),
+                     "torch_options": dict(torch_options or {}),
                      "candidates": list(sweeps.candidates), "fixed_history": sweeps.fixed_history,
                      "history_tokens": list(sweeps.history), "fixed_candidates": sweeps.fixed_candidates},
         "results": [r.to_json() for r in results],

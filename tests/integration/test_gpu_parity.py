@@ -4,8 +4,8 @@ Production scores on GPUs; the rest of the suite runs where CI runs, on CPU.
 Here the naive engine on the CPU is the reference, and on CUDA the naive
 engine, the torch engine (prefix once, KV cache copied into batches) and
 multi-item scoring (groups packed into shared forward passes, candidates
-isolated by the mask, with the dense SDPA kernel and with flex attention)
-must each give its fp32 label log-probabilities within PARITY_TOLERANCE,
+isolated by the mask), each with the dense SDPA kernel and with flex
+attention (`TorchOptions.attention`), must each give its fp32 label log-probabilities within PARITY_TOLERANCE,
 through the same `create_engine` the server uses. Skipped without CUDA.
 """
 
@@ -58,10 +58,11 @@ def test_the_naive_engine_on_cuda_gives_the_cpu_scores(model_dir, cpu_reference)
     assert max_gap(score(EngineKind.NAIVE, model_dir, "cuda"), cpu_reference) < PARITY_TOLERANCE
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "flex_attention"])
 @pytest.mark.parametrize("multi_item", [False, True], ids=["per-group", "multi-item"])
-def test_the_torch_engine_on_cuda_gives_the_cpu_scores(model_dir, cpu_reference, multi_item):
+def test_the_torch_engine_on_cuda_gives_the_cpu_scores(model_dir, cpu_reference, multi_item, attention):
     results = score(EngineKind.TORCH, model_dir, "cuda", multi_item=multi_item,
-                    torch=TorchOptions(max_forward_candidates=16, max_batch_tokens=2048))
+                    torch=TorchOptions(max_forward_candidates=16, max_batch_tokens=2048, attention=attention))
     assert max_gap(results, cpu_reference) < PARITY_TOLERANCE
 
 

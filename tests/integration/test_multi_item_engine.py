@@ -180,3 +180,19 @@ async def test_groups_longer_than_a_row_take_the_per_group_path_with_the_same_sc
     assert passes and max(p.real_tokens for p in passes) < 1000
     for outcome, caller_expected in zip(outcomes, expected, strict=True):
         assert max_gap(outcome, caller_expected) < PARITY_TOLERANCE
+
+
+async def test_the_attention_option_picks_the_kernel_and_scores_the_same(qwen3_dir, expected):
+    outcomes, _ = await score_all_callers(qwen3_dir, attention="eager")
+    for outcome, caller_expected in zip(outcomes, expected, strict=True):
+        assert max_gap(outcome, caller_expected) < PARITY_TOLERANCE
+    engine = await start_packed(qwen3_dir, attention="eager")
+    try:
+        assert engine._model.config._attn_implementation == "eager"
+    finally:
+        await engine.close()
+
+
+async def test_flex_attention_is_refused_on_cpu_at_start(qwen3_dir):
+    with pytest.raises(EngineConfigError, match="flex_attention is refused on CPU"):
+        await TorchEngine.start(qwen3_dir, options=TorchOptions(multi_item=True, attention="flex_attention"))

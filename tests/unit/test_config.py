@@ -226,3 +226,10 @@ def test_an_invalid_overload_or_supervisor_setting_is_named(overrides, message):
     with pytest.raises(ConfigError) as caught:
         load_config(None, **overrides)
     assert message in str(caught.value)
+
+
+def test_the_torch_attention_kernel_is_a_setting_checked_at_load(tmp_path):
+    config = load_config(write_toml(tmp_path, '[torch]\nattention = "flex_attention"\n'))
+    assert config.torch.attention == "flex_attention"
+    with pytest.raises(ConfigError, match=r"\[torch\] attention must be one of sdpa, eager, flex_attention, got 'flash'"):
+        load_config(write_toml(tmp_path, '[torch]\nattention = "flash"\n'))
