@@ -18,7 +18,7 @@ import asyncio
 
 import pytest
 import pytest_asyncio
-from parity_groups import GROUPS, PARITY_TOLERANCE, max_gap
+from parity_groups import GROUPS, PARITY_TOLERANCE, max_gap, random_groups
 from tiny_model import build_tiny_llama
 
 from brew.engines import EngineKind, create_engine
