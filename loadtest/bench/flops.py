@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -120,6 +120,20 @@ def naive_group_flops(shape: DecoderShape, prefix_tokens: int, suffix_tokens: Se
     return sum(forward_flops(shape, prefix_tokens + s, logit_tokens=1) for s in suffix_tokens)
 
 
+def _median_rate(call: Callable[[], object], flops_per_call: int, seconds: float, repeats: int) -> float:
+    """FLOP/s of `call`: the median over `repeats` stretches of `seconds /
+    repeats` each, every stretch at least one call long."""
+    rates = []
+    stretch = seconds / repeats
+    for _ in range(repeats):
+        count, start = 0, time.perf_counter()
+        while count == 0 or time.perf_counter() - start < stretch:
+            call()
+            count += 1
+        rates.append(flops_per_call * count / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
 def measure_matmul_flops(threads: int, size: int = 1024, seconds: float = 2.0, repeats: int = 5) -> float:
     """The machine's fp32 matmul FLOP/s on `threads` torch threads: the median
     of `repeats` timed stretches of square `size` matmuls, after a warm-up.
@@ -137,18 +151,9 @@ def measure_matmul_flops(threads: int, size: int = 1024, seconds: float = 2.0, r
         a = torch.randn(size, size, generator=generator)
         b = torch.randn(size, size, generator=generator)
         out = torch.empty(size, size)
-        flops_per_matmul = 2 * size**3
         for _ in range(3):  # warm-up: thread pool start, first-touch of the output
             torch.mm(a, b, out=out)
-        rates = []
-        stretch = seconds / repeats
-        for _ in range(repeats):
-            count, start = 0, time.perf_counter()
-            while count == 0 or time.perf_counter() - start < stretch:
-                torch.mm(a, b, out=out)
-                count += 1
-            rates.append(flops_per_matmul * count / (time.perf_counter() - start))
-        return statistics.median(rates)
+        return _median_rate(lambda: torch.mm(a, b, out=out), 2 * size**3, seconds, repeats)
     finally:
         torch.set_num_threads(before)
 
@@ -167,20 +172,15 @@ def measure_cuda_matmul_flops(device: str = "cuda", size: int = 8192, seconds: f
         a = torch.randn(size, size, generator=generator, device=device)
         b = torch.randn(size, size, generator=generator, device=device)
         out = torch.empty(size, size, device=device)
-        flops_per_matmul = 2 * size**3
         for _ in range(3):
             torch.mm(a, b, out=out)
         torch.cuda.synchronize(device)
-        rates = []
-        stretch = seconds / repeats
-        for _ in range(repeats):
-            count, start = 0, time.perf_counter()
-            while count == 0 or time.perf_counter() - start < stretch:
-                for _ in range(4):
-                    torch.mm(a, b, out=out)
-                torch.cuda.synchronize(device)
-                count += 4
-            rates.append(flops_per_matmul * count / (time.perf_counter() - start))
-        return statistics.median(rates)
+
+        def four_synchronized() -> None:  # a GPU matmul is timed only once it has run
+            for _ in range(4):
+                torch.mm(a, b, out=out)
+            torch.cuda.synchronize(device)
+
+        return _median_rate(four_synchronized, 4 * 2 * size**3, seconds, repeats)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = before
