@@ -127,6 +127,10 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"brew serve: {error}", file=sys.stderr)
         return 2
+    # The tokenizers library's thread pool stays off unless asked for: a
+    # request's texts are a batch too small to split, and the pool's idle
+    # spinning cost the server CPU per candidate (BENCHMARKS.md, host cost).
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # uvloop: asyncio's API on libuv; the server's event loop thread spends
     # less CPU per call (BENCHMARKS.md, Brew's server process).
     import uvloop

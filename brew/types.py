@@ -7,8 +7,8 @@ proto conversion lives at the edge (`brew.wire`), scoring maths in
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -31,11 +31,19 @@ class Interaction:
 
 @dataclass(frozen=True)
 class Member:
-    """The member being ranked for: profile fields and interaction history."""
+    """The member being ranked for: profile fields and interaction history.
+
+    `digest` identifies the profile and history for the context cache
+    (brew.context_cache.member_digest) when whoever built the member could
+    compute it cheaper than the cache can (brew.wire: from the request's
+    bytes). It is never an argument and `dataclasses.replace` does not copy
+    it (`init=False`): a changed copy of a member cannot carry a stale one.
+    """
 
     member_id: str
     profile: Mapping[str, str]
-    history: tuple[Interaction, ...] = ()
+    history: Sequence[Interaction] = ()
+    digest: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,10 @@ grpcurl and the load generator.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterator, Sequence
+from typing import overload
+
 from google.protobuf import json_format
 
 from brew.errors import InvalidRequestError
@@ -34,6 +38,77 @@ def item_from_proto(item: pb.Item) -> Item:
     return Item(item_id=item.item_id, entity_type=item.entity_type, fields=dict(item.fields))
 
 
+def interaction_from_proto(interaction: pb.Interaction) -> Interaction:
+    return Interaction(
+        action=interaction.action,
+        item=item_from_proto(interaction.item),
+        timestamp=interaction.time.seconds + interaction.time.nanos / 1e9,
+    )
+
+
+class WireHistory(Sequence[Interaction]):
+    """A member's history as it came in the request, decoded on first use.
+
+    A repeat member's context comes from the context cache, keyed by the
+    member's wire digest, and never reads the history; decoding it costs
+    more than the rest of the request's conversion (BENCHMARKS.md). Decoded
+    once, so every reader sees the same Interaction objects; equal to any
+    sequence of the same interactions."""
+
+    __slots__ = ("_messages", "_decoded")
+
+    def __init__(self, messages: Sequence[pb.Interaction]) -> None:
+        self._messages = messages
+        self._decoded: tuple[Interaction, ...] | None = None
+
+    def _interactions(self) -> tuple[Interaction, ...]:
+        if self._decoded is None:
+            self._decoded = tuple(interaction_from_proto(message) for message in self._messages)
+        return self._decoded
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    @overload
+    def __getitem__(self, index: int) -> Interaction: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Interaction, ...]: ...
+    def __getitem__(self, index: int | slice) -> Interaction | tuple[Interaction, ...]:
+        return self._interactions()[index]
+
+    def __iter__(self) -> Iterator[Interaction]:
+        return iter(self._interactions())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and not isinstance(other, str) and self._interactions() == tuple(other)
+
+    __hash__ = None  # type: ignore[assignment]  # like the list it stands for
+
+    def __repr__(self) -> str:
+        return repr(self._interactions())
+
+
+def wire_digest(member: pb.Member) -> bytes:
+    """The context cache's key for a member (brew.context_cache), from its
+    message: a hash of its deterministic serialization without the member
+    id, so of exactly its profile and history. One serialization in C, a
+    fifth of hashing the decoded fields. Keyed apart from the decoded
+    members' digests (`person`), so the two never meet."""
+    anonymous = pb.Member()
+    anonymous.CopyFrom(member)
+    anonymous.ClearField("member_id")
+    return hashlib.blake2b(anonymous.SerializeToString(deterministic=True), digest_size=16,
+                           person=b"brew.v1.Member").digest()
+
+
+def member_from_proto(member: pb.Member) -> Member:
+    """The domain member, its history decoded on first use, its digest
+    from the wire (see Member.digest)."""
+    decoded = Member(member_id=member.member_id, profile=dict(member.profile), history=WireHistory(member.history))
+    object.__setattr__(decoded, "digest", wire_digest(member))  # frozen; set once, here
+    return decoded
+
+
 def request_from_proto(request: pb.ScoreCandidatesRequest) -> ScoreRequest:
     """Domain request from the API message; structural checks only (tasks and
     templates are checked when verbalized)."""
@@ -41,17 +116,7 @@ def request_from_proto(request: pb.ScoreCandidatesRequest) -> ScoreRequest:
         raise InvalidRequestError("member is missing; every request scores for one member")
     if not request.tasks:
         raise InvalidRequestError("tasks is empty; name at least one task with its candidates")
-    history = tuple(
-        Interaction(
-            action=interaction.action,
-            item=item_from_proto(interaction.item),
-            timestamp=interaction.time.seconds + interaction.time.nanos / 1e9,
-        )
-        for interaction in request.member.history
-    )
-    member = Member(
-        member_id=request.member.member_id, profile=dict(request.member.profile), history=history
-    )
+    member = member_from_proto(request.member)
     tasks = tuple(
         TaskRequest(task=task.task, candidates=tuple(item_from_proto(c) for c in task.candidates))
         for task in request.tasks

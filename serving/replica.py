@@ -64,6 +64,8 @@ class ReplicaHeaderInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, name: Callable[[], str]) -> None:
         self._name = name
+        # method -> (the server's handler, its wrapped handler): built once per method
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -73,6 +75,15 @@ class ReplicaHeaderInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._named(handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _named(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         behavior = handler.unary_unary
 
         async def named(request: Any, context: grpc.aio.ServicerContext) -> Any:

@@ -13,6 +13,7 @@ import pytest
 from brew import defaults
 from brew.context_cache import ContextCache, member_digest
 from brew.types import ScoreRequest
+from brew.v1 import ranking_pb2 as pb
 from brew.verbalize import Verbalizer
 from brew.wire import parse_request_json, request_from_proto
 from loadtest.workload import SyntheticWorkload, WorkloadSpec
@@ -41,17 +42,74 @@ def test_cached_contexts_give_the_groups_of_fresh_rendering(shipped_tasks, demo_
 
 
 def test_the_member_id_is_not_part_of_the_key_but_every_field_read_is(shipped_tasks, demo_tokenizer, example):
+    member = dataclasses.replace(example.member)  # a domain member: its digest from its fields
+    assert member.digest is None
     cache: ContextCache = ContextCache(16)
     verbalizer = Verbalizer(shipped_tasks, demo_tokenizer, 1024, context_cache=cache)
-    verbalizer.prepare(example.member, example.tasks[0])
-    renamed = dataclasses.replace(example.member, member_id="someone-else")
+    verbalizer.prepare(member, example.tasks[0])
+    renamed = dataclasses.replace(member, member_id="someone-else")
     verbalizer.prepare(renamed, example.tasks[0])
     assert (cache.hits, cache.misses) == (1, 1)
-    moved = dataclasses.replace(example.member, profile={**example.member.profile, "location": "Lisbon"})
+    moved = dataclasses.replace(member, profile={**member.profile, "location": "Lisbon"})
     fresh = verbalizer.prepare(moved, example.tasks[0])
     assert cache.misses == 2 and "Lisbon" in fresh.context.text
-    older = dataclasses.replace(example.member, history=example.member.history[:-1])
-    assert member_digest(older) != member_digest(example.member)
+    older = dataclasses.replace(member, history=member.history[:-1])
+    assert member_digest(older) != member_digest(member)
+
+
+def _changed(message: pb.ScoreCandidatesRequest, change) -> pb.ScoreCandidatesRequest:
+    copy = pb.ScoreCandidatesRequest()
+    copy.CopyFrom(message)
+    change(copy.member)
+    return copy
+
+
+WIRE_CHANGES = {
+    "profile field": lambda m: m.profile.__setitem__("location", "Lisbon"),
+    "profile field added": lambda m: m.profile.__setitem__("hobby", "chess"),
+    "history item dropped": lambda m: m.history.pop(),
+    "action": lambda m: setattr(m.history[0], "action", "dismissed"),
+    "time (one nanosecond)": lambda m: setattr(m.history[0].time, "nanos", m.history[0].time.nanos + 1),
+    "item id": lambda m: setattr(m.history[0].item, "item_id", "other"),
+    "item entity type": lambda m: setattr(m.history[0].item, "entity_type", "post"),
+    "item field": lambda m: m.history[0].item.fields.__setitem__("title", "Astronaut"),
+}
+
+
+def test_members_from_the_wire_are_keyed_by_their_bytes_without_the_id(shipped_tasks, demo_tokenizer):
+    message = parse_request_json(defaults.EXAMPLE_REQUEST.read_text(encoding="utf-8"))
+    cache: ContextCache = ContextCache(64)
+    verbalizer = Verbalizer(shipped_tasks, demo_tokenizer, 1024, context_cache=cache)
+    member = request_from_proto(message).member
+    assert member.digest is not None and member_digest(member) == member.digest
+    verbalizer.prepare(member, request_from_proto(message).tasks[0])
+    renamed = request_from_proto(_changed(message, lambda m: setattr(m, "member_id", "someone-else")))
+    verbalizer.prepare(renamed.member, renamed.tasks[0])
+    assert (cache.hits, cache.misses) == (1, 1)
+    digests = {member.digest}
+    for name, change in WIRE_CHANGES.items():
+        changed = request_from_proto(_changed(message, change))
+        assert changed.member.digest not in digests, name
+        digests.add(changed.member.digest)
+        plain = Verbalizer(shipped_tasks, demo_tokenizer, 1024)
+        task = changed.tasks[0]
+        assert verbalizer.prepare(changed.member, task).group == plain.prepare(changed.member, task).group, name
+    assert cache.misses == 1 + len(WIRE_CHANGES)
+
+
+def test_a_changed_copy_of_a_wire_member_does_not_keep_its_digest(example):
+    assert example.member.digest is not None
+    for copy in (dataclasses.replace(example.member, profile={}), dataclasses.replace(example.member, history=())):
+        assert copy.digest is None and member_digest(copy) != example.member.digest
+
+
+def test_a_wire_history_decodes_once_and_equals_its_interactions(example):
+    history = example.member.history
+    decoded = tuple(history)
+    assert history == decoded and decoded == history and len(history) == len(decoded)
+    assert all(a is b for a, b in zip(history, decoded)) and history[-1] is decoded[-1]
+    assert history[:2] == decoded[:2]
+    assert history != decoded[:-1] and history != "text"
 
 
 def test_the_cache_keeps_at_most_its_entries_least_recently_used_out_first():

@@ -5,6 +5,8 @@ Envoy to retry and count it), trailing metadata always."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import grpc
 import pytest
 
@@ -42,7 +44,8 @@ async def wrapped_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandl
     async def continuation(details: object) -> grpc.RpcMethodHandler:
         return handler
 
-    return await ReplicaHeaderInterceptor(lambda: "host:1").intercept_service(continuation, None)
+    return await ReplicaHeaderInterceptor(lambda: "host:1").intercept_service(
+        continuation, SimpleNamespace(method="/test.Service/Method"))
 
 
 @pytest.mark.asyncio
@@ -87,3 +90,18 @@ def test_the_replica_is_read_from_metadata():
     assert replica_from_metadata((("a", "1"), (REPLICA_HEADER, "host:2"))) == "host:2"
     assert replica_from_metadata(((REPLICA_HEADER, b"host:3"),)) == "host:3"
     assert replica_from_metadata(None) is None and replica_from_metadata(()) is None
+
+
+@pytest.mark.asyncio
+async def test_a_method_is_wrapped_once_while_its_handler_stays_the_same():
+    interceptor = ReplicaHeaderInterceptor(lambda: "host:1")
+    handler = grpc.unary_unary_rpc_method_handler(behavior)
+
+    async def continuation(details: object) -> grpc.RpcMethodHandler:
+        return handler
+
+    details = SimpleNamespace(method="/test.Service/Method")
+    first = await interceptor.intercept_service(continuation, details)
+    assert await interceptor.intercept_service(continuation, details) is first
+    handler = grpc.unary_unary_rpc_method_handler(behavior)
+    assert await interceptor.intercept_service(continuation, details) is not first
