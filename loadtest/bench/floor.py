@@ -1,0 +1,196 @@
+"""The floor under Brew's server CPU per candidate: its two fixed parts, measured alone.
+
+Brew's server process (per-candidate vLLM path) spends its CPU in three
+places: gRPC's Python server, handing candidates to vLLM's engine core and
+reading its answers, and Brew's own work (decode, render, tokenize,
+dispatch, assemble). This benchmark measures the first two without the third,
+at the load of a host-cost run (the same synthetic workload, the same rate):
+
+- transport: a bare grpc.aio RankingService on uvloop, with the server's
+  interceptors and health service, answering every request with canned
+  scores at once (`canned-server`), driven by the load generator
+  (`brew loadtest run --server-pid`): what gRPC's Python server costs per
+  request before Brew scores anything;
+- engine client: Brew's vLLM engine (one request per candidate) handed the
+  prepared groups of the same requests at the same rate, in this process:
+  what the client side of vLLM's engine core costs the server process per
+  candidate (the engine core's own processes are not counted; nor is
+  rendering: the groups are prepared before the clock starts).
+
+Their sum is what no change to Brew's own code can take away while it
+serves over grpc.aio and feeds vLLM one request per candidate. Each part is
+repeated after a warm-up; the report gives min/median/max per candidate.
+
+    python -m loadtest.bench.floor --rate 11.4 --duration 30 --repeats 3 --out runs/floor
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from brew import defaults
+from loadtest.bench.logged_process import server_env
+from loadtest.workload import SyntheticWorkload, WorkloadSpec
+
+CANDIDATES = 16
+SEED = 7  # the host-cost runs' workload seed
+WARMUP_SECONDS = 5.0
+
+
+# --- the canned server ------------------------------------------------------------------
+
+async def serve_canned(port: int) -> None:
+    """RankingService answering every request with canned scores, on `port`."""
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+    from prometheus_client import CollectorRegistry
+
+    from brew.v1 import ranking_pb2 as pb
+    from serving.grpc_metrics import GrpcServerMetricsInterceptor
+    from serving.replica import ReplicaHeaderInterceptor
+    from serving.servicer import SERVICE_NAME, tolerant_parser
+
+    async def score(request: pb.ScoreCandidatesRequest, context: grpc.aio.ServicerContext
+                    ) -> pb.ScoreCandidatesResponse:
+        return pb.ScoreCandidatesResponse(request_id=request.request_id, results=[
+            pb.TaskScores(task=task.task, scores=[
+                pb.CandidateScore(item_id=c.item_id, score=0.5, label_probs=[0.5, 0.5], label_logprobs=[-0.7, -0.7])
+                for c in task.candidates])
+            for task in request.tasks])
+
+    server = grpc.aio.server(interceptors=[GrpcServerMetricsInterceptor(CollectorRegistry()),
+                                           ReplicaHeaderInterceptor(lambda: f"canned:{port}")])
+    handlers = {"ScoreCandidates": grpc.unary_unary_rpc_method_handler(
+        score, request_deserializer=tolerant_parser(pb.ScoreCandidatesRequest),
+        response_serializer=pb.ScoreCandidatesResponse.SerializeToString)}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+    servicer = health.aio.HealthServicer()
+    await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    print("SERVING", flush=True)
+    await server.wait_for_termination()
+
+
+def measure_transport(port: int, rate: float, duration: float, repeats: int, out: Path) -> list[float]:
+    """Canned server's CPU ms per candidate, one figure per repeat."""
+    command = [sys.executable, "-m", "loadtest.bench.floor", "canned-server", "--port", str(port)]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=server_env())
+    try:
+        if server.stdout is None or server.stdout.readline().strip() != "SERVING":
+            raise RuntimeError("the canned server did not start")
+        figures = []
+        for run in ["warmup", *(f"run-{i}" for i in range(repeats))]:
+            load = [sys.executable, "-m", "brew.cli", "loadtest", "run", "--target", f"127.0.0.1:{port}",
+                    "--rate", str(rate), "--duration", str(WARMUP_SECONDS if run == "warmup" else duration),
+                    "--candidates", str(CANDIDATES), "--seed", str(SEED), "--server-pid", str(server.pid),
+                    "--no-progress", "--no-plots", "--out", str(out / "transport" / run)]
+            subprocess.run(load, check=True, capture_output=True)
+            if run != "warmup":
+                cost = json.loads((out / "transport" / run / "host_cost.json").read_text(encoding="utf-8"))
+                figures.append(cost["cpu_s_per_candidate"]["server"] * 1e3)
+        return figures
+    finally:
+        server.terminate()
+        server.wait()
+
+
+async def measure_engine_client(rate: float, duration: float, repeats: int) -> list[float]:
+    """This process's CPU ms per candidate while Brew's vLLM engine scores
+    prepared groups at `rate` requests per second, one figure per repeat."""
+    from brew.context_cache import ContextCache
+    from brew.engines import create_engine
+    from brew.tasks import load_tasks
+    from brew.tokenization import PromptTokenizer
+    from brew.verbalize import Verbalizer, task_label_ids
+    from brew.wire import request_from_proto
+
+    engine = await create_engine("vllm", defaults.DEMO_MODEL_DIR)
+    try:
+        tasks = load_tasks(defaults.PROMPTS_DIR)
+        tokenizer = PromptTokenizer.from_pretrained(defaults.DEMO_MODEL_DIR)
+        verbalizer = Verbalizer(tasks, tokenizer, engine.max_model_len, task_label_ids(tasks, tokenizer),
+                                ContextCache())
+        count = round(rate * duration)
+        messages = itertools.islice(SyntheticWorkload(WorkloadSpec(candidates=(CANDIDATES, CANDIDATES),
+                                                                   seed=SEED)).requests(), count)
+        requests = [request_from_proto(message) for message in messages]
+        groups = [[verbalizer.prepare(r.member, task).group for task in r.tasks] for r in requests]
+        candidates = sum(group.num_candidates for request in groups for group in request)
+        await _paced(engine, groups[:round(rate * WARMUP_SECONDS)], rate)
+        figures = []
+        for _ in range(repeats):
+            started = time.process_time()
+            await _paced(engine, groups, rate)
+            figures.append((time.process_time() - started) / candidates * 1e3)
+        return figures
+    finally:
+        await engine.close()
+
+
+async def _paced(engine, requests: Sequence[Sequence], rate: float) -> None:  # type: ignore[no-untyped-def]
+    """Score each request's groups, starting one every 1/rate seconds."""
+    start = time.perf_counter()
+    scoring = []
+    for index, groups in enumerate(requests):
+        await asyncio.sleep(max(0.0, start + index / rate - time.perf_counter()))
+        scoring.append(asyncio.create_task(engine.score(groups)))
+    await asyncio.gather(*scoring)
+
+
+def spread(figures: Sequence[float]) -> dict[str, float]:
+    return {"min": min(figures), "median": statistics.median(figures), "max": max(figures)}
+
+
+def report(parts: dict[str, list[float]]) -> str:
+    lines = [f"{'part':<16} {'min':>7} {'median':>7} {'max':>7}  ms CPU per candidate (server process)"]
+    for name, figures in parts.items():
+        s = spread(figures)
+        lines.append(f"{name:<16} {s['min']:7.3f} {s['median']:7.3f} {s['max']:7.3f}")
+    total = sum(spread(f)["median"] for f in parts.values())
+    lines.append(f"{'sum of medians':<16} {total:23.3f}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bench.floor", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command")
+    canned = commands.add_parser("canned-server", help="run the canned RankingService (used by the benchmark)")
+    canned.add_argument("--port", type=int, required=True)
+    parser.add_argument("--rate", type=float, default=11.4, help="requests per second (16 candidates each)")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds per repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--port", type=int, default=50081, help="the canned server's port")
+    parser.add_argument("--out", type=Path, default=Path("runs/floor"))
+    args = parser.parse_args(argv)
+    import uvloop
+
+    if args.command == "canned-server":
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(serve_canned(args.port))
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    parts = {"transport": measure_transport(args.port, args.rate, args.duration, args.repeats, args.out)}
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        parts["engine client"] = runner.run(measure_engine_client(args.rate, args.duration, args.repeats))
+    (args.out / "floor.json").write_text(json.dumps(
+        {"rate": args.rate, "duration": args.duration, "candidates_per_request": CANDIDATES,
+         "ms_cpu_per_candidate": {name: {"runs": f, **spread(f)} for name, f in parts.items()}}, indent=2) + "\n",
+        encoding="utf-8")
+    print(report(parts))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
