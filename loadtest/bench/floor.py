@@ -48,8 +48,9 @@ WARMUP_SECONDS = 5.0
 
 # --- the canned server ------------------------------------------------------------------
 
-async def serve_canned(port: int) -> None:
-    """RankingService answering every request with canned scores, on `port`."""
+async def start_canned_server(port: int):  # type: ignore[no-untyped-def]
+    """A started grpc.aio server answering every ScoreCandidates with canned
+    scores, and its port (`port` 0: any free one)."""
     import grpc
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
     from prometheus_client import CollectorRegistry
@@ -77,8 +78,14 @@ async def serve_canned(port: int) -> None:
     servicer = health.aio.HealthServicer()
     await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
+    return server, bound
+
+
+async def serve_canned(port: int) -> None:
+    """The canned server until terminated; prints SERVING once it listens."""
+    server, _ = await start_canned_server(port)
     print("SERVING", flush=True)
     await server.wait_for_termination()
 
