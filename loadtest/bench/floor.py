@@ -68,8 +68,9 @@ async def start_canned_server(port: int):  # type: ignore[no-untyped-def]
                 for c in task.candidates])
             for task in request.tasks])
 
+    bound: list[int] = []  # the port, once bound: the replica's name
     server = grpc.aio.server(interceptors=[GrpcServerMetricsInterceptor(CollectorRegistry()),
-                                           ReplicaHeaderInterceptor(lambda: f"canned:{port}")])
+                                           ReplicaHeaderInterceptor(lambda: f"canned:{bound[0]}")])
     handlers = {"ScoreCandidates": grpc.unary_unary_rpc_method_handler(
         score, request_deserializer=tolerant_parser(pb.ScoreCandidatesRequest),
         response_serializer=pb.ScoreCandidatesResponse.SerializeToString)}
@@ -78,9 +79,9 @@ async def start_canned_server(port: int):  # type: ignore[no-untyped-def]
     servicer = health.aio.HealthServicer()
     await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    bound.append(server.add_insecure_port(f"127.0.0.1:{port}"))
     await server.start()
-    return server, bound
+    return server, bound[0]
 
 
 async def serve_canned(port: int) -> None:
