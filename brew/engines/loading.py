@@ -37,6 +37,11 @@ def probe_model(model: PreTrainedModel) -> None:
     model(input_ids=torch.zeros((1, 1), dtype=torch.long, device=model.device), use_cache=False)
 
 
+# Why flex attention is refused on CPU, said the same wherever it is refused.
+FLEX_ON_CPU_REFUSED = ("flex_attention is refused on CPU: torch's inductor fails to compile its CPU kernel "
+                       "(CppCompileError) once pass shapes vary; use sdpa on CPU, flex_attention on a GPU")
+
+
 def load_causal_lm(model_dir: str | Path, dtype: str = "float32", device: str = "cpu",
                    attention: str | None = None) -> PreTrainedModel:
     """The model on `device`, in eval mode (no dropout), from local files
@@ -44,8 +49,7 @@ def load_causal_lm(model_dir: str | Path, dtype: str = "float32", device: str = 
     `attn_implementation`). flex_attention is refused on CPU: torch's
     inductor fails to compile its CPU kernel once shapes vary."""
     if attention == "flex_attention" and torch.device(device).type == "cpu":
-        raise EngineConfigError("attention flex_attention is refused on CPU (torch's inductor fails to compile "
-                                "its CPU kernel once pass shapes vary); use sdpa on CPU, flex_attention on a GPU")
+        raise EngineConfigError(FLEX_ON_CPU_REFUSED)
     extra = {} if attention is None else {"attn_implementation": attention}
     model = AutoModelForCausalLM.from_pretrained(
         str(model_dir), dtype=torch_dtype_from_name(dtype), local_files_only=True, **extra

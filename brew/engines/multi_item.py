@@ -60,6 +60,7 @@ from enum import StrEnum
 import torch
 from transformers import PreTrainedModel
 
+from brew.engines.loading import FLEX_ON_CPU_REFUSED
 from brew.engines.packing import PackedPass, PackingStats, may_attend, plan_passes
 from brew.types import CandidateLogprobs, GroupResult, ScoringGroup
 
@@ -133,10 +134,7 @@ def attention_kernel(model: PreTrainedModel) -> AttentionKernel:
             f"{', '.join(k.value for k in AttentionKernel)}"
         ) from None
     if kernel is AttentionKernel.FLEX and model.device.type == "cpu":
-        raise ValueError(
-            "flex_attention is refused on CPU: with torch 2.13 inductor fails to compile its CPU kernel "
-            "(CppCompileError) once pass shapes vary; use sdpa on CPU"
-        )
+        raise ValueError(FLEX_ON_CPU_REFUSED)
     return kernel
 
 
