@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import itertools
 import json
 import statistics
@@ -87,6 +88,8 @@ async def start_canned_server(port: int):  # type: ignore[no-untyped-def]
 async def serve_canned(port: int) -> None:
     """The canned server until terminated; prints SERVING once it listens."""
     server, _ = await start_canned_server(port)
+    gc.collect()  # as the real server does once warm (serving.server)
+    gc.freeze()
     print("SERVING", flush=True)
     await server.wait_for_termination()
 
@@ -137,6 +140,8 @@ async def measure_engine_client(rate: float, duration: float, repeats: int) -> l
         groups = [[verbalizer.prepare(r.member, task).group for task in r.tasks] for r in requests]
         candidates = sum(group.num_candidates for request in groups for group in request)
         await _paced(engine, groups[:round(rate * WARMUP_SECONDS)], rate)
+        gc.collect()  # as the server does after its warm-up (serving.server): start-up objects
+        gc.freeze()   # out of the collector, so a full collection does not land in one repeat
         figures = []
         for _ in range(repeats):
             started = time.process_time()
