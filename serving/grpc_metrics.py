@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from serving.method_wrapping import PerMethodInterceptor
 from serving.metrics import latency_buckets
 
 _Behavior = Callable[..., Any]
@@ -64,13 +65,12 @@ class _MethodMetrics:
         self.handling.observe(time.perf_counter() - started)
 
 
-class GrpcServerMetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Counts and times every RPC the server handles, by method and final code.
-
-    A method's wrapped handler is built once and reused while the server
-    hands out the same handler for it (gRPC asks the interceptor per call)."""
+class GrpcServerMetricsInterceptor(PerMethodInterceptor):
+    """Counts and times every RPC the server handles, by method and final code
+    (each method's counting handler built once: serving.method_wrapping)."""
 
     def __init__(self, registry: CollectorRegistry, slo_seconds: float = 0.5) -> None:
+        super().__init__()
         labels = ["grpc_type", "grpc_service", "grpc_method"]
         self.started = Counter("grpc_server_started", "RPCs started on the server.", labels, registry=registry)
         self.handled = Counter("grpc_server_handled", "RPCs completed on the server, regardless of success.",
@@ -80,25 +80,8 @@ class GrpcServerMetricsInterceptor(grpc.aio.ServerInterceptor):
         self.received = Counter("grpc_server_msg_received", "Stream messages received by the server.", labels,
                                 registry=registry)
         self.sent = Counter("grpc_server_msg_sent", "Stream messages sent by the server.", labels, registry=registry)
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:  # unknown method: gRPC answers UNIMPLEMENTED itself
-            return handler
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(method, handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
-
-    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         service, name = _split(method)
         rpc_type = _rpc_type(handler)
         metrics = _MethodMetrics(self, {"grpc_type": rpc_type, "grpc_service": service, "grpc_method": name})

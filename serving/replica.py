@@ -20,11 +20,13 @@ a batch of operations of its own).
 from __future__ import annotations
 
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 import grpc
+
+from serving.method_wrapping import PerMethodInterceptor
 
 MEMBER_HEADER = "x-brew-member"
 REPLICA_HEADER = "x-brew-replica"
@@ -55,7 +57,7 @@ def replica_from_metadata(metadata: Any) -> str | None:
     return None
 
 
-class ReplicaHeaderInterceptor(grpc.aio.ServerInterceptor):
+class ReplicaHeaderInterceptor(PerMethodInterceptor):
     """Names this replica on every unary call's response (x-brew-replica).
 
     `name` is called per call: the default name holds the port, known only
@@ -63,28 +65,13 @@ class ReplicaHeaderInterceptor(grpc.aio.ServerInterceptor):
     """
 
     def __init__(self, name: Callable[[], str]) -> None:
+        super().__init__()
         self._name = name
-        # method -> (the server's handler, its wrapped handler): built once per method
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._named(handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
-
-    def _named(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         behavior = handler.unary_unary
+        if behavior is None:
+            return handler
 
         async def named(request: Any, context: grpc.aio.ServicerContext) -> Any:
             # Trailing metadata only (kept by context.abort: errors name the
