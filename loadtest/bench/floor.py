@@ -12,7 +12,8 @@ at the load of a host-cost run (the same synthetic workload, the same rate):
   (`brew loadtest run --server-pid`): what gRPC's Python server costs per
   request before Brew scores anything;
 - engine client: Brew's vLLM engine (one request per candidate) handed the
-  prepared groups of the same requests at the same rate, in this process:
+  prepared groups of the same requests on the load generator's schedule
+  (the same Poisson arrivals, the same seed), in this process:
   what the client side of vLLM's engine core costs the server process per
   candidate (the engine core's own processes are not counted; nor is
   rendering: the groups are prepared before the clock starts).
@@ -39,7 +40,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from brew import defaults
+from brew.engines import EngineKind
+from brew.engines.base import ScoringEngine
+from brew.types import ScoringGroup
 from loadtest.bench.logged_process import server_env
+from loadtest.schedule import poisson
 from loadtest.workload import SyntheticWorkload, WorkloadSpec
 
 CANDIDATES = 16
@@ -119,45 +124,43 @@ def measure_transport(port: int, rate: float, duration: float, repeats: int, out
 
 async def measure_engine_client(rate: float, duration: float, repeats: int) -> list[float]:
     """This process's CPU ms per candidate while Brew's vLLM engine scores
-    prepared groups at `rate` requests per second, one figure per repeat."""
+    prepared groups on the load generator's schedule (Poisson arrivals at
+    `rate`, its seed), one figure per repeat."""
     from brew.context_cache import ContextCache
-    from brew.engines import create_engine
-    from brew.tasks import load_tasks
-    from brew.tokenization import PromptTokenizer
-    from brew.verbalize import Verbalizer, task_label_ids
+    from brew.runtime import build_ranker
     from brew.wire import request_from_proto
 
-    engine = await create_engine("vllm", defaults.DEMO_MODEL_DIR)
+    ranker = await build_ranker(defaults.DEMO_MODEL_DIR, defaults.PROMPTS_DIR, EngineKind.VLLM,
+                                context_cache=ContextCache())
     try:
-        tasks = load_tasks(defaults.PROMPTS_DIR)
-        tokenizer = PromptTokenizer.from_pretrained(defaults.DEMO_MODEL_DIR)
-        verbalizer = Verbalizer(tasks, tokenizer, engine.max_model_len, task_label_ids(tasks, tokenizer),
-                                ContextCache())
-        count = round(rate * duration)
-        messages = itertools.islice(SyntheticWorkload(WorkloadSpec(candidates=(CANDIDATES, CANDIDATES),
-                                                                   seed=SEED)).requests(), count)
-        requests = [request_from_proto(message) for message in messages]
-        groups = [[verbalizer.prepare(r.member, task).group for task in r.tasks] for r in requests]
+        offsets = poisson(rate, duration=duration, seed=SEED)
+        spec = WorkloadSpec(candidates=(CANDIDATES, CANDIDATES), seed=SEED)
+        messages = itertools.islice(SyntheticWorkload(spec).requests(), len(offsets))
+        groups = [[p.group for p in ranker.prepare(request_from_proto(message))] for message in messages]
         candidates = sum(group.num_candidates for request in groups for group in request)
-        await _paced(engine, groups[:round(rate * WARMUP_SECONDS)], rate)
+        warmup = poisson(rate, duration=WARMUP_SECONDS, seed=SEED)
+        await _paced(ranker.engine, groups[:len(warmup)], warmup)
         gc.collect()  # as the server does after its warm-up (serving.server): start-up objects
         gc.freeze()   # out of the collector, so a full collection does not land in one repeat
         figures = []
         for _ in range(repeats):
             started = time.process_time()
-            await _paced(engine, groups, rate)
+            await _paced(ranker.engine, groups, offsets)
             figures.append((time.process_time() - started) / candidates * 1e3)
         return figures
     finally:
-        await engine.close()
+        await ranker.engine.close()
 
 
-async def _paced(engine, requests: Sequence[Sequence], rate: float) -> None:  # type: ignore[no-untyped-def]
-    """Score each request's groups, starting one every 1/rate seconds."""
+async def _paced(engine: ScoringEngine, requests: Sequence[Sequence[ScoringGroup]],
+                 offsets: Sequence[float]) -> None:
+    """Score requests[i]'s groups `offsets[i]` seconds after the start, never
+    waiting for earlier answers (the load generator's open loop, without its
+    records: this process's CPU is what is measured)."""
     start = time.perf_counter()
     scoring = []
-    for index, groups in enumerate(requests):
-        await asyncio.sleep(max(0.0, start + index / rate - time.perf_counter()))
+    for offset, groups in zip(offsets, requests, strict=True):
+        await asyncio.sleep(max(0.0, start + offset - time.perf_counter()))
         scoring.append(asyncio.create_task(engine.score(groups)))
     await asyncio.gather(*scoring)
 
