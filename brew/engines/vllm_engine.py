@@ -21,7 +21,9 @@ Facts of vLLM 0.32 this module relies on (read in its source):
 - Requests go to the engine core through Brew's own client
   (brew.engines.vllm_core_client, which lists the facts it relies on), not
   AsyncLLM's per-request front end: that front end cost Brew's server four
-  times the CPU per candidate of the rest of the vLLM path.
+  times the CPU per candidate of the rest of the vLLM path. A group's
+  requests travel in one engine-core message (brew.engines.vllm_core_batch),
+  added by the engine core as its own ADD path adds one.
 - A finished one-token request's `new_logprobs` row holds the sampled
   token's id and log-probability first, then exactly the requested ids
   (`Sampler.gather_specific_token_logprobs`); `prefill_stats` of its output
@@ -180,43 +182,45 @@ class VllmEngine:
             raise
 
     async def _score_groups(self, groups: Sequence[ScoringGroup]) -> list[GroupResult]:
-        """One vLLM request per candidate, all sent before any is awaited, so
-        vLLM schedules them into the same steps; any failure or cancellation
-        aborts all of them."""
+        """One vLLM request per candidate, a group's in one engine-core
+        message, every group sent before any is awaited, so vLLM schedules
+        them into the same steps; any failure or cancellation aborts all."""
         client = self._client
-        jobs = [(client.new_request_id(), group, index) for group in groups for index in range(group.num_candidates)]
-        async with self._aborted_on_failure([request_id for request_id, _, _ in jobs]):
+        request_ids = [[client.new_request_id() for _ in range(group.num_candidates)] for group in groups]
+        async with self._aborted_on_failure([request_id for ids in request_ids for request_id in ids]):
             sent = [
-                (await client.submit(request_id, list(group.prompt_ids(index)),
-                                     _sampling_params(tuple(group.label_ids))), group, index)
-                for request_id, group, index in jobs
+                client.submit(ids, group.prefix_ids, group.suffix_ids, _sampling_params(tuple(group.label_ids)))
+                for group, ids in zip(groups, request_ids)
             ]
-            outputs = iter([_label_logprobs(await future, group, index) for future, group, index in sent])
-        return [GroupResult(tuple(next(outputs) for _ in range(group.num_candidates))) for group in groups]
+            results = []
+            for group, future in zip(groups, sent):
+                outputs = await future
+                results.append(GroupResult(tuple(_label_logprobs(output, group, index)
+                                                 for index, output in enumerate(outputs))))
+            return results
 
     async def _score_groups_packed(self, groups: Sequence[ScoringGroup]) -> list[GroupResult]:
         """One vLLM request per group (per run of candidates that fits the
-        model), all sent before any is awaited; aborts as `_score_groups`."""
+        model), a group's in one engine-core message, all sent before any is
+        awaited; aborts as `_score_groups`."""
         client = self._client
         limit = client.max_prompt_len(generates=False)
-        jobs = [
-            (client.new_request_id(), position, run)
-            for position, group in enumerate(groups)
-            for run in multi_item_requests.split_candidates(group, limit)
-        ]
-        async with self._aborted_on_failure([request_id for request_id, _, _ in jobs]):
-            sent = []
-            for request_id, position, run in jobs:
-                group = groups[position]
-                params = multi_item_requests.pooling_params(tuple(group.label_ids))
-                future = await client.submit(request_id, multi_item_requests.packed_prompt(group, run), params)
-                sent.append((position, run, future))
-            results: list[list[CandidateLogprobs]] = [[] for _ in groups]
-            for position, run, future in sent:
-                output = await future
-                results[position].extend(multi_item_requests.candidate_results(
-                    groups[position], run, output.pooling_output, _cached_tokens(output)))
-        return [GroupResult(tuple(candidates)) for candidates in results]
+        runs = [multi_item_requests.split_candidates(group, limit) for group in groups]
+        request_ids = [[client.new_request_id() for _ in group_runs] for group_runs in runs]
+        async with self._aborted_on_failure([request_id for ids in request_ids for request_id in ids]):
+            sent = [
+                client.submit(ids, (), [multi_item_requests.packed_prompt(group, run) for run in group_runs],
+                              multi_item_requests.pooling_params(tuple(group.label_ids)))
+                for group, group_runs, ids in zip(groups, runs, request_ids)
+            ]
+            results = []
+            for group, group_runs, future in zip(groups, runs, sent):
+                candidates: list[CandidateLogprobs] = []
+                for run, output in zip(group_runs, await future):
+                    candidates.extend(multi_item_requests.candidate_results(
+                        group, run, output.pooling_output, _cached_tokens(output)))
+                results.append(GroupResult(tuple(candidates)))
+            return results
 
     async def check_health(self) -> None:
         """EngineDeadError once vLLM's engine core has died (see

@@ -1,9 +1,10 @@
-"""vLLM plugin (entry point `vllm.general_plugins`): registers the multi-item model and backend.
+"""Registers the multi-item model and attention backend with vLLM.
 
-vLLM loads general plugins in every process it starts (engine core, workers)
-before it resolves the model, which is how the multi-item classes reach the
-engine-core process. Registration is by import path, so loading the plugin
-imports nothing heavy, and repeating it is harmless.
+Called by Brew's vLLM plugin (brew.engines.vllm_plugin), which vLLM loads in
+every process it starts (engine core, workers) before it resolves the
+model: that is how the multi-item classes reach the engine-core process.
+Registration is by import path, so it imports nothing heavy, and repeating
+it is harmless.
 """
 
 from __future__ import annotations
