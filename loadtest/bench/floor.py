@@ -18,8 +18,9 @@ at the load of a host-cost run (the same synthetic workload, the same rate):
   candidate (the engine core's own processes are not counted; nor is
   rendering: the groups are prepared before the clock starts).
 
-Their sum is what no change to Brew's own code can take away while it
-serves over grpc.aio and feeds vLLM one request per candidate. Each part is
+Their sum is what no change to Brew's decoding, rendering, tokenizing or
+dispatching can take away while it serves over grpc.aio and feeds vLLM one
+request per candidate (one engine-core message per group). Each part is
 repeated after a warm-up; the report gives min/median/max per candidate.
 
     python -m loadtest.bench.floor --rate 11.4 --duration 30 --repeats 3 --out runs/floor
