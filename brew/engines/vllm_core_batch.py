@@ -74,11 +74,17 @@ class _TemplateDecoder:
 _templates = _TemplateDecoder()
 
 
+def check_pairs(tails: Sequence[Sequence[int]], request_ids: Sequence[str]) -> None:
+    """One request id per prompt tail, or ValueError (checked on both sides
+    of the message: zip would drop the extras silently)."""
+    if len(tails) != len(request_ids):
+        raise ValueError(f"{len(tails)} prompt tails for {len(request_ids)} request ids")
+
+
 def build_requests(template: EngineCoreRequest, prefix: Sequence[int], tails: Sequence[Sequence[int]],
                    request_ids: Sequence[str], arrival_time: float) -> list[EngineCoreRequest]:
     """One request per tail: the template with its own id, prompt and arrival time."""
-    if len(tails) != len(request_ids):
-        raise ValueError(f"{len(tails)} prompt tails for {len(request_ids)} request ids")
+    check_pairs(tails, request_ids)
     prefix = list(prefix)
     return [
         msgspec.structs.replace(template, request_id=request_id, external_req_id=request_id,

@@ -72,7 +72,7 @@ from vllm.v1.engine import EngineCoreOutput, FinishReason
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 
-from brew.engines.vllm_core_batch import METHOD_NAME, encode_template
+from brew.engines.vllm_core_batch import METHOD_NAME, check_pairs, encode_template
 
 Params = SamplingParams | PoolingParams
 
@@ -178,8 +178,7 @@ class EngineCoreClient:
         resolves with their finished outputs in that order. Prompts that
         break vLLM's length rule raise ValueError before anything is sent."""
         self.check_health()
-        if len(request_ids) != len(tails):
-            raise ValueError(f"{len(tails)} prompt tails for {len(request_ids)} request ids")
+        check_pairs(tails, request_ids)
         template = self._template(params)
         for request_id, tail in zip(request_ids, tails):
             self._check_prompt(request_id, len(prefix) + len(tail), template.generates)
