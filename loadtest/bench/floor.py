@@ -20,10 +20,20 @@ at the load of a host-cost run (the same synthetic workload, the same rate):
 
 Their sum is what no change to Brew's decoding, rendering, tokenizing or
 dispatching can take away while it serves over grpc.aio and feeds vLLM one
-request per candidate (one engine-core message per group). Each part is
+request per candidate (one engine-core message per group). A third part
+measures that work of Brew's itself, without transport or engine:
+
+- Brew's own work: the same requests' bytes parsed, decoded, rendered and
+  tokenized (the context cache warm, as in a host-cost run once every
+  member has been seen), their canned engine results assembled into scores
+  and the response serialized, back to back in this process.
+
+What the server spends beyond the three is the joints between them (the
+worker-thread hop, the dispatcher, admission, metrics). Each part is
 repeated after a warm-up; the report gives min/median/max per candidate.
 
     python -m loadtest.bench.floor --rate 11.4 --duration 30 --repeats 3 --out runs/floor
+    python -m loadtest.bench.floor --parts own-work      # one part alone (transport, engine-client, own-work)
 """
 
 from __future__ import annotations
@@ -48,6 +58,7 @@ from loadtest.bench.logged_process import server_env
 from loadtest.schedule import poisson
 from loadtest.workload import SyntheticWorkload, WorkloadSpec
 
+PARTS = ("transport", "engine-client", "own-work")
 CANDIDATES = 16
 SEED = 7  # the host-cost runs' workload seed
 WARMUP_SECONDS = 5.0
@@ -153,6 +164,50 @@ async def measure_engine_client(rate: float, duration: float, repeats: int) -> l
         await ranker.engine.close()
 
 
+def measure_own_work(rate: float, duration: float, repeats: int) -> list[float]:
+    """This process's CPU ms per candidate for Brew's own work on the
+    requests of the same schedule (see the module docstring), one figure
+    per repeat, after one untimed pass that fills the context cache."""
+    from brew.context_cache import ContextCache
+    from brew.model_limits import max_model_len
+    from brew.ranker import assemble_response
+    from brew.tasks import load_tasks
+    from brew.tokenization import PromptTokenizer
+    from brew.types import CandidateLogprobs, GroupResult
+    from brew.v1 import ranking_pb2 as pb
+    from brew.verbalize import Verbalizer
+    from brew.wire import request_from_proto, response_to_proto
+
+    verbalizer = Verbalizer(load_tasks(defaults.PROMPTS_DIR), PromptTokenizer.from_pretrained(defaults.DEMO_MODEL_DIR),
+                            max_model_len(defaults.DEMO_MODEL_DIR), context_cache=ContextCache())
+    spec = WorkloadSpec(candidates=(CANDIDATES, CANDIDATES), seed=SEED)
+    count = len(poisson(rate, duration=duration, seed=SEED))
+    raw = [message.SerializeToString() for message in itertools.islice(SyntheticWorkload(spec).requests(), count)]
+
+    def serve(data: bytes) -> int:
+        request = request_from_proto(pb.ScoreCandidatesRequest.FromString(data))
+        prepared = [verbalizer.prepare(request.member, task) for task in request.tasks]
+        results = [GroupResult(tuple(CandidateLogprobs((-0.7,) * len(p.group.label_ids), 0, 0)
+                                     for _ in p.group.suffix_ids)) for p in prepared]
+        response = assemble_response(request.request_id, "canned", prepared, results)
+        response_to_proto(response).SerializeToString()
+        return sum(len(p.item_ids) for p in prepared)
+
+    for data in raw:  # warm-up: every member seen, as in a host-cost run
+        serve(data)
+    gc.collect()  # as the server does once warm
+    gc.freeze()
+    try:
+        figures = []
+        for _ in range(repeats):
+            started = time.process_time()
+            candidates = sum(serve(data) for data in raw)
+            figures.append((time.process_time() - started) / candidates * 1e3)
+        return figures
+    finally:
+        gc.unfreeze()
+
+
 async def _paced(engine: ScoringEngine, requests: Sequence[Sequence[ScoringGroup]],
                  offsets: Sequence[float]) -> None:
     """Score requests[i]'s groups `offsets[i]` seconds after the start, never
@@ -190,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--port", type=int, default=50081, help="the canned server's port")
     parser.add_argument("--out", type=Path, default=Path("runs/floor"))
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"comma-separated parts to measure (default: all of {', '.join(PARTS)})")
     args = parser.parse_args(argv)
     import uvloop
 
@@ -197,10 +254,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(serve_canned(args.port))
         return 0
+    chosen = [name.strip() for name in args.parts.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(PARTS))
+    if unknown or not chosen:
+        parser.error(f"--parts: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(PARTS)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    parts = {"transport": measure_transport(args.port, args.rate, args.duration, args.repeats, args.out)}
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        parts["engine client"] = runner.run(measure_engine_client(args.rate, args.duration, args.repeats))
+    parts: dict[str, list[float]] = {}
+    if "transport" in chosen:
+        parts["transport"] = measure_transport(args.port, args.rate, args.duration, args.repeats, args.out)
+    if "engine-client" in chosen:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            parts["engine client"] = runner.run(measure_engine_client(args.rate, args.duration, args.repeats))
+    if "own-work" in chosen:
+        parts["Brew's own work"] = measure_own_work(args.rate, args.duration, args.repeats)
     (args.out / "floor.json").write_text(json.dumps(
         {"rate": args.rate, "duration": args.duration, "candidates_per_request": CANDIDATES,
          "ms_cpu_per_candidate": {name: {"runs": f, **spread(f)} for name, f in parts.items()}}, indent=2) + "\n",

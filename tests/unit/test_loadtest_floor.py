@@ -9,7 +9,7 @@ from grpc_health.v1 import health_pb2
 
 from brew import defaults
 from brew.wire import parse_request_json
-from loadtest.bench.floor import report, spread, start_canned_server
+from loadtest.bench.floor import main, measure_own_work, report, spread, start_canned_server
 from serving.client import RankingClient
 
 
@@ -35,3 +35,14 @@ def test_the_report_gives_each_parts_spread_and_the_sum_of_medians():
     assert "transport          0.100   0.110   0.120" in text
     assert "engine client      0.200   0.210   0.220" in text
     assert text.splitlines()[-1].endswith("0.320")
+
+
+def test_brews_own_work_is_measured_per_candidate_on_the_same_requests():
+    figures = measure_own_work(rate=4.0, duration=1.0, repeats=2)
+    assert len(figures) == 2 and all(0 < figure < 50 for figure in figures)  # ms per candidate, one per repeat
+
+
+def test_an_unknown_part_is_refused_naming_the_parts(capsys):
+    with pytest.raises(SystemExit):
+        main(["--parts", "transport,gpu"])
+    assert "unknown gpu; choose from transport, engine-client, own-work" in capsys.readouterr().err
