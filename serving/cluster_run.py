@@ -21,6 +21,7 @@ which orders the stop) and, on Linux, get SIGTERM if this process dies.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import json
 import os
@@ -160,10 +161,9 @@ class ClusterRun:
             if time.monotonic() - started > STABLE_SECONDS:
                 backoff = FIRST_BACKOFF_SECONDS
             say(f"replica {replica.name} exited with code {process.returncode}; starting it again in {backoff:g} s")
-            try:
-                await asyncio.wait_for(self.stopping.wait(), timeout=backoff)
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(backoff):
+                    await self.stopping.wait()
             backoff = min(MAX_BACKOFF_SECONDS, backoff * 2)
 
     async def _stopped_first(self, process: asyncio.subprocess.Process) -> bool:
@@ -195,7 +195,8 @@ class ClusterRun:
             return
         process.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(process.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await process.wait()
         except TimeoutError:
             process.kill()
             await process.wait()

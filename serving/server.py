@@ -215,7 +215,8 @@ class BrewServer:
             return
         await dispatcher.close(EngineFailedError("engine failed; the server is restarting it: retry shortly"))
         try:
-            await asyncio.wait_for(dispatcher.engine.close(), ENGINE_CLOSE_TIMEOUT_SECONDS)
+            async with asyncio.timeout(ENGINE_CLOSE_TIMEOUT_SECONDS):
+                await dispatcher.engine.close()
         except Exception:  # a dead engine may fail to close; its replacement starts anyway
             log.warning("the failed engine did not close cleanly", exc_info=True)
         self._retired = dispatcher
@@ -322,7 +323,8 @@ class BrewServer:
         if self._starting is None:
             return
         try:
-            engine = await asyncio.wait_for(self._starting, max(0.0, deadline - time.monotonic()))
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                engine = await self._starting
         except Exception:  # it failed, or took longer than the grace period
             log.warning("an engine being started when the server stopped was not closed", exc_info=True)
             return

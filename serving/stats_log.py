@@ -10,6 +10,7 @@ logged while the server is idle, so an idle server's log stays quiet.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -73,10 +74,9 @@ class ThroughputLogger:
     async def run(self) -> None:
         before, then = self._metrics.snapshot(), time.monotonic()
         while not self._stopped.is_set():
-            try:
-                await asyncio.wait_for(self._stopped.wait(), timeout=self._interval)
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await self._stopped.wait()
             after, now = self._metrics.snapshot(), time.monotonic()
             queued, inflight = self._queued(), self._inflight()
             if after != before or queued or inflight:

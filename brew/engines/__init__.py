@@ -69,8 +69,8 @@ class EngineSpec:
 ENGINES: dict[EngineKind, EngineSpec] = {
     spec.kind: spec
     for spec in (
-        EngineSpec(EngineKind.VLLM, "vLLM AsyncLLM in-process, prefix caching (production)", _start_vllm,
-                   multi_item=True),
+        EngineSpec(EngineKind.VLLM, "vLLM's engine core (its own processes) fed by Brew's client, "
+                                    "prefix caching (production)", _start_vllm, multi_item=True),
         EngineSpec(EngineKind.TORCH, "transformers, prefix KV computed once per group (reference)", _start_torch,
                    multi_item=True),
         EngineSpec(EngineKind.NAIVE, "one plain forward pass per candidate (baseline)", _start_naive),

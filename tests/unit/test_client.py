@@ -93,8 +93,13 @@ async def test_retries_never_outlive_the_deadline(scripted):
         started = time.monotonic()
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await client.score(pb.ScoreCandidatesRequest(), timeout=0.5)
-        assert time.monotonic() - started < 0.5
-    assert raised.value.code() is Code.RESOURCE_EXHAUSTED and 1 < len(servicer.arrivals) < 50
+        elapsed = time.monotonic() - started
+    # It gives up when the next backoff would pass the deadline, with the last
+    # refusal; on a loaded machine the attempt in flight may instead be the
+    # one the deadline cuts (DEADLINE_EXCEEDED, a scheduling delay after 0.5 s).
+    assert elapsed < 0.5 + 0.2
+    assert raised.value.code() in (Code.RESOURCE_EXHAUSTED, Code.DEADLINE_EXCEEDED)
+    assert 1 < len(servicer.arrivals) < 50  # retried, but far from the 50 attempts allowed
 
 
 def test_overload_backs_off_longer_than_unavailable_with_full_jitter(monkeypatch):
