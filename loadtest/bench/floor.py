@@ -1,10 +1,11 @@
-"""The floor under Brew's server CPU per candidate: its two fixed parts, measured alone.
+"""Brew's server CPU per candidate taken apart: the floor's two fixed parts and Brew's own work, each alone.
 
 Brew's server process (per-candidate vLLM path) spends its CPU in three
 places: gRPC's Python server, handing candidates to vLLM's engine core and
 reading its answers, and Brew's own work (decode, render, tokenize,
-dispatch, assemble). This benchmark measures the first two without the third,
-at the load of a host-cost run (the same synthetic workload, the same rate):
+dispatch, assemble). This benchmark measures each without the others, at
+the load of a host-cost run (the same synthetic workload, the same rate);
+the first two are the floor:
 
 - transport: a bare grpc.aio RankingService on uvloop, with the server's
   interceptors and health service, answering every request with canned
