@@ -170,17 +170,13 @@ def measure_own_work(rate: float, duration: float, repeats: int) -> list[float]:
     requests of the same schedule (see the module docstring), one figure
     per repeat, after one untimed pass that fills the context cache."""
     from brew.context_cache import ContextCache
-    from brew.model_limits import max_model_len
     from brew.ranker import assemble_response
-    from brew.tasks import load_tasks
-    from brew.tokenization import PromptTokenizer
     from brew.types import CandidateLogprobs, GroupResult
     from brew.v1 import ranking_pb2 as pb
-    from brew.verbalize import Verbalizer
     from brew.wire import request_from_proto, response_to_proto
+    from loadtest.bench.vllm_http import verbalizer_for
 
-    verbalizer = Verbalizer(load_tasks(defaults.PROMPTS_DIR), PromptTokenizer.from_pretrained(defaults.DEMO_MODEL_DIR),
-                            max_model_len(defaults.DEMO_MODEL_DIR), context_cache=ContextCache())
+    verbalizer = verbalizer_for(defaults.DEMO_MODEL_DIR, defaults.PROMPTS_DIR, ContextCache())
     spec = WorkloadSpec(candidates=(CANDIDATES, CANDIDATES), seed=SEED)
     count = len(poisson(rate, duration=duration, seed=SEED))
     raw = [message.SerializeToString() for message in itertools.islice(SyntheticWorkload(spec).requests(), count)]

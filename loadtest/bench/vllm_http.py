@@ -22,6 +22,7 @@ from types import TracebackType
 
 import httpx
 
+from brew.context_cache import ContextCache
 from brew.model_limits import max_model_len
 from brew.tasks import load_tasks
 from brew.tokenization import PromptTokenizer
@@ -31,9 +32,11 @@ from brew.wire import request_from_proto
 from loadtest.runner import ScoringFailed
 
 
-def verbalizer_for(model_dir: Path, prompts_dir: Path) -> Verbalizer:
-    """The model's own tokenizer and length limit over the given prompts."""
-    return Verbalizer(load_tasks(prompts_dir), PromptTokenizer.from_pretrained(model_dir), max_model_len(model_dir))
+def verbalizer_for(model_dir: Path, prompts_dir: Path, context_cache: ContextCache | None = None) -> Verbalizer:
+    """The model's own tokenizer and length limit over the given prompts
+    (with `context_cache`, a member's context is rendered once, as the server does)."""
+    return Verbalizer(load_tasks(prompts_dir), PromptTokenizer.from_pretrained(model_dir), max_model_len(model_dir),
+                      context_cache=context_cache)
 
 
 def scoring_payload(prepared: PreparedTask, model: str) -> dict[str, object]:
