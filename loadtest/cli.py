@@ -341,6 +341,9 @@ def _add_sidebyside(commands: argparse._SubParsersAction) -> None:  # type: igno
     parser.add_argument("--prompts", type=Path, default=defaults.PROMPTS_DIR)
     parser.add_argument("--task", default="job_apply", help="the task of every request")
     parser.add_argument("--candidates", type=int, default=16, help="candidates per request")
+    parser.add_argument("--history", type=int_range, default=(12, 24), metavar="N|LO-HI",
+                        help="interactions in each member's history (default: 12-24); what the prompt "
+                             "shows of them is capped by the task's history budget in --prompts")
     parser.add_argument("--slo-ms", type=float, default=500.0)
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per run")
     parser.add_argument("--start-rate", type=float, default=4.0,

@@ -61,13 +61,7 @@ def sidebyside_command(args: argparse.Namespace) -> int:
         saved = _read_saved(args.out)
         vars(args).update({k: v for k, v in saved["settings"].items() if k not in ("report", "out")})
         args.model, args.prompts, args.report = Path(args.model), Path(args.prompts), True
-    settings = SideBySideSettings(
-        out=args.out, model=args.model.resolve(), prompts=args.prompts.resolve(),
-        workload=WorkloadSpec(tasks={args.task: 1.0}, candidates=(args.candidates, args.candidates)),
-        slo_s=args.slo_ms / 1000, duration_s=args.duration, start_rate=args.start_rate,
-        fixed_rate=args.fixed_rate, repeats=args.repeats, timeout_s=args.timeout, pause_s=args.pause,
-        confirm=args.confirm, saturation_callers=args.saturation_callers, fractions=tuple(args.fractions),
-    )
+    settings = settings_from(args)
     if args.report:
         results = _results(saved)
     else:
@@ -83,6 +77,19 @@ def sidebyside_command(args: argparse.Namespace) -> int:
                 args.out / "sweeps.png")
     print(table)
     return 0
+
+
+def settings_from(args: argparse.Namespace) -> SideBySideSettings:
+    """The run's settings from the command line (or a saved run's, which
+    hold lists where the parser gives tuples, and lack options added since)."""
+    return SideBySideSettings(
+        out=args.out, model=args.model.resolve(), prompts=args.prompts.resolve(),
+        workload=WorkloadSpec(tasks={args.task: 1.0}, candidates=(args.candidates, args.candidates),
+                              history=tuple(getattr(args, "history", WorkloadSpec.history))),
+        slo_s=args.slo_ms / 1000, duration_s=args.duration, start_rate=args.start_rate,
+        fixed_rate=args.fixed_rate, repeats=args.repeats, timeout_s=args.timeout, pause_s=args.pause,
+        confirm=args.confirm, saturation_callers=args.saturation_callers, fractions=tuple(args.fractions),
+    )
 
 
 def _read_saved(out: Path) -> dict:

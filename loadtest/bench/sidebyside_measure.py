@@ -197,7 +197,7 @@ async def _measure_system(system: str, endpoints: Endpoints, settings: SideBySid
 
 def measure_system(system: str, settings: SideBySideSettings) -> SystemResult:
     endpoints = Endpoints(free_port(), free_port())
-    command = server_command(system, endpoints, settings.model)
+    command = server_command(system, endpoints, settings.model, settings.prompts)
     with running(command, settings.out / system / "server.log") as server:
         return asyncio.run(_measure_system(system, endpoints, settings, server.pid))
 

@@ -56,10 +56,12 @@ class Endpoints:
         return f"127.0.0.1:{self.port}"
 
 
-def server_command(system: str, endpoints: Endpoints, model: Path) -> list[str]:
+def server_command(system: str, endpoints: Endpoints, model: Path, prompts: Path) -> list[str]:
     """The command line that serves `model` as `system`, vLLM's settings
     matched to Brew's vLLM engine (fp32, eager, prefix caching, 32-token
-    blocks on CPU, 1 GiB of KV cache)."""
+    blocks on CPU, 1 GiB of KV cache). Brew's servers render with `prompts`;
+    vLLM's server is sent prompts rendered with the same directory by the
+    load generator (loadtest.bench.vllm_http), so it takes none."""
     if system == VLLM_OPENAI:
         return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
                 "--served-model-name", model.name, "--host", "127.0.0.1", "--port", str(endpoints.port),
@@ -68,7 +70,7 @@ def server_command(system: str, endpoints: Endpoints, model: Path) -> list[str]:
                 "--disable-log-stats"]
     variant = ENGINE_SYSTEMS[system]
     return [sys.executable, "-m", "brew.cli", "serve", "--engine", variant.kind.value, "--model", str(model),
-            *(["--multi-item"] if variant.multi_item else []),
+            "--prompts", str(prompts), *(["--multi-item"] if variant.multi_item else []),
             "--port", str(endpoints.port), "--metrics-port", str(endpoints.metrics_port), "--log-level", "warning"]
 
 

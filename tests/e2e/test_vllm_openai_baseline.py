@@ -31,7 +31,7 @@ async def test_vllm_generative_scoring_gives_brews_scores(tmp_path):
 
     endpoints = Endpoints(free_port(), free_port())
     model = defaults.DEMO_MODEL_DIR.resolve()
-    with running(server_command("vllm-openai", endpoints, model), tmp_path / "vllm.log"):
+    with running(server_command("vllm-openai", endpoints, model, defaults.PROMPTS_DIR), tmp_path / "vllm.log"):
         async with VllmScoringScorer.for_model(f"http://{endpoints.address}", model,
                                                defaults.PROMPTS_DIR) as scorer:
             await scorer.wait_until_ready(300)

@@ -7,12 +7,12 @@ from loadtest.bench.sidebyside_systems import ENGINE_SYSTEMS, SYSTEMS, Endpoints
 
 
 def test_vllms_server_runs_with_brews_vllm_settings(tmp_path):
-    command = server_command("vllm-openai", Endpoints(8000, 9000), tmp_path / "brew-demo")
+    command = server_command("vllm-openai", Endpoints(8000, 9000), tmp_path / "brew-demo", tmp_path / "prompts")
     flags = " ".join(command)
     for setting in ("--dtype float32", "--enforce-eager", "--enable-prefix-caching", "--block-size 32",
                     "--served-model-name brew-demo", "--port 8000"):
         assert setting in flags
-    assert "--engine torch" in " ".join(server_command("brew-torch", Endpoints(8000, 9000), tmp_path))
+    assert "--engine torch" in " ".join(server_command("brew-torch", Endpoints(8000, 9000), tmp_path, tmp_path))
 
 
 def test_every_engine_kind_is_a_system_served_by_that_engine(tmp_path):
@@ -21,11 +21,13 @@ def test_every_engine_kind_is_a_system_served_by_that_engine(tmp_path):
     assert {variant.kind for variant in ENGINE_SYSTEMS.values()} == set(EngineKind)
     for system, variant in ENGINE_SYSTEMS.items():
         assert system in SYSTEMS
-        command = server_command(system, Endpoints(8000, 9000), tmp_path)
+        command = server_command(system, Endpoints(8000, 9000), tmp_path / "model", tmp_path / "prompts")
         assert command[command.index("--engine") + 1] == variant.kind
+        # Brew renders with the run's prompts, as the load generator does for vLLM's server.
+        assert command[command.index("--prompts") + 1] == str(tmp_path / "prompts")
         assert ("--multi-item" in command) == variant.multi_item
 
 
 def test_multi_item_runs_as_its_own_system(tmp_path):
-    command = server_command("brew-torch-mis", Endpoints(8000, 9000), tmp_path)
+    command = server_command("brew-torch-mis", Endpoints(8000, 9000), tmp_path, tmp_path)
     assert command[command.index("--engine") + 1] == "torch" and "--multi-item" in command
