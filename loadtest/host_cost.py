@@ -122,12 +122,14 @@ def command_name(pid: int, fallback: str = "", proc: Path = PROC) -> str:
 
 @dataclass(frozen=True)
 class ProcessCpu:
-    """One process at one instant: who it is and the CPU seconds it has spent."""
+    """One process at one instant: who it is and the CPU it has spent, in
+    clock ticks (whole numbers: differences and sums stay exact until the
+    one division into seconds)."""
 
     pid: int
     start_ticks: int
     label: str  # a role ("server", "load generator") or a descendant's command line
-    cpu_s: float
+    cpu_ticks: int
 
 
 @dataclass(frozen=True)
@@ -141,13 +143,12 @@ class HostSnapshot:
         `processes` alone, without its children."""
         stats = all_stats()
         by_pid = {stat.pid: stat for stat in stats}
-        ticks = clock_ticks_per_s()
         taken: list[ProcessCpu] = []
 
         def add(pid: int, label: str) -> None:
             stat = by_pid.get(pid)
             if stat is not None:
-                taken.append(ProcessCpu(pid, stat.start_ticks, label, stat.cpu_ticks / ticks))
+                taken.append(ProcessCpu(pid, stat.start_ticks, label, stat.cpu_ticks))
 
         for label, root in trees.items():
             add(root, label)
@@ -162,12 +163,13 @@ def cpu_by_process(before: HostSnapshot, after: HostSnapshot) -> dict[str, float
     """CPU seconds spent between two snapshots, by label, in `after`'s order
     (processes sharing a label are summed). A process in both counts its
     increase; one started in between counts all its time."""
-    earlier = {(p.pid, p.start_ticks): p.cpu_s for p in before.processes}
-    spent: dict[str, float] = {}
+    earlier = {(p.pid, p.start_ticks): p.cpu_ticks for p in before.processes}
+    spent: dict[str, int] = {}
     for process in after.processes:
-        spent[process.label] = (spent.get(process.label, 0.0)
-                                + process.cpu_s - earlier.get((process.pid, process.start_ticks), 0.0))
-    return spent
+        spent[process.label] = (spent.get(process.label, 0)
+                                + process.cpu_ticks - earlier.get((process.pid, process.start_ticks), 0))
+    ticks_per_s = clock_ticks_per_s()
+    return {label: ticks / ticks_per_s for label, ticks in spent.items()}
 
 
 def per_candidate(cpu_s: Mapping[str, float], candidates: int) -> dict[str, float]:

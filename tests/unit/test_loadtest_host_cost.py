@@ -10,8 +10,8 @@ import time
 import pytest
 
 from loadtest.host_cost import (
-    CpuMeter, HostSnapshot, ProcessCpu, ProcStat, command_name, cpu_by_process, cpu_seconds, descendants,
-    format_host_cost, parse_stat, per_candidate, process_tree,
+    CpuMeter, HostSnapshot, ProcessCpu, ProcStat, clock_ticks_per_s, command_name, cpu_by_process, cpu_seconds,
+    descendants, format_host_cost, parse_stat, per_candidate, process_tree,
 )
 
 linux_only = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc")
@@ -42,7 +42,9 @@ def test_descendants_walk_the_whole_tree_parents_first():
 
 
 def snapshot(*processes: tuple[int, int, str, float]) -> HostSnapshot:
-    return HostSnapshot(tuple(ProcessCpu(*p) for p in processes))
+    """Processes given their CPU in seconds, held as this machine's clock ticks."""
+    return HostSnapshot(tuple(ProcessCpu(pid, start, label, round(seconds * clock_ticks_per_s()))
+                              for pid, start, label, seconds in processes))
 
 
 def test_cpu_by_process_counts_increases_new_processes_and_sums_shared_labels():
@@ -66,8 +68,7 @@ def test_cpu_seconds_of_this_process_grow_after_burning_cpu():
         while cpu_seconds(os.getpid()) < start + 0.05 and time.monotonic() < deadline:
             sum(i * i for i in range(10_000))
         assert cpu_seconds(os.getpid()) >= start + 0.05
-    # Clock ticks become float seconds: 0.07 - 0.02 may come out as 0.04999999999999716.
-    assert list(meter.spent) == ["load generator"] and meter.spent["load generator"] >= 0.05 - 1e-9
+    assert list(meter.spent) == ["load generator"] and meter.spent["load generator"] >= 0.05
 
 
 @linux_only
