@@ -331,8 +331,8 @@ def _add_sidebyside(commands: argparse._SubParsersAction) -> None:  # type: igno
     parser = commands.add_parser(
         "sidebyside",
         help="benchmark: Brew's engines, vLLM's own endpoint and a naive baseline, one workload",
-        description="Side-by-side: the same model and workload through each serving system, one after "
-                    "another on the same machine, measured by the same load generator.")
+        description="Side-by-side: the same model and workload through each serving system on the same "
+                    "machine, measured by the same load generator: one after another, or interleaved.")
     parser.add_argument("--out", type=Path,
                         default=Path("runs/sidebyside") / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
     parser.add_argument("--systems", default=",".join(SYSTEMS),
@@ -357,6 +357,10 @@ def _add_sidebyside(commands: argparse._SubParsersAction) -> None:  # type: igno
     parser.add_argument("--timeout", type=float, default=5.0, help="per-request deadline, seconds")
     parser.add_argument("--pause", type=float, default=8.0,
                         help="seconds between runs, for the server to drain")
+    parser.add_argument("--interleave", action="store_true",
+                        help="start every system at once and let their runs take turns, one window each "
+                             "in rotation, so that a machine whose speed drifts slows all alike (all "
+                             "servers must fit in memory together; default: one system after another)")
     parser.add_argument("--report", action="store_true",
                         help="measure nothing: rewrite sidebyside.md from --out's sidebyside.json")
     parser.add_argument("--compare", type=Path, metavar="EARLIER_OUT",

@@ -1,7 +1,10 @@
-"""Side-by-side: the same model and workload through each serving system, one
-after another on the same machine, measured by the same load generator.
+"""Side-by-side: the same model and workload through each serving system, on
+the same machine, measured by the same load generator: one system after
+another, or with `--interleave` all started at once and their runs taking
+turns (loadtest.bench.sidebyside_measure), so that a machine that drifts
+over the run slows every system alike.
 
-    brew loadtest sidebyside --out runs/sidebyside [--systems brew-vllm,vllm-openai,...]
+    brew loadtest sidebyside --out runs/sidebyside [--systems brew-vllm,vllm-openai,...] [--interleave]
 
 Systems (each started here as a subprocess, loaded, then stopped):
 
@@ -38,7 +41,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from loadtest.bench.sidebyside_compare import compare_runs
-from loadtest.bench.sidebyside_measure import SideBySideSettings, compute_limit, measure_system
+from loadtest.bench.sidebyside_measure import (
+    SideBySideSettings, compute_limit, measure_interleaved, measure_system,
+)
 from loadtest.bench.sidebyside_plots import plot_sweeps, sweep_points
 from loadtest.bench.sidebyside_report import markdown_table
 from loadtest.bench.sidebyside_results import SystemResult
@@ -47,7 +52,7 @@ from loadtest.workload import WorkloadSpec
 
 
 def sidebyside_command(args: argparse.Namespace) -> int:
-    """Measure each of args.systems in turn (or, with args.report, read the
+    """Measure args.systems, one after another or interleaved (or, with args.report, read the
     saved results back); write sidebyside.json, sidebyside.md and sweeps.png
     under args.out and print the table."""
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
@@ -65,7 +70,8 @@ def sidebyside_command(args: argparse.Namespace) -> int:
     if args.report:
         results = _results(saved)
     else:
-        results = [measure_system(system, settings) for system in systems]
+        results = (measure_interleaved(systems, settings) if args.interleave
+                   else [measure_system(system, settings) for system in systems])
         args.out.mkdir(parents=True, exist_ok=True)
         results_file.write_text(
             json.dumps({"settings": {**vars(args), "out": str(args.out), "model": str(args.model),

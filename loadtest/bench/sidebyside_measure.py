@@ -1,8 +1,18 @@
-"""One system of a side-by-side run measured: started, warmed up, its
+"""The systems of a side-by-side run measured: each started, warmed up, its
 capacity searched (bad steps and the capacity confirmed), then repeats at
 that capacity, of the saturation throughput with the p99 at fractions of
 it, and at the common fixed rate; and the compute limit of the workload on
 this machine.
+
+One system after another (`measure_system`), or interleaved
+(`measure_interleaved`): every server started at once, and their runs
+taking turns, one window each in rotation, so that a machine whose speed
+drifts over the half hour of a run (a shared VM's neighbours) slows every
+system alike instead of the one measured at the time. A turn is one run:
+the drain pause, then the load; nothing else of the run (no warm-up, no
+plot) happens while another system's load is on. Only one load is ever on,
+and the idle servers cost next to nothing (vLLM's idle worker polls at
+about 1% of a core), but all must fit in memory at once.
 
 Every run gets a fresh seed (fresh members, so no repeat rides on the
 previous one's prefix cache) and its own directory of files, host_cost.json
@@ -17,12 +27,12 @@ import asyncio
 import contextlib
 import itertools
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from loadtest.bench.sidebyside_results import ComputeLimit, SystemResult
-from loadtest.bench.sidebyside_systems import VLLM_OPENAI, Endpoints, free_port, running, server_command
+from loadtest.bench.sidebyside_systems import VLLM_OPENAI, Endpoints, free_ports, running, server_command
 from loadtest.capacity import (
     DEFAULT_CONFIRM, WARMUP_CONCURRENCY, RateVerdict, search_capacity, write_sweep_json,
 )
@@ -94,19 +104,21 @@ class _Runs:
     scorer: Scorer
     server_pid: int
     pause_s: float
+    turn: asyncio.Lock  # held for each run; shared by interleaved systems, which it serializes
     seeds: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     windows: Iterator[int] = field(default_factory=itertools.count)  # the search's windows, numbered
 
     async def run(self, label: str, rate: float | None = None, callers: int | None = None) -> Measured:
         """Open-loop at `rate`, or closed-loop with `callers`."""
-        # An overloaded run leaves work behind (the naive engine cannot
-        # abort a forward pass): let it drain before the next one starts.
-        await asyncio.sleep(self.pause_s)
         plan = replace(self.base, rate=rate, concurrency=callers, seed=next(self.seeds),
                        out_dir=self.base.out_dir / label)
-        meter = CpuMeter({SERVER: self.server_pid}, {LOAD_GENERATOR: os.getpid()})
-        summary = await execute(plan, self.scorer, meter)
-        write_host_cost_json(meter.spent, summary.ok_candidates, plan.out_dir / "host_cost.json")
+        async with self.turn:
+            # An overloaded run leaves work behind (the naive engine cannot
+            # abort a forward pass): let it drain before the next one starts.
+            await asyncio.sleep(self.pause_s)
+            meter = CpuMeter({SERVER: self.server_pid}, {LOAD_GENERATOR: os.getpid()})
+            summary = await execute(plan, self.scorer, meter)
+            write_host_cost_json(meter.spent, summary.ok_candidates, plan.out_dir / "host_cost.json")
         cpu = per_candidate(meter.spent, summary.ok_candidates)
         load = f"rate {rate:7.2f}/s" if rate is not None else f"{callers:4d} callers "
         print(f"{self.system:12} {label:28} {load}  {summary.candidates_per_s:8.1f} cand/s  "
@@ -167,8 +179,11 @@ def _system_result(system: str, settings: SideBySideSettings, verdict: RateVerdi
     )
 
 
-async def _measure_system(system: str, endpoints: Endpoints, settings: SideBySideSettings,
-                          server_pid: int) -> SystemResult:
+async def _measure_system(system: str, endpoints: Endpoints, settings: SideBySideSettings, server_pid: int,
+                          turn: asyncio.Lock, everyone_ready: asyncio.Barrier) -> SystemResult:
+    """Measure one running system; each run (and the warm-up, and the
+    sweep's files) under `turn`, the first only once `everyone_ready` says
+    every system sharing the turn can answer."""
     base_dir = settings.out / system
     metrics = None if system == VLLM_OPENAI else f"http://127.0.0.1:{endpoints.metrics_port}/metrics"
     base = RunPlan(target=Target(endpoints.address), out_dir=base_dir, rate=settings.start_rate,
@@ -177,16 +192,19 @@ async def _measure_system(system: str, endpoints: Endpoints, settings: SideBySid
                    progress=False)
     repeats = range(settings.repeats)
     async with scorer_for(system, endpoints, settings.model, settings.prompts) as scorer:
-        runs = _Runs(system, base, scorer, server_pid, settings.pause_s)
-        # Warm-up at saturation, never reported: the first run at high load
-        # otherwise pays for kernels and buffers of batch shapes not seen yet
-        # (measured: a p99 two to three times that of the same rate later).
-        await asyncio.sleep(settings.pause_s)
-        await execute(replace(base, rate=None, concurrency=WARMUP_CONCURRENCY, seed=0,
-                              out_dir=base_dir / "warmup"), scorer)
+        await everyone_ready.wait()  # no load while a server is still starting
+        runs = _Runs(system, base, scorer, server_pid, settings.pause_s, turn)
+        async with turn:
+            # Warm-up at saturation, never reported: the first run at high load
+            # otherwise pays for kernels and buffers of batch shapes not seen yet
+            # (measured: a p99 two to three times that of the same rate later).
+            await asyncio.sleep(settings.pause_s)
+            await execute(replace(base, rate=None, concurrency=WARMUP_CONCURRENCY, seed=0,
+                                  out_dir=base_dir / "warmup"), scorer)
         sweep = await search_capacity(runs.window, settings.start_rate, confirm=settings.confirm)
-        write_sweep_json(sweep, base_dir / "sweep.json")
-        plot_sweep(sweep, settings.slo_s, base_dir / "sweep.png")
+        async with turn:  # a chart costs CPU: never while another system is loaded
+            write_sweep_json(sweep, base_dir / "sweep.json")
+            plot_sweep(sweep, settings.slo_s, base_dir / "sweep.png")
         verdict = sweep.capacity_verdict
         at_capacity = [await runs.run(f"capacity-{i}", verdict.rate) for i in repeats] if verdict else []
         callers = settings.callers(verdict.rate if verdict else None)
@@ -195,11 +213,34 @@ async def _measure_system(system: str, endpoints: Endpoints, settings: SideBySid
     return _system_result(system, settings, verdict, at_capacity, callers, saturations, fixed)
 
 
+async def _measure_all(servers: Sequence[tuple[str, Endpoints, int]], settings: SideBySideSettings
+                       ) -> list[SystemResult]:
+    """Every (system, endpoints, server pid) measured concurrently, their
+    runs taking turns: asyncio's lock wakes its waiters first come, first
+    served, so the systems' runs follow each other in rotation."""
+    turn, everyone_ready = asyncio.Lock(), asyncio.Barrier(len(servers))
+    return list(await asyncio.gather(*(
+        _measure_system(system, endpoints, settings, pid, turn, everyone_ready)
+        for system, endpoints, pid in servers)))
+
+
 def measure_system(system: str, settings: SideBySideSettings) -> SystemResult:
-    endpoints = Endpoints(free_port(), free_port())
-    command = server_command(system, endpoints, settings.model, settings.prompts)
-    with running(command, settings.out / system / "server.log") as server:
-        return asyncio.run(_measure_system(system, endpoints, settings, server.pid))
+    """One system alone: started, measured, stopped."""
+    return measure_interleaved([system], settings)[0]
+
+
+def measure_interleaved(systems: Sequence[str], settings: SideBySideSettings) -> list[SystemResult]:
+    """Every system started at once and measured with their runs taking
+    turns (see the module docstring), then all stopped."""
+    ports = iter(free_ports(2 * len(systems)))
+    with contextlib.ExitStack() as stack:
+        servers = []
+        for system in systems:
+            endpoints = Endpoints(next(ports), next(ports))
+            command = server_command(system, endpoints, settings.model, settings.prompts)
+            server = stack.enter_context(running(command, settings.out / system / "server.log"))
+            servers.append((system, endpoints, server.pid))
+        return asyncio.run(_measure_all(servers, settings))
 
 
 def compute_limit(settings: SideBySideSettings, sample: int = 200) -> ComputeLimit:

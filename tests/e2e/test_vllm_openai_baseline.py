@@ -15,7 +15,7 @@ from brew.engines import EngineKind
 from brew.runtime import build_ranker
 from brew.wire import request_from_proto
 from loadtest.runner import ScoringFailed
-from loadtest.bench.sidebyside_systems import Endpoints, free_port, running, server_command
+from loadtest.bench.sidebyside_systems import Endpoints, free_ports, running, server_command
 from loadtest.bench.vllm_http import VllmScoringScorer
 
 pytestmark = [pytest.mark.integration, pytest.mark.vllm, pytest.mark.asyncio(loop_scope="module")]
@@ -29,7 +29,7 @@ async def test_vllm_generative_scoring_gives_brews_scores(tmp_path):
     finally:
         await reference.engine.close()
 
-    endpoints = Endpoints(free_port(), free_port())
+    endpoints = Endpoints(*free_ports(2))
     model = defaults.DEMO_MODEL_DIR.resolve()
     with running(server_command("vllm-openai", endpoints, model, defaults.PROMPTS_DIR), tmp_path / "vllm.log"):
         async with VllmScoringScorer.for_model(f"http://{endpoints.address}", model,
