@@ -31,6 +31,12 @@ from loadtest.bench.sidebyside_systems import SYSTEMS
 from loadtest.schedule import Arrivals
 
 
+# Interactions per synthetic member; loadtest.workload.WorkloadSpec's default
+# (not imported here: it loads the protos; a unit test keeps the two equal).
+DEFAULT_HISTORY = (12, 24)
+_HISTORY_TEXT = "%d-%d" % DEFAULT_HISTORY
+
+
 # --- argument types: each says what it expected -------------------------------
 
 def _positive_float(text: str) -> float:
@@ -204,8 +210,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     shape.add_argument("--repeat-share", type=_share, default=0.5,
                        help="share of requests reusing a member already sent: prefix-cache hits "
                             "(default: %(default)s)")
-    shape.add_argument("--history", type=int_range, default=(12, 24), metavar="N|LO-HI",
-                       help="history length of each member (default: 12-24)")
+    shape.add_argument("--history", type=int_range, default=DEFAULT_HISTORY, metavar="N|LO-HI",
+                       help=f"history length of each member (default: {_HISTORY_TEXT})")
     shape.add_argument("--replay", type=Path, metavar="FILE.jsonl",
                        help="send these requests (one per line, proto JSON mapping) instead, cycling")
 
@@ -341,8 +347,8 @@ def _add_sidebyside(commands: argparse._SubParsersAction) -> None:  # type: igno
     parser.add_argument("--prompts", type=Path, default=defaults.PROMPTS_DIR)
     parser.add_argument("--task", default="job_apply", help="the task of every request")
     parser.add_argument("--candidates", type=int, default=16, help="candidates per request")
-    parser.add_argument("--history", type=int_range, default=(12, 24), metavar="N|LO-HI",
-                        help="interactions in each member's history (default: 12-24); what the prompt "
+    parser.add_argument("--history", type=int_range, default=DEFAULT_HISTORY, metavar="N|LO-HI",
+                        help=f"interactions in each member's history (default: {_HISTORY_TEXT}); what the prompt "
                              "shows of them is capped by the task's history budget in --prompts")
     parser.add_argument("--slo-ms", type=float, default=500.0)
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per run")
@@ -440,7 +446,7 @@ def _add_cluster(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--repeat-share", type=_share, default=0.9,
                         help="share of requests from a member seen before (default: %(default)s)")
     parser.add_argument("--candidates", type=int_range, default=(16, 16), metavar="N|LO-HI")
-    parser.add_argument("--history", type=int_range, default=(12, 24), metavar="N|LO-HI")
+    parser.add_argument("--history", type=int_range, default=DEFAULT_HISTORY, metavar="N|LO-HI")
     parser.add_argument("--tasks", type=task_weights, default={"job_apply": 1.0}, metavar="TASK=W,...")
     parser.add_argument("--timeout", type=_positive_float, default=5.0, help="per-request deadline, seconds")
     parser.add_argument("--slo-ms", type=_positive_float, default=500.0)

@@ -79,3 +79,12 @@ def test_building_the_parsers_imports_none_of_the_work():
             f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert shown.stdout.strip() == "[]"
+
+
+def test_every_history_option_defaults_to_the_workloads_own_default(tmp_path):
+    from loadtest.workload import WorkloadSpec
+
+    parser = build_parser()
+    for command in (["run", "--rate", "1"], ["capacity", "--start-rate", "1"], ["sidebyside"], ["cluster"]):
+        args = parser.parse_args([*command, "--out", str(tmp_path)])
+        assert args.history == WorkloadSpec().history, command
