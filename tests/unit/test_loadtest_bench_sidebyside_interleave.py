@@ -8,22 +8,15 @@ import os
 
 import pytest
 
+from sweep_samples import step_summary
+
 from loadtest.bench import sidebyside_measure
 from loadtest.bench.sidebyside_measure import _Runs
 from loadtest.capacity import search_capacity
 from loadtest.experiment import RunPlan
-from loadtest.records import RequestRecord
 from loadtest.runner import Target
-from loadtest.summary import RunInfo, Summary, summarize
 
 pytestmark = pytest.mark.asyncio
-
-
-def step_summary(rate: float, latency_s: float) -> Summary:
-    """Ten requests answered OK in `latency_s` (p99 against the 0.5 s SLO)."""
-    records = [RequestRecord(i, f"r{i}", 4, i * 0.05, i * 0.05, i * 0.05 + latency_s, "OK") for i in range(10)]
-    return summarize(records, wall_s=1.0, slo_s=0.5, run=RunInfo(mode="open-loop", target="t", timeout_s=2.0,
-                                                                 seed=0, rate=rate), started_at="t")
 
 
 def fake_load(events: list[tuple[str, str, float]], limits: dict[str, float]):
