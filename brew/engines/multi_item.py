@@ -3,7 +3,7 @@
 `brew.engines.packing` lays groups out side by side (`prefix | cand_0 |
 cand_1 | ...`) with a mask and position ids under which every candidate's
 last token computes what it would after its plain prompt `prefix + suffix`
-(DESIGN.md, decision 7). Here each planned pass goes through the model's own
+(docs/design/decisions.md, decision 7). Here each planned pass goes through the model's own
 forward (no forked model code), and logits are computed only at the read-out
 positions: the decoder runs, the read-out rows of its last hidden state are
 gathered, and only they go through `lm_head`. Label log-probabilities are

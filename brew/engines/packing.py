@@ -12,7 +12,7 @@ its own block; nothing crosses from one group to another (block-diagonal),
 nor from one candidate to another. Positions restart after the prefix for
 every candidate (`prefix_len .. prefix_len + len - 1`), so with the same
 mask and positions a candidate's logits are those of its plain prompt
-(DESIGN.md, decision 7). A pad attends to itself only, so no softmax row is
+(docs/design/decisions.md, decision 7). A pad attends to itself only, so no softmax row is
 empty, and no real token attends to a pad.
 
 The mask is described by two ids per token instead of an (L, L) matrix:

@@ -12,7 +12,7 @@ is what keeps vLLM's prefix cache sound: a KV block's contents depend only on
 the ids its hash covers (vLLM hashes blocks over token ids). The torch
 engine's packing (`brew.engines.packing`) carries its layout beside the ids,
 which vLLM's block hashes would not see, hence this separate layout; the
-semantics are the same (DESIGN.md, decision 7).
+semantics are the same (docs/design/decisions.md, decision 7).
 
 - Prefix tokens attend causally with positions 0..P-1, exactly as in a plain
   prompt, so a repeat member's prefix blocks are shared with any request
