@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 import pytest
+from waiting import eventually_async
 
 from serving.metrics import ServiceMetrics, Totals, latency_buckets
 from serving.stats_log import Throughput, ThroughputLogger, format_line
@@ -41,14 +42,22 @@ def test_the_slo_is_a_latency_bucket():
 @pytest.mark.asyncio
 async def test_the_logger_logs_while_busy_and_stays_quiet_when_idle(caplog):
     metrics = ServiceMetrics(slo_seconds=0.5, model="m")
-    logger = ThroughputLogger(metrics, interval_seconds=0.05, queued=lambda: 0, inflight=lambda: 0)
+    intervals: list[int] = []  # one entry per interval the logger has looked at
+
+    def queued() -> int:
+        intervals.append(1)
+        return 0
+
+    logger = ThroughputLogger(metrics, interval_seconds=0.01, queued=queued, inflight=lambda: 0)
     with caplog.at_level(logging.INFO, logger="brew.stats"):
         running = asyncio.ensure_future(logger.run())
-        await asyncio.sleep(0.12)  # idle: nothing logged
-        assert not caplog.records
+        await eventually_async(lambda: len(intervals) >= 3)
+        assert not caplog.records  # idle: nothing logged
         metrics.task_scored("job_apply", candidates=8, prompt_tokens=800, cached_tokens=600)
         metrics.batch_dispatched(8)
-        await asyncio.sleep(0.08)
+        await eventually_async(lambda: len(caplog.records), equals=1)
+        looked = len(intervals)
+        await eventually_async(lambda: len(intervals) >= looked + 2)  # idle again: still one line
         logger.stop()
         await running
     lines = [r.getMessage() for r in caplog.records]
