@@ -8,7 +8,6 @@ finishing it in vain.
 from __future__ import annotations
 
 import asyncio
-import time
 
 import grpc
 import pytest
@@ -16,6 +15,7 @@ import pytest_asyncio
 from grpc_health.v1 import health_pb2
 from live_server import client_for, running_server, scrape
 from service_wire import example_request, job_request, scores
+from waiting import eventually_async
 
 from brew import defaults
 from brew.engines import EngineKind
@@ -43,14 +43,13 @@ async def client(server):
         yield connected
 
 
-async def engine_idle(server, timeout: float = 20.0) -> float:
-    """Seconds until vLLM holds no request (raises if it never empties)."""
-    started = time.monotonic()
-    engine = server.service.ranker.engine
-    while engine.num_unfinished_requests:
-        assert time.monotonic() - started < timeout, f"{engine.num_unfinished_requests} requests still in vLLM"
-        await asyncio.sleep(0.05)
-    return time.monotonic() - started
+def requests_in_vllm(server) -> int:
+    return server.service.ranker.engine.num_unfinished_requests
+
+
+async def aborted_in_vllm(server) -> None:
+    """vLLM drops the request's work within seconds: aborted, not finished in vain."""
+    await eventually_async(lambda: requests_in_vllm(server), equals=0, timeout=5.0)
 
 
 async def test_scores_agree_with_the_torch_reference(client):
@@ -95,22 +94,18 @@ async def test_a_deadline_aborts_the_request_inside_vllm(server, client):
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await client.score(job_request(LARGE), timeout=0.4)
     assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
-    # Aborted, not finished in vain: vLLM drops the work right away.
-    assert await engine_idle(server) < 5.0
+    await aborted_in_vllm(server)
     assert len(scores(await client.score(example_request(), timeout=60))) == 7
 
 
 async def test_a_cancelled_call_aborts_its_work_inside_vllm(server, client):
     before = scrape(server).value("brew_rejections_total", reason="cancelled")
     call = asyncio.ensure_future(client.score(job_request(LARGE, "to-cancel"), timeout=120))
-    deadline = time.monotonic() + 30
-    while not server.service.ranker.engine.num_unfinished_requests:  # wait until vLLM holds its requests
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.02)
+    await eventually_async(lambda: requests_in_vllm(server), timeout=30)  # vLLM holds its requests
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call
-    assert await engine_idle(server) < 5.0
-    await asyncio.sleep(0.2)
-    assert scrape(server).value("brew_rejections_total", reason="cancelled") == before + 1
+    await aborted_in_vllm(server)
+    await eventually_async(lambda: scrape(server).value("brew_rejections_total", reason="cancelled"),
+                           equals=before + 1)
     assert len(scores(await client.score(example_request(), timeout=60))) == 7
