@@ -26,8 +26,8 @@ from pathlib import Path
 
 from brew import defaults
 from brew.engines.options import ATTENTION_KERNELS, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_ROW_TOKENS
-from loadtest.bench.scaling_points import DEFAULT_TOKEN_CAPS, SCALING_ENGINES, SUFFIX_TOKENS, ScalingSweeps
-from loadtest.bench.sidebyside_systems import SYSTEMS
+from loadtest.bench.scaling.points import DEFAULT_TOKEN_CAPS, SCALING_ENGINES, SUFFIX_TOKENS, ScalingSweeps
+from loadtest.bench.sidebyside.systems import SYSTEMS
 from loadtest.schedule import Arrivals
 
 
@@ -143,7 +143,7 @@ def _engines(text: str) -> tuple[str, ...]:
 
 
 def _model_shape(text: str) -> object:
-    from loadtest.bench.scaling_checkpoint import parse_model_shape
+    from loadtest.bench.scaling.checkpoint import parse_model_shape
 
     try:
         return parse_model_shape(text)
@@ -481,19 +481,19 @@ def _soak(args: argparse.Namespace) -> int:
 
 
 def _sidebyside(args: argparse.Namespace) -> int:
-    from loadtest.bench.sidebyside import sidebyside_command
+    from loadtest.bench.sidebyside.command import sidebyside_command
 
     return sidebyside_command(args)
 
 
 def _scaling(args: argparse.Namespace) -> int:
-    from loadtest.bench.scaling import scaling_command
+    from loadtest.bench.scaling.command import scaling_command
 
     return scaling_command(args)
 
 
 def _cluster(args: argparse.Namespace) -> int:
-    from loadtest.bench.cluster import cluster_command
+    from loadtest.bench.cluster.command import cluster_command
 
     return cluster_command(args)
 

@@ -28,7 +28,7 @@ from serve_process import find_grpcurl
 from service_wire import example_json, example_request, job_request, scrape_url
 
 from brew.v1 import ranking_pb2 as pb
-from loadtest.bench.cluster_systems import ClusterProcess, Replica, running_cluster
+from loadtest.bench.cluster.systems import ClusterProcess, Replica, running_cluster
 from serving.client import NO_RETRY, RankingClient
 from serving.envoy_config import AFFINITY_CLUSTER, BALANCED_CLUSTER
 

@@ -15,7 +15,7 @@ from brew.engines import EngineKind
 from brew.runtime import build_ranker
 from brew.wire import request_from_proto
 from loadtest.runner import ScoringFailed
-from loadtest.bench.sidebyside_systems import Endpoints, free_ports, running, server_command
+from loadtest.bench.sidebyside.systems import Endpoints, free_ports, running, server_command
 from loadtest.bench.vllm_http import VllmScoringScorer
 
 pytestmark = [pytest.mark.integration, pytest.mark.vllm, pytest.mark.asyncio(loop_scope="module")]

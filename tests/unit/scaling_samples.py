@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from loadtest.bench.flops import DecoderShape
-from loadtest.bench.scaling_measure import point_flops
-from loadtest.bench.scaling_points import ScalingPoint
-from loadtest.bench.scaling_results import ScalingResult
+from loadtest.bench.scaling.measure import point_flops
+from loadtest.bench.scaling.points import ScalingPoint
+from loadtest.bench.scaling.results import ScalingResult
 
 SHAPE = DecoderShape(hidden_size=128, intermediate_size=384, layers=4, heads=2, kv_heads=2, head_dim=64,
                      vocab_size=764)

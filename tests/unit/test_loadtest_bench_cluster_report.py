@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtest.bench.cluster_report import (
+from loadtest.bench.cluster.report import (
     CLUSTER_ROOT,
     Arm,
     ArmRun,

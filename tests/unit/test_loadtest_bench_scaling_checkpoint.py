@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtest.bench.scaling_checkpoint import checkpoint_positions
+from loadtest.bench.scaling.checkpoint import checkpoint_positions
 
 
 def test_checkpoint_positions_hold_the_longest_prompt():
@@ -15,7 +15,7 @@ def test_checkpoint_positions_hold_the_longest_prompt():
 
 def test_model_shapes_parse_with_head_dim_from_hidden_and_heads():
     from brew.demo.checkpoint import ModelShape
-    from loadtest.bench.scaling_checkpoint import parse_model_shape
+    from loadtest.bench.scaling.checkpoint import parse_model_shape
 
     assert parse_model_shape("demo") == ModelShape()
     big = parse_model_shape("hidden=2048,layers=16,heads=32,intermediate=8192")
@@ -26,7 +26,7 @@ def test_model_shapes_parse_with_head_dim_from_hidden_and_heads():
 
 @pytest.mark.parametrize("text", ["width=3", "layers=0", "layers=x", "hidden=100,heads=3"])
 def test_bad_model_shapes_say_what_is_wrong(text):
-    from loadtest.bench.scaling_checkpoint import parse_model_shape
+    from loadtest.bench.scaling.checkpoint import parse_model_shape
 
     with pytest.raises(ValueError, match="model shape"):
         parse_model_shape(text)
@@ -35,7 +35,7 @@ def test_bad_model_shapes_say_what_is_wrong(text):
 def test_a_checkpoint_of_a_given_shape_loads_with_that_shape(tmp_path):
     from transformers import AutoConfig
 
-    from loadtest.bench.scaling_checkpoint import parse_model_shape, write_checkpoint
+    from loadtest.bench.scaling.checkpoint import parse_model_shape, write_checkpoint
 
     write_checkpoint(tmp_path, 1024, seed=0, shape=parse_model_shape("hidden=64,layers=2,heads=2,intermediate=96"))
     config = AutoConfig.from_pretrained(tmp_path, local_files_only=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtest.bench.scaling_measure import vllm_cpu_threads
+from loadtest.bench.scaling.measure import vllm_cpu_threads
 
 
 @pytest.mark.parametrize(("environ", "cpus", "threads"), [
@@ -23,7 +23,7 @@ def test_vllm_cpu_threads(environ, cpus, threads):
 def test_on_a_gpu_only_the_torch_engines_are_measured(monkeypatch):
     import torch
 
-    from loadtest.bench.scaling import gpu_engines_problem
+    from loadtest.bench.scaling.command import gpu_engines_problem
 
     assert gpu_engines_problem("cpu", ("vllm", "torch")) is None
     assert "leave vllm out" in gpu_engines_problem("cuda", ("vllm", "torch"))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from scaling_samples import result
 
-from loadtest.bench.scaling_plots import plot_scaling
-from loadtest.bench.scaling_points import ScalingSweeps
+from loadtest.bench.scaling.plots import plot_scaling
+from loadtest.bench.scaling.points import ScalingSweeps
 
 
 def test_plots_are_written_with_skipped_points(tmp_path):

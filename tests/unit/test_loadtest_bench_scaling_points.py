@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtest.bench.scaling_points import (
+from loadtest.bench.scaling.points import (
     FIRST_ID, ScalingPoint, ScalingSettings, ScalingSweeps, label_ids_for, make_group,
 )
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from scaling_samples import result
 
-from loadtest.bench.scaling_points import ScalingPoint, ScalingSweeps
-from loadtest.bench.scaling_report import format_report, format_table
+from loadtest.bench.scaling.points import ScalingPoint, ScalingSweeps
+from loadtest.bench.scaling.report import format_report, format_table
 
 
 def test_table_rows_speedup_and_skips():

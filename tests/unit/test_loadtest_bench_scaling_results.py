@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from scaling_samples import result
 
-from loadtest.bench.scaling_points import ScalingPoint
+from loadtest.bench.scaling.points import ScalingPoint
 
 
 def test_point_result_rates():

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.bench.sidebyside import sidebyside_command
-from loadtest.bench.sidebyside_compare import compare_runs, gap
-from loadtest.bench.sidebyside_results import SystemResult
+from loadtest.bench.sidebyside.command import sidebyside_command
+from loadtest.bench.sidebyside.compare import compare_runs, gap
+from loadtest.bench.sidebyside.results import SystemResult
 
 
 def result(system: str, capacity: list[float], rate: float | None = 8.0,

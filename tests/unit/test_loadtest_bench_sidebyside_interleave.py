@@ -10,8 +10,8 @@ import pytest
 
 from sweep_samples import step_summary
 
-from loadtest.bench import sidebyside_measure
-from loadtest.bench.sidebyside_measure import _Runs
+from loadtest.bench.sidebyside import measure as sidebyside_measure
+from loadtest.bench.sidebyside.measure import _Runs
 from loadtest.capacity import search_capacity
 from loadtest.experiment import RunPlan
 from loadtest.runner import Target

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loadtest.bench.sidebyside_plots import plot_sweeps, sweep_points
+from loadtest.bench.sidebyside.plots import plot_sweeps, sweep_points
 from loadtest.capacity import Sweep, SweepStep, write_sweep_json
 from loadtest.records import RequestRecord
 from loadtest.summary import RunInfo, summarize

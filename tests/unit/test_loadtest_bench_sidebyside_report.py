@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from loadtest.bench.sidebyside_report import markdown_table, spread_cell
-from loadtest.bench.sidebyside_results import ComputeLimit, Spread, SystemResult
+from loadtest.bench.sidebyside.report import markdown_table, spread_cell
+from loadtest.bench.sidebyside.results import ComputeLimit, Spread, SystemResult
 
 LIMIT = ComputeLimit(2e6, 8e6, matmul_flops_per_s=1e10, threads=2)
 

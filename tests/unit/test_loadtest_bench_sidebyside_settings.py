@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from loadtest.bench.sidebyside import settings_from
+from loadtest.bench.sidebyside.command import settings_from
 from loadtest.cli import build_parser
 from loadtest.workload import WorkloadSpec
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from brew.engines import EngineKind
-from loadtest.bench.sidebyside_systems import ENGINE_SYSTEMS, SYSTEMS, Endpoints, server_command
+from loadtest.bench.sidebyside.systems import ENGINE_SYSTEMS, SYSTEMS, Endpoints, server_command
 
 
 def test_vllms_server_runs_with_brews_vllm_settings(tmp_path):

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from brew.engines import EngineKind
-from loadtest.bench.scaling_points import SCALING_ENGINES, ScalingPoint, ScalingSettings, ScalingSweeps
-from loadtest.bench.scaling_results import ScalingResult
+from loadtest.bench.scaling.points import SCALING_ENGINES, ScalingPoint, ScalingSettings, ScalingSweeps
+from loadtest.bench.scaling.results import ScalingResult
 
 if TYPE_CHECKING:
     from loadtest.bench.flops import DecoderShape

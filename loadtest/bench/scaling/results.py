@@ -11,7 +11,7 @@ import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from loadtest.bench.scaling_points import ScalingPoint
+from loadtest.bench.scaling.points import ScalingPoint
 
 THIS_PROCESS = "this process"  # the benchmark's own process, where the engine runs in-process
 

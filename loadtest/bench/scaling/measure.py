@@ -18,8 +18,8 @@ from pathlib import Path
 
 from brew.engines.options import TorchOptions
 from loadtest.bench.flops import DecoderShape, naive_group_flops, shared_group_flops
-from loadtest.bench.scaling_points import ScalingPoint, ScalingSettings, make_group
-from loadtest.bench.scaling_results import THIS_PROCESS, ScalingResult
+from loadtest.bench.scaling.points import ScalingPoint, ScalingSettings, make_group
+from loadtest.bench.scaling.results import THIS_PROCESS, ScalingResult
 from loadtest.host_cost import CpuMeter
 
 

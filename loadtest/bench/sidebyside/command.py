@@ -1,37 +1,6 @@
-"""Side-by-side: the same model and workload through each serving system, on
-the same machine, measured by the same load generator: one system after
-another, or with `--interleave` all started at once and their runs taking
-turns (loadtest.bench.sidebyside_measure), so that a machine that drifts
-over the run slows every system alike.
-
-    brew loadtest sidebyside --out runs/sidebyside [--systems brew-vllm,vllm-openai,...] [--interleave]
-
-Systems (each started here as a subprocess, loaded, then stopped):
-
-    brew-vllm     `brew serve --engine vllm`   (batched, shared prefixes, vLLM)
-    brew-torch    `brew serve --engine torch`  (batched, prefix KV reused, transformers)
-    vllm-openai   vLLM's own OpenAI server, POST /generative_scoring
-                  (loadtest.bench.vllm_http: same token ids, one call per task)
-    naive         `brew serve --engine naive`  (one transformers forward per candidate)
-
-For each system: start it and wait until it is ready; a warm-up run at
-saturation (closed-loop, WARMUP_CONCURRENCY callers) that is thrown away; a
-capacity search (loadtest.capacity: double until p99 breaks the SLO, then
-bisect; a bad window and the capacity found are confirmed by the majority
-of up to 1 + `--confirm` windows); then `--repeats` runs at the capacity
-rate found, `--repeats` of the saturation throughput (loadtest.saturation:
-a closed-loop run, then open-loop runs at `--fractions` of it) and
-`--repeats` at one fixed rate common to all systems, each with a fresh seed
-(fresh members, so no repeat rides on the previous one's prefix cache).
-Around each run's load the CPU time of the server process, each of its
-descendants and the load generator is read from /proc (loadtest.host_cost).
-The report gives every figure as the median and the range of its repeats,
-the ratios against vllm-openai and the CPU per candidate of each process,
-and is written as sidebyside.json, sidebyside.md and sweeps.png (every
-system's sweep on one chart) under --out, next to every run's own files.
-`--compare EARLIER_OUT` measures nothing: it compares two runs' capacities
-(loadtest.bench.sidebyside_compare) and writes compare.md.
-"""
+"""`brew loadtest sidebyside`: every system measured (or a saved run read
+back, or two runs compared), then sidebyside.json, sidebyside.md and
+sweeps.png under --out. The benchmark itself: loadtest.bench.sidebyside."""
 
 from __future__ import annotations
 
@@ -40,14 +9,14 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from loadtest.bench.sidebyside_compare import compare_runs
-from loadtest.bench.sidebyside_measure import (
+from loadtest.bench.sidebyside.compare import compare_runs
+from loadtest.bench.sidebyside.measure import (
     SideBySideSettings, compute_limit, measure_interleaved, measure_system,
 )
-from loadtest.bench.sidebyside_plots import plot_sweeps, sweep_points
-from loadtest.bench.sidebyside_report import markdown_table
-from loadtest.bench.sidebyside_results import SystemResult
-from loadtest.bench.sidebyside_systems import SYSTEMS
+from loadtest.bench.sidebyside.plots import plot_sweeps, sweep_points
+from loadtest.bench.sidebyside.report import markdown_table
+from loadtest.bench.sidebyside.results import SystemResult
+from loadtest.bench.sidebyside.systems import SYSTEMS
 from loadtest.workload import WorkloadSpec
 
 

@@ -31,8 +31,8 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from loadtest.bench.sidebyside_results import ComputeLimit, SystemResult
-from loadtest.bench.sidebyside_systems import VLLM_OPENAI, Endpoints, free_ports, running, server_command
+from loadtest.bench.sidebyside.results import ComputeLimit, SystemResult
+from loadtest.bench.sidebyside.systems import VLLM_OPENAI, Endpoints, free_ports, running, server_command
 from loadtest.capacity import (
     DEFAULT_CONFIRM, WARMUP_CONCURRENCY, RateVerdict, search_capacity, write_sweep_json,
 )

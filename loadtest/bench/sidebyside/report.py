@@ -16,16 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from loadtest.bench.sidebyside_results import ComputeLimit, CpuByProcess, Spread, SystemResult
-from loadtest.bench.sidebyside_systems import BASELINE
+from loadtest.bench.cells import number_cell
+from loadtest.bench.sidebyside.results import ComputeLimit, CpuByProcess, Spread, SystemResult
+from loadtest.bench.sidebyside.systems import BASELINE
 from loadtest.host_cost import LOAD_GENERATOR, SERVER
 
 ALL_PROCESSES = "all processes"
-
-
-def number_cell(value: float | None, digits: int = 1) -> str:
-    """A figure with `digits` decimals, or "-" where there is none."""
-    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def spread_cell(values: Sequence[float | None], digits: int = 1) -> str:

@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from loadtest.bench.sidebyside_report import number_cell
-from loadtest.bench.sidebyside_results import SystemResult
+from loadtest.bench.cells import number_cell
+from loadtest.bench.sidebyside.results import SystemResult
 
 
 def gap(first: float | None, second: float | None) -> float | None:

@@ -9,7 +9,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from loadtest.bench.sidebyside_report import number_cell
+from loadtest.bench.cells import number_cell
 from loadtest.summary import Summary
 
 AFFINITY, LEAST_REQUEST = "affinity", "least request"

@@ -19,8 +19,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only; before pyplot is imported
 import matplotlib.pyplot as plt  # noqa: E402
 
-from loadtest.bench.scaling_points import SCALING_ENGINES, ScalingPoint, ScalingSweeps  # noqa: E402
-from loadtest.bench.scaling_results import ScalingResult  # noqa: E402
+from loadtest.bench.scaling.points import SCALING_ENGINES, ScalingPoint, ScalingSweeps  # noqa: E402
+from loadtest.bench.scaling.results import ScalingResult  # noqa: E402
 
 
 def _plot(results: Sequence[ScalingResult], points: Sequence[ScalingPoint], x: Callable[[ScalingPoint], int],
