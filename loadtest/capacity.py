@@ -34,15 +34,13 @@ throughput/latency curve, and the saturation throughput when it was measured
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from loadtest.measure import Measure
+from loadtest.saturation import Saturation
 from loadtest.summary import Summary
-
-if TYPE_CHECKING:
-    from loadtest.saturation import Saturation
 
 FORMAT = "brew.loadtest.sweep/1"  # keys are only ever added
 # Closed-loop callers of the warm-up before a sweep: enough to saturate a
@@ -50,8 +48,6 @@ FORMAT = "brew.loadtest.sweep/1"  # keys are only ever added
 WARMUP_CONCURRENCY = 32
 # Extra windows that confirm a bad window, or the capacity: the best of three.
 DEFAULT_CONFIRM = 2
-
-Measure = Callable[[float], Awaitable[Summary]]
 
 
 def meets_slo(summary: Summary) -> bool:

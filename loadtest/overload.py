@@ -24,10 +24,11 @@ overload.png from it.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from loadtest.measure import Measure
 from loadtest.summary import Summary
 
 FORMAT = "brew.loadtest.overload/1"
@@ -35,8 +36,6 @@ DEFAULT_MULTIPLES = (0.5, 1.0, 1.5, 2.0, 3.0, 5.0)
 # Past capacity, goodput must stay at least this share of goodput at capacity.
 HOLD_SHARE = 0.8
 REFUSED = "RESOURCE_EXHAUSTED"
-
-Measure = Callable[[float], Awaitable[Summary]]
 
 
 @dataclass(frozen=True)

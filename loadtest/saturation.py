@@ -21,10 +21,10 @@ without a server.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from loadtest.capacity import Measure
+from loadtest.measure import ClosedLoop, Measure
 from loadtest.summary import Summary
 
 DEFAULT_FRACTIONS = (0.5, 0.7, 0.9)
@@ -33,8 +33,6 @@ DEFAULT_FRACTIONS = (0.5, 0.7, 0.9)
 # candidates, at most 2 in flight.
 BATCH_CANDIDATES = 256
 INFLIGHT_BATCHES = 2
-
-ClosedLoop = Callable[[int], Awaitable[Summary]]  # callers -> the summary of a closed-loop run
 
 
 def saturation_callers(candidates_per_request: float, capacity_rate: float | None = None,
