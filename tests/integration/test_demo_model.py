@@ -76,7 +76,7 @@ async def test_example_request_scores_are_sensible(torch_ranker):
 
 # Floors per task, set below what the shipped model measures on this held-out
 # set (960 candidates per task: job 0.82 / 102%, feed 0.75 / 83%, pymk 0.76 / 87%;
-# README, "The demo model", has the larger set): a retrained model that falls
+# docs/architecture.md, "The demo model", has the larger set): a retrained model that falls
 # under them has lost what the shipped one learned.
 FLOORS = {  # task: (model AUC, share of the truth's lift over chance)
     "job_apply": (0.77, 0.85),
