@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 
 import pytest
+from waiting import eventually_async
 
 from brew.engines.base import CallerOutcome, CallerWork, score_callers_concurrently
 from brew.types import CandidateLogprobs, GroupResult, ScoringGroup
@@ -125,7 +126,7 @@ async def test_a_full_queue_refuses_at_once_and_keeps_what_it_admitted():
     engine = FakeEngine(delay=0.05)
     dispatcher = await started(engine, max_batch_candidates=4, max_queue_candidates=8, max_inflight_batches=1)
     admitted = [asyncio.ensure_future(dispatcher.score([group(tag, 4)])) for tag in range(2)]
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one turn of the loop: both calls join the queue
     with pytest.raises(QueueFullError, match="queue full"):
         await dispatcher.score([group(9, 4)])
     with pytest.raises(QueueFullError, match="at most 8"):
@@ -139,8 +140,7 @@ async def test_a_deadline_during_engine_work_cancels_that_work():
     dispatcher = await started(engine, collect_window_seconds=0.0)
     with pytest.raises(DeadlineExceededError):
         await dispatcher.score([group(1, 2)], deadline=time.monotonic() + 0.05)
-    await asyncio.sleep(0.01)
-    assert engine.cancelled == 1 and engine.running == 0
+    await eventually_async(lambda: (engine.cancelled, engine.running), equals=(1, 0))
     await dispatcher.close()
 
 
@@ -152,8 +152,8 @@ async def test_an_expired_request_never_reaches_the_engine():
         await asyncio.sleep(0.001)
     with pytest.raises(DeadlineExceededError):
         await dispatcher.score([group(2, 2)], deadline=time.monotonic() + 0.03)
+    assert dispatcher.stats.queued_candidates == 0  # gone from the queue: nothing left to dispatch
     await first
-    await asyncio.sleep(0.02)
     assert [candidates for _, candidates in engine.calls] == [2]
     await dispatcher.close()
 
@@ -233,7 +233,7 @@ async def test_closing_with_an_error_fails_the_queued_callers_with_it():
     while not engine.calls:
         await asyncio.sleep(0.001)
     queued = asyncio.ensure_future(dispatcher.score([group(2, 2)]))
-    await asyncio.sleep(0.01)
+    await eventually_async(lambda: dispatcher.stats.queued_candidates, equals=2)
     await dispatcher.close(NotReadyError("engine is restarting"))
     with pytest.raises(NotReadyError, match="restarting"):
         await queued

@@ -10,6 +10,7 @@ import threading
 
 import pytest
 from test_ranker import FakeEngine
+from waiting import eventually_async
 
 from brew import defaults
 from brew.errors import UnknownTaskError
@@ -104,7 +105,7 @@ async def test_a_cancelled_call_is_counted_as_cancelled(ranker, example):
     ranker.engine.delay = 1.0
     async with local_service(ranker) as service:
         call = asyncio.ensure_future(service.score(RequestShape.of(example), lambda: example, deadline=None))
-        await asyncio.sleep(0.05)
+        await eventually_async(lambda: ranker.engine.calls)  # the engine is working on it
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call

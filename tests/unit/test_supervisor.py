@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from waiting import eventually_async
 
 from serving.config import SupervisorConfig
 from serving.lifecycle import Lifecycle, Phase
@@ -24,8 +25,10 @@ class FakeEngine:
         self.name = name
         self.broken: BaseException | None = None
         self.hung = False
+        self.checks = 0
 
     async def check_health(self) -> None:
+        self.checks += 1
         if self.hung:
             await asyncio.Event().wait()
         if self.broken is not None:
@@ -67,9 +70,7 @@ class Harness:
         await asyncio.sleep(0)
 
     async def until(self, condition, timeout: float = 2.0) -> None:  # type: ignore[no-untyped-def]
-        async with asyncio.timeout(timeout):
-            while not condition():
-                await asyncio.sleep(0.001)
+        await eventually_async(condition, timeout=timeout, interval=0.001)
 
 
 async def stopped(running: asyncio.Task[None]) -> None:
@@ -80,7 +81,7 @@ async def stopped(running: asyncio.Task[None]) -> None:
 async def test_a_dead_engine_is_seen_while_idle_and_replaced():
     harness = Harness(FakeEngine("second"))
     running = asyncio.create_task(harness.supervisor.run())
-    await asyncio.sleep(0.02)
+    await harness.until(lambda: harness.engine.checks >= 3)
     assert harness.phases == [Phase.LOADING, Phase.SERVING]  # healthy: nothing happens
     harness.engine.broken = RuntimeError("engine core died")
     await harness.until(lambda: harness.engine.name == "second" and harness.lifecycle.serving)
