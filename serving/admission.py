@@ -32,7 +32,7 @@ the hopeful side: a batch is counted alone, with half the work in flight.
 
 The adaptive limit (AIMD on CoDel's signal): after every dispatch the
 policy sees how long the oldest request of the batch waited. Above
-`target_queue_delay_seconds` the queue is standing, not absorbing a burst:
+`target_queue_delay_ms` the queue is standing, not absorbing a burst:
 the limit shrinks by DECREASE_FACTOR. Within the target, while the queue
 uses at least half the limit, it grows by a quarter batch. It moves between
 one batch (`max_batch_candidates`: batches stay full, so throughput is
@@ -82,7 +82,7 @@ class AdmissionPolicy:
         self._max_queue = config.max_queue_candidates
         self._min_limit = min(config.max_batch_candidates, config.max_queue_candidates)
         self._step = max(1, round(config.max_batch_candidates * INCREASE_BATCHES))
-        self._target = config.target_queue_delay_seconds
+        self._target = config.target_queue_delay_ms / 1000.0
         self._max_inflight = config.max_inflight_batches
         self._limit = self._max_queue
         self._scored = 0.0  # candidates scored, fading sum over measured intervals

@@ -1,59 +1,72 @@
-"""The server's configuration: one typed, frozen object.
+"""The server's configuration: one typed, frozen object, each setting declared once.
 
-Built from an optional TOML file, then CLI flags on top. Every setting is
-validated when the object is built, with a message that says how to fix it,
-so a bad setting fails at start, not under load. A TOML file mirrors the
-sections below:
+Built from an optional TOML file, then CLI flags on top (`load_config`).
+Every setting is declared in its field (brew.settings.setting: type, default,
+bound, help); validation, TOML loading, `brew serve`'s flags and its --help
+text all come from those declarations. A bad setting fails at start, with a
+message that says how to fix it, not under load. The TOML file mirrors the
+classes below (examples/server.toml has every section):
 
-    engine = "vllm"            # vllm | torch | naive (brew.engines.ENGINES)
+    engine = "vllm"            # the engine settings (brew.engines.engine_settings), top level
     model = "brew/demo/brew-demo"
-    multi_item = false         # exact multi-item scoring: candidates packed behind their member's context
-    [server]   host, port, metrics_port, grace_seconds, max_message_bytes, ...
-    [batching] max_batch_candidates, collect_window_ms, max_queue_candidates, target_queue_delay_ms, ...
-    [limits]   max_candidates_per_request, max_tasks_per_request, max_history_items
-    [vllm]     kv_cache_gib, max_model_len, gpu_memory_utilization, ...  (brew.engines.options.VllmOptions)
-    [torch]    max_forward_candidates, max_batch_tokens, attention, ... (brew.engines.options.TorchOptions)
-    [supervisor] probe_interval_seconds, initial_backoff_seconds, max_failures, ...  (serving.supervisor)
-    [cluster]  replicas, envoy_port, hash_policy, ...  (`brew cluster`: serving.cluster, serving.envoy_config)
+    prompts = "prompts"
+    multi_item = false
+    [server]     host, port, metrics_port, slo_ms, grace_seconds, ...   (ServerConfig's own fields)
+    [batching]   max_batch_candidates, collect_window_ms, ...           (BatchingConfig)
+    [limits]     max_candidates_per_request, ...                        (Limits)
+    [supervisor] probe_interval_seconds, max_failures, ...              (SupervisorConfig)
+    [vllm]       kv_cache_gib, max_model_len, ...                       (brew.engines.options.VllmOptions)
+    [torch]      max_forward_candidates, max_batch_tokens, ...          (brew.engines.options.TorchOptions)
+    [cluster]    replicas, envoy_port, hash_policy, ...                 (`brew cluster`: ClusterConfig)
 """
 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from brew import defaults
-from brew.engines import ENGINES, EngineKind
-from brew.engines.options import TorchOptions, VllmOptions, option_names
+from brew.engines.engine_settings import EngineSettings
+from brew.settings import (
+    Settings, SettingsError, UnknownKeyError, fields_of, from_table, merge, section, sections_of, setting,
+)
+
+PORT = {"ge": 0, "le": 65535, "hint": "(0 picks a free one)"}
 
 
-class ConfigError(ValueError):
-    """A setting is invalid; the message says which and how to fix it."""
+# A setting is invalid; the message says which and how to fix it.
+ConfigError = SettingsError
 
 
 @dataclass(frozen=True)
-class BatchingConfig:
+class BatchingConfig(Settings):
     """How the dispatcher forms engine batches from concurrent callers."""
 
-    max_batch_candidates: int = 256
-    collect_window_seconds: float = 0.004
-    max_queue_candidates: int = 4096
-    max_inflight_batches: int = 2
-    # The queue delay the adaptive queue limit aims at (serving.admission).
-    target_queue_delay_seconds: float = 0.1
+    max_batch_candidates: int = setting(256, ge=1, help="engine batch limit, in candidates")
+    collect_window_ms: float = setting(4.0, ge=0, help="how long a batch waits for more callers")
+    max_queue_candidates: int = setting(4096, ge=1, help="the queue's hard cap in candidates; then "
+                                                         "RESOURCE_EXHAUSTED")
+    max_inflight_batches: int = setting(2, ge=1, help="engine batches running at once")
+    target_queue_delay_ms: float = setting(100.0, gt=0, help="the queue delay the adaptive queue limit aims at "
+                                                             "(serving.admission)")
+
+    def cross_checks(self) -> Iterator[str]:
+        if self.max_queue_candidates < self.max_batch_candidates:
+            yield (f"max_queue_candidates ({self.max_queue_candidates}) must be at least "
+                   f"max_batch_candidates ({self.max_batch_candidates})")
 
 
 @dataclass(frozen=True)
-class Limits:
+class Limits(Settings):
     """Per-request limits; a request over one gets INVALID_ARGUMENT naming it."""
 
-    max_candidates_per_request: int = 1024
-    max_tasks_per_request: int = 8
-    max_history_items: int = 1000
+    max_candidates_per_request: int = setting(1024, ge=1, help="candidates in one request, all tasks together")
+    max_tasks_per_request: int = setting(8, ge=1, help="tasks in one request")
+    max_history_items: int = setting(1000, ge=1, help="history items of the member in one request")
 
 
 class HashPolicy(StrEnum):
@@ -63,8 +76,12 @@ class HashPolicy(StrEnum):
     MAGLEV = "maglev"
 
 
+CLUSTER_PORTS = ("envoy_port", "envoy_stats_port", "envoy_admin_port", "first_replica_port",
+                 "first_replica_metrics_port")
+
+
 @dataclass(frozen=True)
-class ClusterConfig:
+class ClusterConfig(Settings):
     """`brew cluster`: N replicas behind one Envoy port (serving.cluster, serving.envoy_config).
 
     Replica i serves gRPC on first_replica_port + i and /metrics on
@@ -74,297 +91,174 @@ class ClusterConfig:
     there, on the server's `port`, instead of on this host.
     """
 
-    replicas: int = 2
-    envoy_host: str = "127.0.0.1"
-    envoy_port: int = 50051
-    envoy_stats_port: int = 9902  # /stats/prometheus and /ready, on envoy_host
-    envoy_admin_port: int = 9901  # the full admin interface, on 127.0.0.1 only
-    first_replica_port: int = 50061
-    first_replica_metrics_port: int = 9401
-    hash_policy: HashPolicy = HashPolicy.RING_HASH
-    hash_balance_factor: int = 0  # bounded load, in % of the mean: 150 caps a replica at 1.5x; 0: off
-    health_check_interval_seconds: float = 1.0
-    retries: int = 1
-    replicas_dns: str | None = None
+    replicas: int = setting(2, ge=1, help="number of brew serve replicas")
+    envoy_host: str = setting("127.0.0.1", help="Envoy's listen address")
+    envoy_port: int = setting(50051, help="the one gRPC port callers use (0: free)")
+    envoy_stats_port: int = setting(9902, help="Envoy's /stats/prometheus and /ready (0: free)")
+    envoy_admin_port: int = setting(9901, help="Envoy's admin interface, on 127.0.0.1 only (0: free)")
+    first_replica_port: int = setting(50061, help="replica i serves gRPC on this port + i (0: free ports)")
+    first_replica_metrics_port: int = setting(9401, help="replica i serves /metrics on this port + i "
+                                                          "(0: free ports)")
+    hash_policy: HashPolicy = setting(HashPolicy.RING_HASH, help="Envoy's consistent hash on x-brew-member")
+    hash_balance_factor: int = setting(0, ge=0, help="bounded load: a replica over this % of the mean active "
+                                                     "requests passes calls on along the ring (e.g. 150; 0: off)")
+    health_check_interval_seconds: float = setting(1.0, gt=0, help="Envoy's health checks of the replicas")
+    retries: int = setting(1, ge=0, hint="(0: Envoy never retries)",
+                           help="Envoy's retries of UNAVAILABLE and dead connections, on another replica")
+    replicas_dns: str | None = setting(None, help="find the replicas at this DNS name on the server's port "
+                                                  "(a Kubernetes headless service) instead of on this host")
+
+    def cross_checks(self) -> Iterator[str]:
+        if self.replicas < 1:
+            return  # named by its bound; the port ranges below need a replica
+        used: dict[str, range] = {}  # setting -> the ports it takes (0: picked free at start)
+        for name in CLUSTER_PORTS:
+            first = getattr(self, name)
+            ports = range(first, first + (self.replicas if name.startswith("first_") else 1))
+            if not 0 <= ports[0] <= ports[-1] <= 65535:
+                yield f"{name}={first} does not give every replica a TCP port (0-65535); 0 picks free ones"
+            elif first:
+                for other, taken in used.items():
+                    if set(ports) & set(taken):
+                        yield f"{name} ({first}) and cluster.{other} ({taken[0]}) share ports; move one"
+                used[name] = ports
+        if self.hash_balance_factor and self.hash_balance_factor < 100:
+            yield (f"hash_balance_factor must be 0 (off) or at least 100 (% of the mean load), "
+                   f"got {self.hash_balance_factor}")
+        if self.replicas_dns is not None and not self.replicas_dns.strip():
+            yield "replicas_dns is empty; give the replicas' DNS name or leave it out"
 
 
 @dataclass(frozen=True)
-class SupervisorConfig:
+class SupervisorConfig(Settings):
     """How the engine watchdog probes and restarts the engine (serving.supervisor)."""
 
-    probe_interval_seconds: float = 1.0
-    probe_timeout_seconds: float = 30.0
-    initial_backoff_seconds: float = 1.0
-    max_backoff_seconds: float = 30.0
-    max_failures: int = 5  # this many engine failures within failure_window_seconds: exit
-    failure_window_seconds: float = 600.0
+    probe_interval_seconds: float = setting(1.0, gt=0, help="engine health check, idle or busy")
+    probe_timeout_seconds: float = setting(30.0, gt=0, help="a check that takes longer fails the engine (hung)")
+    initial_backoff_seconds: float = setting(1.0, gt=0, help="wait before the first restart; doubled per failure")
+    max_backoff_seconds: float = setting(30.0, gt=0, help="the longest wait between restarts")
+    max_failures: int = setting(5, ge=1, help="this many engine failures within failure_window_seconds: "
+                                              "exit with status 3 (the process manager takes over)")
+    failure_window_seconds: float = setting(600.0, gt=0, help="the window max_failures counts in")
+
+    def cross_checks(self) -> Iterator[str]:
+        if self.max_backoff_seconds < self.initial_backoff_seconds:
+            yield (f"max_backoff_seconds ({self.max_backoff_seconds}) must be at least "
+                   f"initial_backoff_seconds ({self.initial_backoff_seconds})")
 
 
 @dataclass(frozen=True)
-class ServerConfig:
-    engine: EngineKind = EngineKind.VLLM
-    model: Path = defaults.DEMO_MODEL_DIR
-    prompts: Path = defaults.PROMPTS_DIR
-    dtype: str = "float32"
-    device: str = "cpu"
-    multi_item: bool = False
-    host: str = "127.0.0.1"
-    port: int = 50051
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = 9400
-    slo_seconds: float = 0.5
-    grace_seconds: float = 10.0
-    max_message_bytes: int = 4 * 1024 * 1024
-    keepalive_time_seconds: float = 60.0
-    keepalive_timeout_seconds: float = 20.0
-    stats_interval_seconds: float = 10.0
-    context_cache_entries: int = 4096  # rendered member contexts kept for repeat members; 0 turns it off
-    default_deadline_seconds: float = 5.0  # for callers that send none
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    auth_token: str | None = None
-    replica_name: str | None = None  # the x-brew-replica header; None: hostname:port
-    batching: BatchingConfig = field(default_factory=BatchingConfig)
-    limits: Limits = field(default_factory=Limits)
-    supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
-    vllm: VllmOptions = field(default_factory=VllmOptions)
-    torch: TorchOptions = field(default_factory=TorchOptions)
-    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+class ServerConfig(EngineSettings):
+    """Everything `brew serve` runs with: the engine settings (top level of the
+    TOML file), the server's own (`[server]`) and the sections."""
 
-    def __post_init__(self) -> None:
-        problems = list(_problems(self))
-        if problems:
-            raise ConfigError("invalid server configuration:\n  - " + "\n  - ".join(problems))
+    prompts: Path = setting(defaults.PROMPTS_DIR, top_level=True, help="prompts directory with the task templates")
+    host: str = setting("127.0.0.1", help="gRPC listen address (0.0.0.0 for all interfaces)")
+    port: int = setting(50051, **PORT, help="gRPC port")
+    metrics_host: str = setting("127.0.0.1", help="Prometheus /metrics listen address")
+    metrics_port: int = setting(9400, **PORT, help="Prometheus /metrics port")
+    reuse_port: bool = setting(False, help="share the gRPC port with other processes (SO_REUSEPORT): only for "
+                                           "a deliberate set of identical servers; off, a taken port is an error")
+    slo_ms: float = setting(500.0, gt=0, help="latency SLO; the latency histograms get a bucket here")
+    grace_seconds: float = setting(10.0, gt=0, help="drain time for in-flight calls on SIGTERM")
+    max_message_bytes: int = setting(4 * 1024 * 1024, ge=1024, help="largest request accepted")
+    keepalive_time_seconds: float = setting(60.0, gt=0, help="gRPC keepalive ping interval")
+    keepalive_timeout_seconds: float = setting(20.0, gt=0, help="gRPC keepalive ping timeout")
+    stats_interval_seconds: float = setting(10.0, gt=0, help="the periodic throughput log line")
+    context_cache_entries: int = setting(4096, ge=0, hint="(0 turns the cache off)",
+                                         help="rendered member contexts kept for repeat members")
+    default_deadline_seconds: float = setting(5.0, gt=0, help="the deadline of a call that comes without one")
+    tls_cert: Path | None = setting(None, help="PEM certificate chain: serve TLS (with --tls-key)")
+    tls_key: Path | None = setting(None, help="PEM private key for --tls-cert")
+    # A secret stays off the command line: `brew serve --auth-token-env VAR` reads it from the environment.
+    auth_token: str | None = setting(None, flag=False, help="require 'authorization: Bearer <token>'")
+    replica_name: str | None = setting(None, help="this replica's name in every response's x-brew-replica "
+                                                  "header (not set: hostname:port)")
+    batching: BatchingConfig = section(BatchingConfig, help="how engine batches form from concurrent callers")
+    limits: Limits = section(Limits, help="per-request limits (INVALID_ARGUMENT over one)")
+    supervisor: SupervisorConfig = section(SupervisorConfig, help="the engine watchdog and its restarts")
+    cluster: ClusterConfig = section(ClusterConfig, help="brew cluster: replicas behind one Envoy")
 
+    @property
+    def slo_seconds(self) -> float:
+        return self.slo_ms / 1000.0
 
-NUMBER_SETTINGS = (
-    "port", "metrics_port", "slo_seconds", "grace_seconds", "max_message_bytes", "keepalive_time_seconds",
-    "keepalive_timeout_seconds", "stats_interval_seconds", "context_cache_entries", "default_deadline_seconds",
-)
-
-
-def _wrong_types(config: ServerConfig):  # type: ignore[no-untyped-def]
-    """Settings that are not numbers where numbers are needed (e.g. port = "50051" in TOML)."""
-    sections = [("", config, NUMBER_SETTINGS),
-                ("batching.", config.batching, [f.name for f in fields(BatchingConfig)]),
-                ("limits.", config.limits, [f.name for f in fields(Limits)]),
-                ("supervisor.", config.supervisor, [f.name for f in fields(SupervisorConfig)]),
-                ("cluster.", config.cluster, CLUSTER_NUMBER_SETTINGS)]
-    for prefix, section, names in sections:
-        for name in names:
-            value = getattr(section, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                yield f"{prefix}{name} must be a number, got {value!r}"
-
-
-def _problems(config: ServerConfig):  # type: ignore[no-untyped-def]
-    wrong_types = list(_wrong_types(config))
-    if wrong_types:
-        yield from wrong_types
-        return
-    if not (config.model / "config.json").is_file():
-        yield f"model {config.model} is not a checkpoint directory (no config.json); pass --model DIR"
-    if not isinstance(config.multi_item, bool):
-        yield f"multi_item must be true or false, got {config.multi_item!r}"
-    elif config.multi_item and not ENGINES[config.engine].multi_item:
-        with_it = [kind.value for kind, spec in ENGINES.items() if spec.multi_item]
-        yield f"multi_item: engine {config.engine.value} has no multi-item scoring; use engine {with_it}"
-    if not config.prompts.is_dir():
-        yield f"prompts {config.prompts} is not a directory; pass --prompts DIR"
-    for name in ("port", "metrics_port"):
-        value = getattr(config, name)
-        if not 0 <= value <= 65535:
-            yield f"{name}={value} is not a TCP port; use 0-65535 (0 picks a free one)"
-    if config.port and config.port == config.metrics_port and config.host == config.metrics_host:
-        yield f"port and metrics_port are both {config.port}; give metrics its own port"
-    for name in ("slo_seconds", "grace_seconds", "keepalive_time_seconds", "keepalive_timeout_seconds",
-                 "stats_interval_seconds", "default_deadline_seconds"):
-        if getattr(config, name) <= 0:
-            yield f"{name} must be > 0, got {getattr(config, name)}"
-    if config.context_cache_entries < 0:
-        yield f"context_cache_entries must be >= 0 (0 turns the cache off), got {config.context_cache_entries}"
-    if config.max_message_bytes < 1024:
-        yield f"max_message_bytes={config.max_message_bytes} is too small; use at least 1024"
-    if (config.tls_cert is None) != (config.tls_key is None):
-        yield "TLS needs both tls_cert and tls_key (or neither)"
-    for name in ("tls_cert", "tls_key"):
-        path = getattr(config, name)
-        if path is not None and not path.is_file():
-            yield f"{name} {path} does not exist"
-    if config.auth_token is not None and not config.auth_token:
-        yield "auth_token is empty; give a token or leave it out"
-    if config.replica_name is not None and not _is_header_value(config.replica_name):
-        yield f"replica_name {config.replica_name!r} must be non-empty printable ASCII (it is a gRPC header)"
-    yield from _cluster_problems(config.cluster)
-    batching = config.batching
-    if batching.max_batch_candidates < 1:
-        yield f"batching.max_batch_candidates must be >= 1, got {batching.max_batch_candidates}"
-    if batching.collect_window_seconds < 0:
-        yield f"batching.collect_window_ms must be >= 0, got {batching.collect_window_seconds * 1000}"
-    if batching.max_queue_candidates < batching.max_batch_candidates:
-        yield (f"batching.max_queue_candidates ({batching.max_queue_candidates}) must be at least "
-               f"max_batch_candidates ({batching.max_batch_candidates})")
-    if batching.max_inflight_batches < 1:
-        yield f"batching.max_inflight_batches must be >= 1, got {batching.max_inflight_batches}"
-    if batching.target_queue_delay_seconds <= 0:
-        yield f"batching.target_queue_delay_ms must be > 0, got {batching.target_queue_delay_seconds * 1000}"
-    yield from _supervisor_problems(config.supervisor)
-    for limit in fields(Limits):
-        if getattr(config.limits, limit.name) < 1:
-            yield f"limits.{limit.name} must be >= 1, got {getattr(config.limits, limit.name)}"
-    if config.limits.max_candidates_per_request > batching.max_queue_candidates:
-        yield (f"limits.max_candidates_per_request ({config.limits.max_candidates_per_request}) exceeds "
-               f"batching.max_queue_candidates ({batching.max_queue_candidates}): such a request could never be admitted")
-
-
-CLUSTER_NUMBER_SETTINGS = (
-    "replicas", "envoy_port", "envoy_stats_port", "envoy_admin_port", "first_replica_port",
-    "first_replica_metrics_port", "hash_balance_factor", "health_check_interval_seconds", "retries",
-)
+    def cross_checks(self) -> Iterator[str]:
+        yield from super().cross_checks()
+        if not self.prompts.is_dir():
+            yield f"prompts {self.prompts} is not a directory; pass --prompts DIR"
+        if self.port and self.port == self.metrics_port and self.host == self.metrics_host:
+            yield f"port and metrics_port are both {self.port}; give metrics its own port"
+        if (self.tls_cert is None) != (self.tls_key is None):
+            yield "TLS needs both tls_cert and tls_key (or neither)"
+        for name in ("tls_cert", "tls_key"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                yield f"{name} {path} does not exist"
+        if self.auth_token is not None and not self.auth_token:
+            yield "auth_token is empty; give a token or leave it out"
+        if self.replica_name is not None and not _is_header_value(self.replica_name):
+            yield f"replica_name {self.replica_name!r} must be non-empty printable ASCII (it is a gRPC header)"
+        if self.limits.max_candidates_per_request > self.batching.max_queue_candidates:
+            yield (f"limits.max_candidates_per_request ({self.limits.max_candidates_per_request}) exceeds "
+                   f"batching.max_queue_candidates ({self.batching.max_queue_candidates}): such a request "
+                   "could never be admitted")
 
 
 def _is_header_value(text: str) -> bool:
     return bool(text) and text.isascii() and text.isprintable() and text == text.strip()
 
 
-def _cluster_problems(cluster: ClusterConfig):  # type: ignore[no-untyped-def]
-    if cluster.replicas < 1:
-        yield f"cluster.replicas must be >= 1, got {cluster.replicas}"
-        return
-    used: dict[str, range] = {}  # setting -> the ports it takes (0: picked free at start)
-    for name in ("envoy_port", "envoy_stats_port", "envoy_admin_port", "first_replica_port",
-                 "first_replica_metrics_port"):
-        first = getattr(cluster, name)
-        ports = range(first, first + (cluster.replicas if name.startswith("first_") else 1))
-        if not 0 <= ports[0] <= ports[-1] <= 65535:
-            yield f"cluster.{name}={first} does not give every replica a TCP port (0-65535); 0 picks free ones"
-        elif first:
-            for other, taken in used.items():
-                if set(ports) & set(taken):
-                    yield f"cluster.{name} ({first}) and cluster.{other} ({taken[0]}) share ports; move one"
-            used[name] = ports
-    if cluster.health_check_interval_seconds <= 0:
-        yield f"cluster.health_check_interval_seconds must be > 0, got {cluster.health_check_interval_seconds}"
-    if cluster.retries < 0:
-        yield f"cluster.retries must be >= 0 (0: Envoy never retries), got {cluster.retries}"
-    if cluster.hash_balance_factor and cluster.hash_balance_factor < 100:
-        yield (f"cluster.hash_balance_factor must be 0 (off) or at least 100 (% of the mean load), "
-               f"got {cluster.hash_balance_factor}")
-    if cluster.replicas_dns is not None and not cluster.replicas_dns.strip():
-        yield "cluster.replicas_dns is empty; give the replicas' DNS name or leave it out"
+def toml_layout(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A TOML file's tables as ServerConfig's fields: the top-level keys and
+    `[server]` are fields of ServerConfig itself, the other tables its sections.
+    A key in the wrong place is refused like an unknown one."""
+    own = fields_of(ServerConfig)
+    top = {f.name for f in own if f.spec.top_level}
+    server = {f.name for f in own if not f.spec.top_level}
+    sections = set(sections_of(ServerConfig))
+    misplaced = sorted(set(raw) - top - sections - {"server"})
+    if misplaced:
+        raise UnknownKeyError([f"unknown key(s) {misplaced}; known: {sorted(top | sections | {'server'})}"],
+                              "config file")
+    table = dict(raw.get("server", {}))
+    wrong = sorted(set(table) - server)
+    if wrong:
+        raise UnknownKeyError([f"unknown key(s) {wrong}; known: {sorted(server)}"], "config file [server]")
+    return {**{k: v for k, v in raw.items() if k != "server"}, **table}
 
 
-def _supervisor_problems(supervisor: SupervisorConfig):  # type: ignore[no-untyped-def]
-    for name in ("probe_interval_seconds", "probe_timeout_seconds", "initial_backoff_seconds",
-                 "failure_window_seconds"):
-        if getattr(supervisor, name) <= 0:
-            yield f"supervisor.{name} must be > 0, got {getattr(supervisor, name)}"
-    if supervisor.max_backoff_seconds < supervisor.initial_backoff_seconds:
-        yield (f"supervisor.max_backoff_seconds ({supervisor.max_backoff_seconds}) must be at least "
-               f"initial_backoff_seconds ({supervisor.initial_backoff_seconds})")
-    if supervisor.max_failures < 1:
-        yield f"supervisor.max_failures must be >= 1, got {supervisor.max_failures}"
-
-
-SECTIONS = {"batching", "limits", "supervisor", "vllm", "torch", "cluster"}
-TOP_KEYS = ("engine", "model", "prompts", "dtype", "device", "multi_item")
-# TOML keys in milliseconds -> the seconds fields they set.
-BATCHING_MS_KEYS = {"collect_window_ms": "collect_window_seconds",
-                    "target_queue_delay_ms": "target_queue_delay_seconds"}
-SERVER_KEYS = {f.name for f in fields(ServerConfig)} - SECTIONS - set(TOP_KEYS)
+def read_toml(toml_file: Path) -> dict[str, Any]:
+    """The file's settings as a table of ServerConfig (ConfigError if unreadable)."""
+    try:
+        raw = tomllib.loads(Path(toml_file).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError([f"cannot read config file {toml_file}: {error}"], "invalid server configuration")
+    return toml_layout(raw)
 
 
 def load_config(toml_file: Path | None = None, **overrides: Any) -> ServerConfig:
     """TOML file (optional) first, then the overrides that are not None.
 
-    `batching` and `limits` overrides are dicts merged key by key over the
-    file's sections, so one flag does not reset the rest of a section.
+    Section overrides (`batching={...}`) are merged key by key over the
+    file's tables, so one flag does not reset the rest of a section.
     """
-    values: dict[str, Any] = {}
-    if toml_file is not None:
-        try:
-            raw = tomllib.loads(Path(toml_file).read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as error:
-            raise ConfigError(f"cannot read config file {toml_file}: {error}") from error
-        values = _from_toml(raw)
-    sections = {name: {**values.pop(name, {}), **_given(overrides.pop(name, {}))} for name in SECTIONS}
-    values.update(_given(overrides))
+    table = read_toml(toml_file) if toml_file is not None else {}
+    table = merge(table, _given(overrides))
     try:
-        if "engine" in values:
-            if values["engine"] not in {kind.value for kind in ENGINES}:
-                raise ConfigError(f"engine {values['engine']!r} is not one of {[k.value for k in ENGINES]}")
-            values["engine"] = EngineKind(values["engine"])
-        for key in ("model", "prompts", "tls_cert", "tls_key"):
-            if values.get(key) is not None:
-                values[key] = Path(values[key])
-        return ServerConfig(
-            batching=replace(BatchingConfig(), **sections["batching"]), limits=replace(Limits(), **sections["limits"]),
-            supervisor=replace(SupervisorConfig(), **sections["supervisor"]),
-            vllm=_options("vllm", VllmOptions, sections["vllm"]), torch=_options("torch", TorchOptions, sections["torch"]),
-            cluster=_cluster(sections["cluster"]), **values,
-        )
-    except ConfigError:
+        return from_table(ServerConfig, table)
+    except UnknownKeyError as error:
         raise
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"invalid server configuration: {error}") from error
-
-
-def _cluster(settings: Mapping[str, Any]) -> ClusterConfig:
-    settings = dict(settings)
-    if "hash_policy" in settings:
-        if settings["hash_policy"] not in {policy.value for policy in HashPolicy}:
-            raise ConfigError(f"cluster.hash_policy {settings['hash_policy']!r} is not one of "
-                              f"{[policy.value for policy in HashPolicy]}")
-        settings["hash_policy"] = HashPolicy(settings["hash_policy"])
-    return replace(ClusterConfig(), **settings)
-
-
-def _options(section: str, options: type, settings: Mapping[str, Any]) -> Any:
-    """An engine options object from a config section; ConfigError naming the section."""
-    known = option_names(options)
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        raise ConfigError(f"invalid server configuration: [{section}] unknown setting(s) {unknown}; "
-                          f"known: {sorted(known)}")
-    try:
-        return options(**settings)
-    except ValueError as error:
-        raise ConfigError(f"invalid server configuration: [{section}] {error}") from error
-
-
-def _reject_unknown(section: str, settings: Mapping[str, Any], known: set[str]) -> None:
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        where = f" {section}" if section else ""
-        raise ConfigError(f"config file{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+    except SettingsError as error:
+        raise ConfigError(error.problems, "invalid server configuration") from None
 
 
 def _given(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings actually given (CLI flags left out are None)."""
-    return {k: v for k, v in settings.items() if v is not None}
-
-
-def _from_toml(raw: Mapping[str, Any]) -> dict[str, Any]:
-    known_top = {*TOP_KEYS, "server"} | SECTIONS
-    _reject_unknown("", raw, known_top)
-    values = {k: raw[k] for k in TOP_KEYS if k in raw}
-    server = dict(raw.get("server", {}))
-    _reject_unknown("[server]", server, SERVER_KEYS)
-    values.update(server)
-    batching = dict(raw.get("batching", {}))
-    known_batching = {f.name for f in fields(BatchingConfig)} - set(BATCHING_MS_KEYS.values())
-    known_batching |= set(BATCHING_MS_KEYS)
-    _reject_unknown("[batching]", batching, known_batching)
-    for ms_key, seconds_field in BATCHING_MS_KEYS.items():
-        if ms_key in batching:
-            batching[seconds_field] = float(batching.pop(ms_key)) / 1000.0
-    values["batching"] = batching
-    values["limits"] = dict(raw.get("limits", {}))
-    _reject_unknown("[limits]", values["limits"], {f.name for f in fields(Limits)})
-    values["supervisor"] = dict(raw.get("supervisor", {}))
-    _reject_unknown("[supervisor]", values["supervisor"], {f.name for f in fields(SupervisorConfig)})
-    values["vllm"] = dict(raw.get("vllm", {}))
-    values["torch"] = dict(raw.get("torch", {}))
-    values["cluster"] = dict(raw.get("cluster", {}))
-    _reject_unknown("[cluster]", values["cluster"], {f.name for f in fields(ClusterConfig)})
-    return values
+    """The settings actually given (a flag left out is None), sections included."""
+    given: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            value = _given(value)
+        if value is not None:
+            given[key] = value
+    return given

@@ -111,6 +111,7 @@ class Dispatcher:
         self._loop_task: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[list[CallerOutcome]]] = set()  # the loop keeps only weak references
         self._accepting = True
+        self._waiting = 0  # callers inside score(): queued or in a running batch
         self.stats = DispatcherStats()
 
     def start(self) -> None:
@@ -132,6 +133,12 @@ class Dispatcher:
         if self._loop_task:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
+
+    @property
+    def busy_callers(self) -> int:
+        """Callers this dispatcher still owes an answer: admitted at the door
+        and being prepared, queued, or in a running batch (a drain waits for 0)."""
+        return self.stats.reserved_requests + self._waiting
 
     def stop_admitting(self) -> None:
         self._accepting = False
@@ -172,16 +179,20 @@ class Dispatcher:
         self._queue.append(Queued(payload=caller, candidates=work.candidates, deadline=deadline))
         self.stats.queued_candidates += work.candidates
         self._wakeup.set()
+        self._waiting += 1
         try:
-            if deadline is None:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+            # cancellation that races the timeout (serving.supervisor).
+            async with asyncio.timeout(None if deadline is None else max(0.0, deadline - now)):
                 return await asyncio.shield(caller.future)
-            return await asyncio.wait_for(asyncio.shield(caller.future), timeout=max(0.0, deadline - now))
         except TimeoutError:
             self._abandon(caller)
             raise DeadlineExceededError("deadline exceeded; the request was aborted in the engine") from None
         except asyncio.CancelledError:
             self._abandon(caller)
             raise
+        finally:
+            self._waiting -= 1
 
     def _abandon(self, caller: _Caller) -> None:
         """The caller left (deadline or cancellation): free its queue place or
@@ -199,7 +210,7 @@ class Dispatcher:
         while True:
             await self._wakeup.wait()
             if self.stats.queued_candidates < self._config.max_batch_candidates:
-                await asyncio.sleep(self._config.collect_window_seconds)
+                await asyncio.sleep(self._config.collect_window_ms / 1000.0)
             await self._slots.acquire()
             now = time.monotonic()
             queued_before = self.stats.queued_candidates

@@ -70,3 +70,18 @@ class PromptReloadError(BrewError):
 def reason_of(error: BaseException) -> str:
     """The rejection reason of an error: its class's `reason`, else "internal"."""
     return getattr(error, "reason", "internal") if isinstance(error, BrewError) else "internal"
+
+
+class ListenError(BrewError):
+    """The server cannot listen on an address it was given; the message
+    names the address and the flag that changes it."""
+
+    reason = "listen"
+
+
+class PortInUseError(ListenError):
+    """Another process holds a port the server was given."""
+
+    def __init__(self, what: str, host: str, port: int, flag: str) -> None:
+        super().__init__(f"cannot listen on {host}:{port} for {what}: the port is taken by another process; "
+                         f"stop it or pick another port with {flag} (0 picks a free one)")

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import gc
 import logging
 import signal
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ from grpc_reflection.v1alpha import reflection
 from brew import defaults
 from brew.context_cache import ContextCache
 from brew.engines import ScoringEngine, create_engine
+from brew.engines.base import ReportsForwardPasses
 from brew.ranker import Ranker
 from brew.runtime import build_ranker
 from brew.types import ScoreRequest
@@ -45,7 +48,7 @@ from brew.wire import parse_request_json, request_from_proto
 from serving.admin import AdminServicer
 from serving.config import ServerConfig
 from serving.dispatcher import Dispatcher, DispatcherStats
-from serving.errors import EngineFailedError, NotReadyError, PromptReloadError
+from serving.errors import EngineFailedError, NotReadyError, ListenError, PortInUseError, PromptReloadError
 from serving.grpc_metrics import GrpcServerMetricsInterceptor
 from serving.lifecycle import Lifecycle, Phase
 from serving.metrics import ServiceMetrics
@@ -113,6 +116,9 @@ class BrewServer:
             ("grpc.keepalive_time_ms", int(config.keepalive_time_seconds * 1000)),
             ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout_seconds * 1000)),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            # gRPC turns SO_REUSEPORT on by default: a second server on a taken
+            # port would start without error and silently take half the calls.
+            ("grpc.so_reuseport", int(config.reuse_port)),
         ]
 
     async def start(self) -> Endpoints:
@@ -135,15 +141,16 @@ class BrewServer:
         )
         await self._set_health(NOT_SERVING)
         self.lifecycle.subscribe(self._publish_health)
-        address = f"{config.host}:{config.port}"
-        if config.tls_cert and config.tls_key:
-            port = server.add_secure_port(address, server_credentials(config.tls_cert, config.tls_key))
-        else:
-            port = server.add_insecure_port(address)
+        port = _bind(server, config)
         self.replica_name = config.replica_name or default_replica_name(port)
         await server.start()
         self._server = server
-        metrics_port = self.metrics.start_http_server(config.metrics_port, config.metrics_host)
+        try:
+            metrics_port = self.metrics.start_http_server(config.metrics_port, config.metrics_host)
+        except OSError:
+            await self._abandon_start()
+            raise _listen_error("/metrics", config.metrics_host, config.metrics_port, "--metrics-port",
+                                "--metrics-host") from None
         self.endpoints = Endpoints(grpc_port=port, metrics_port=metrics_port)
         log.info("listening on %s:%d (health NOT_SERVING until warm); metrics on http://%s:%d/metrics",
                  config.host, port, config.metrics_host, self.endpoints.metrics_port)
@@ -168,8 +175,7 @@ class BrewServer:
     async def _load_and_warm(self) -> None:
         config = self.config
         ranker = await build_ranker(
-            config.model, config.prompts, config.engine, dtype=config.dtype, device=config.device,
-            vllm=config.vllm, torch=config.torch, multi_item=config.multi_item,
+            config.model, config.prompts, config.engine, **config.engine_options(),
             context_cache=ContextCache(config.context_cache_entries, self.metrics.context_cache_event)
             if config.context_cache_entries else None,
         )
@@ -189,7 +195,7 @@ class BrewServer:
         """A new dispatcher for the ranker's engine, installed and warmed up
         (the lifecycle says when it serves)."""
         engine = ranker.engine
-        if hasattr(engine, "on_forward"):  # an engine that packs forward passes reports them
+        if isinstance(engine, ReportsForwardPasses):
             engine.on_forward = self.metrics.forward_packed
         dispatcher = Dispatcher(engine, self.config.batching, on_batch=self.metrics.batch_dispatched,
                                 on_engine_failure=lambda error: self.supervisor.engine_failed(engine, error),
@@ -224,10 +230,7 @@ class BrewServer:
     async def _restart_engine(self) -> None:
         """Start a new engine of the configured kind and serve the current tasks with it."""
         config = self.config
-        self._starting = asyncio.ensure_future(create_engine(
-            config.engine, config.model, dtype=config.dtype, device=config.device, vllm=config.vllm,
-            torch=config.torch, multi_item=config.multi_item,
-        ))
+        self._starting = asyncio.ensure_future(create_engine(config.engine, config.model, **config.engine_options()))
         try:
             # Shielded: a stop during the start must not orphan the engine (stop() closes it).
             engine = await asyncio.shield(self._starting)
@@ -331,15 +334,49 @@ class BrewServer:
         await engine.close()
 
     async def _wait_for_inflight_calls(self, deadline: float) -> None:
-        """Until no ScoreCandidates call is being handled, or `deadline` (monotonic)."""
+        """Until the dispatcher owes no caller an answer, or `deadline` (monotonic)."""
         while time.monotonic() < deadline:
-            if not self.metrics.snapshot().inflight_requests:
+            dispatcher = self.service.dispatcher
+            if dispatcher is None or not dispatcher.busy_callers:
                 return
             await asyncio.sleep(DRAIN_POLL_SECONDS)
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:
             await self._server.wait_for_termination()
+
+
+def _bind(server: grpc.aio.Server, config: ServerConfig) -> int:
+    """Add the gRPC port; PortInUseError naming it and its flag if taken.
+
+    grpcio reports a failed bind as a RuntimeError (or a port of 0) without
+    the reason; with SO_REUSEPORT off, a taken port is the reason a valid
+    address fails to bind.
+    """
+    address = f"{config.host}:{config.port}"
+    try:
+        if config.tls_cert and config.tls_key:
+            port = server.add_secure_port(address, server_credentials(config.tls_cert, config.tls_key))
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
+    if not port:
+        raise _listen_error("gRPC", config.host, config.port, "--port", "--host")
+    return port
+
+
+def _listen_error(what: str, host: str, port: int, port_flag: str, host_flag: str) -> ListenError:
+    """Why `host:port` cannot be listened on, found by binding a plain socket there."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            return PortInUseError(what, host, port, port_flag)
+        return ListenError(f"cannot listen on {host}:{port} for {what}: {error.strerror or error}; "
+                           f"check {host_flag} and {port_flag}")
+    return ListenError(f"cannot listen on {host}:{port} for {what}; check {host_flag} and {port_flag}")
 
 
 def _freeze_startup_objects() -> None:

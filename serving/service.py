@@ -33,7 +33,7 @@ from brew.ranker import Ranker, assemble_response
 from brew.tasks import TaskRegistry
 from brew.types import ScoreRequest, ScoreResponse
 from brew.verbalize import PreparedTask
-from serving.config import BatchingConfig, Limits
+from serving.config import Limits, ServerConfig
 from serving.dispatcher import Dispatcher, Reservation
 from serving.errors import NotReadyError, reason_of
 from serving.lifecycle import Lifecycle
@@ -176,17 +176,19 @@ def _decode_and_prepare(ranker: Ranker, decode: Callable[[], ScoreRequest]
 
 
 @asynccontextmanager
-async def local_service(ranker: Ranker, batching: BatchingConfig | None = None,
-                        limits: Limits | None = None) -> AsyncIterator[ScoringService]:
+async def local_service(ranker: Ranker, config: ServerConfig | None = None) -> AsyncIterator[ScoringService]:
     """The service in-process, serving at once (no transport, no metrics
-    endpoint): how `brew score` scores a request through the same path as
-    the server. The dispatcher is closed on exit; the engine is the caller's."""
+    endpoint) with `config`'s batching, limits and SLO (default: the declared
+    defaults): how `brew score` scores a request through the same path as
+    the server. No default deadline: a one-off score waits for its answer.
+    The dispatcher is closed on exit; the engine is the caller's."""
     from serving.status import code_for  # the canonical code names (gRPC's), for the metrics
 
+    config = config or ServerConfig()
     lifecycle = Lifecycle()
-    service = ScoringService(lifecycle, ServiceMetrics(slo_seconds=0.5, model=ranker.model_name),
-                             limits or Limits(), status_name=lambda error: code_for(error).name)
-    dispatcher = Dispatcher(ranker.engine, batching or BatchingConfig(), on_engine_failure=lifecycle.to_failed)
+    service = ScoringService(lifecycle, ServiceMetrics(slo_seconds=config.slo_seconds, model=ranker.model_name),
+                             config.limits, status_name=lambda error: code_for(error).name)
+    dispatcher = Dispatcher(ranker.engine, config.batching, on_engine_failure=lifecycle.to_failed)
     dispatcher.start()
     service.install(ranker, dispatcher)
     lifecycle.to_serving()

@@ -9,7 +9,6 @@ even be installed where only those run).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -37,19 +36,21 @@ class EngineStart:
     device: str
     vllm: VllmOptions
     torch: TorchOptions
+    multi_item: bool
 
 
 async def _start_vllm(start: EngineStart) -> ScoringEngine:
     from brew.engines.vllm_engine import VllmEngine
 
     # vLLM picks its own device; `device` is for the torch engines.
-    return await VllmEngine.start(start.model_dir, start.vllm, dtype=start.dtype)
+    return await VllmEngine.start(start.model_dir, start.vllm, dtype=start.dtype, multi_item=start.multi_item)
 
 
 async def _start_torch(start: EngineStart) -> ScoringEngine:
     from brew.engines.torch_engine import TorchEngine
 
-    return await TorchEngine.start(start.model_dir, dtype=start.dtype, device=start.device, options=start.torch)
+    return await TorchEngine.start(start.model_dir, dtype=start.dtype, device=start.device, options=start.torch,
+                                   multi_item=start.multi_item)
 
 
 async def _start_naive(start: EngineStart) -> ScoringEngine:
@@ -118,12 +119,8 @@ async def create_engine(
     if multi_item and not spec.multi_item:
         with_it = [k.value for k, s in ENGINES.items() if s.multi_item]
         raise EngineConfigError(f"engine {kind.value} has no multi-item scoring; engines with it: {with_it}")
-    torch = torch or TorchOptions()
-    vllm = vllm or VllmOptions()
-    if multi_item:
-        torch = dataclasses.replace(torch, multi_item=True)
-        vllm = dataclasses.replace(vllm, multi_item=True)
-    return await spec.start(EngineStart(Path(model_dir), dtype, device, vllm, torch))
+    start = EngineStart(Path(model_dir), dtype, device, vllm or VllmOptions(), torch or TorchOptions(), multi_item)
+    return await spec.start(start)
 
 
 __all__ = [

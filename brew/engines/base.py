@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from brew.types import GroupResult, ScoringGroup
+
+if TYPE_CHECKING:
+    from brew.engines.packing import PackingStats
 
 # What an engine answers per caller: its results, one per group, or its failure.
 CallerOutcome = list[GroupResult] | BaseException
@@ -104,6 +107,14 @@ class ScoringEngine(Protocol):
     async def check_health(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class ReportsForwardPasses(Protocol):
+    """An engine that packs forward passes (torch multi-item) and reports what
+    each cost: the server sets `on_forward` to its metrics hook."""
+
+    on_forward: Callable[[PackingStats], None] | None
 
 
 async def score_one_caller(engine: ScoringEngine, groups: Sequence[ScoringGroup]) -> list[GroupResult]:

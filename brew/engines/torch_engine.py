@@ -10,10 +10,10 @@ against the naive engine). Logits are read at each row's own last real token.
 It is the engine for machines without vLLM and the GPU baseline to compare
 vLLM with; its outputs match the naive engine within fp32 rounding.
 
-With `TorchOptions(multi_item=True)` it scores the dispatcher's whole batch
+With multi-item scoring on (`multi_item=True`) it scores the dispatcher's whole batch
 (every caller's groups) by exact multi-item scoring instead: groups packed
 side by side into as few forward passes as the token budget allows
-(brew.engines.packing plans them, brew.engines.multi_item runs them), each
+(brew.engines.packing plans them, brew.engines.torch_multi_item runs them), each
 candidate isolated by the attention mask, no prefix KV copied. A caller is
 answered as soon as the last pass holding one of its candidates is done; a
 pass holding only abandoned callers is skipped.
@@ -33,7 +33,7 @@ from transformers import DynamicCache, PreTrainedModel
 
 from brew.engines.base import CallerOutcome, CallerWork, score_callers_concurrently, score_one_caller
 from brew.engines.loading import load_causal_lm, probe_model
-from brew.engines.multi_item import assemble_results, attention_kernel, score_pass
+from brew.engines.torch_multi_item import assemble_results, attention_kernel, score_pass
 from brew.engines.options import TorchOptions
 from brew.engines.packing import PackingStats, group_length, plan_passes
 from brew.types import CandidateLogprobs, GroupResult, ScoringGroup
@@ -115,12 +115,14 @@ class TorchEngine:
     stops at the next job boundary.
     """
 
-    def __init__(self, model: PreTrainedModel, model_name: str, options: TorchOptions | None = None) -> None:
+    def __init__(self, model: PreTrainedModel, model_name: str, options: TorchOptions | None = None,
+                 multi_item: bool = False) -> None:
         self._model = model
         self._model_name = model_name
         self._options = options or TorchOptions()
+        self._multi_item = multi_item
         self._max_forward = self._options.max_forward_candidates
-        if self._options.multi_item:
+        if multi_item:
             attention_kernel(model)  # refuse a model the packed path cannot run, at start
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="brew-torch")
         # Called after every packed forward pass with what it cost (metrics).
@@ -134,12 +136,13 @@ class TorchEngine:
         dtype: str = "float32",
         device: str = "cpu",
         options: TorchOptions | None = None,
+        multi_item: bool = False,
     ) -> TorchEngine:
         """Load the model off the event loop (loading takes seconds), with
         the attention kernel `options.attention` names, if it names one."""
         options = options or TorchOptions()
         model = await asyncio.to_thread(load_causal_lm, model_dir, dtype, device, options.attention)
-        return cls(model, Path(model_dir).name, options)
+        return cls(model, Path(model_dir).name, options, multi_item)
 
     @property
     def model_name(self) -> str:
@@ -154,7 +157,7 @@ class TorchEngine:
 
     @property
     def multi_item(self) -> bool:
-        return self._options.multi_item
+        return self._multi_item
 
     async def _score_group(self, group: ScoringGroup) -> GroupResult:
         prefix_len = len(group.prefix_ids)
@@ -189,7 +192,7 @@ class TorchEngine:
     async def score_batch(self, batch: Sequence[CallerWork]) -> list[CallerOutcome]:
         """Multi-item: every caller packed together. Per group: callers
         interleave on the one worker thread, job by job."""
-        if self._options.multi_item:
+        if self._multi_item:
             return await self._score_packed(batch)
         return await score_callers_concurrently(self._score_groups, batch)
 

@@ -7,7 +7,7 @@ computes it, later ones hit the cache block by block). Each request
 generates one token and asks for the logprobs of exactly the label ids
 (`logprob_token_ids`).
 
-Multi-item (`VllmOptions.multi_item`): one vLLM pooling request per group
+Multi-item (`multi_item=True`, EngineSettings.multi_item): one vLLM pooling request per group
 (or per run of its candidates that fits the model's length) holding the
 prefix and every candidate, scored by Brew's vLLM plugin
 (brew.engines.vllm_multi_item); the same label log-probabilities, one
@@ -60,12 +60,18 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from vllm import SamplingParams
-from vllm.engine.arg_utils import AsyncEngineArgs
-from vllm.platforms import current_platform
-from vllm.sampling_params import RequestOutputKind
-from vllm.v1.engine import EngineCoreOutput
-from vllm.v1.engine.async_llm import AsyncLLM
+from brew.engines.vllm_version import require_supported_vllm
+
+# Before vLLM's internals are imported: on another vLLM release they may not
+# even import, and `brew serve` then says in one line what to install.
+require_supported_vllm()
+
+from vllm import SamplingParams  # noqa: E402
+from vllm.engine.arg_utils import AsyncEngineArgs  # noqa: E402
+from vllm.platforms import current_platform  # noqa: E402
+from vllm.sampling_params import RequestOutputKind  # noqa: E402
+from vllm.v1.engine import EngineCoreOutput  # noqa: E402
+from vllm.v1.engine.async_llm import AsyncLLM  # noqa: E402
 
 from brew.engines.base import CallerOutcome, CallerWork, score_callers_concurrently, score_one_caller
 from brew.engines.options import VllmOptions
@@ -81,11 +87,11 @@ CPU_MEMORY_UTILIZATION = 0.3
 CPU_BLOCK_SIZE = 32
 
 
-def engine_args(options: VllmOptions, model_dir: str | Path, *, dtype: str, on_cpu: bool) -> AsyncEngineArgs:
+def engine_args(options: VllmOptions, model_dir: str | Path, *, dtype: str, on_cpu: bool,
+                multi_item: bool = False) -> AsyncEngineArgs:
     """The AsyncEngineArgs for these options; unset ones keep vLLM's defaults."""
     settings = asdict(options)
     kv_cache_gib = settings.pop("kv_cache_gib")
-    multi_item = settings.pop("multi_item")
     if settings["gpu_memory_utilization"] is None and on_cpu:
         settings["gpu_memory_utilization"] = CPU_MEMORY_UTILIZATION
     if settings["block_size"] is None and on_cpu:
@@ -125,17 +131,18 @@ class VllmEngine:
 
     @classmethod
     async def start(cls, model_dir: str | Path, options: VllmOptions | None = None, *,
-                    dtype: str = "float32") -> VllmEngine:
+                    dtype: str = "float32", multi_item: bool = False) -> VllmEngine:
         """Start vLLM (tens of seconds on CPU) on a worker thread: AsyncLLM can
         be built outside the event loop."""
-        args = engine_args(options or VllmOptions(), model_dir, dtype=dtype, on_cpu=current_platform.is_cpu())
+        args = engine_args(options or VllmOptions(), model_dir, dtype=dtype, on_cpu=current_platform.is_cpu(),
+                           multi_item=multi_item)
         llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
         try:
             client = await EngineCoreClient.attach(llm)
         except BaseException:
             await asyncio.to_thread(llm.shutdown)
             raise
-        return cls(llm, client, Path(model_dir).name, multi_item=(options or VllmOptions()).multi_item)
+        return cls(llm, client, Path(model_dir).name, multi_item=multi_item)
 
     @property
     def model_name(self) -> str:

@@ -11,7 +11,6 @@ import json
 import shutil
 import signal
 import subprocess
-import time
 
 import grpc
 import pytest
@@ -19,6 +18,7 @@ import pytest_asyncio
 from live_server import client_for, running_server, scrape
 from serve_process import find_grpcurl, running_serve
 from service_wire import example_request
+from waiting import eventually_async
 
 from brew import defaults
 from serving.client import NO_RETRY, RankingClient
@@ -40,7 +40,7 @@ def prompts(tmp_path_factory):
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def server(prompts):
     async with running_server(engine="torch", prompts=prompts,
-                              batching={"collect_window_seconds": 0.002}) as running:
+                              batching={"collect_window_ms": 2}) as running:
         yield running
 
 
@@ -76,8 +76,7 @@ async def test_a_reload_under_load_loses_nothing_and_switches_atomically(server,
             responses.append(versions_of(await client.score(request, timeout=120)))
 
     load = [asyncio.create_task(caller()) for _ in range(CALLERS)]
-    while len(responses) < REQUESTS // 3:
-        await asyncio.sleep(0.01)
+    await eventually_async(lambda: len(responses) >= REQUESTS // 3, timeout=120)
     reply = await client.reload_prompts()
     reloaded_at = len(responses)
     await asyncio.gather(*load)  # any failed call raises here
@@ -123,13 +122,12 @@ async def test_sighup_reloads_the_prompts_of_brew_serve(tmp_path):
             before = {t.name: t.version for t in (await client.list_tasks()).tasks}
             edit(prompts / "pymk_connect.jinja", "task:", "task (v2):")
             served.process.send_signal(signal.SIGHUP)
-            deadline = time.monotonic() + 60
-            while True:
+
+            async def versions_once_reloaded() -> dict[str, str] | None:
                 now = {t.name: t.version for t in (await client.list_tasks()).tasks}
-                if now["pymk_connect"] != before["pymk_connect"]:
-                    break
-                assert time.monotonic() < deadline, "SIGHUP did not reload the prompts"
-                await asyncio.sleep(0.2)
+                return now if now["pymk_connect"] != before["pymk_connect"] else None
+
+            now = await eventually_async(versions_once_reloaded, timeout=60, interval=0.2)
             assert {k: v for k, v in now.items() if k != "pymk_connect"} == {
                 k: v for k, v in before.items() if k != "pymk_connect"}
             assert versions_of(await client.score(example_request(), timeout=60))["pymk_connect"] == now["pymk_connect"]

@@ -33,8 +33,8 @@ PARITY_TOLERANCE = 1e-4  # multi-item against the per-group path: every speed-up
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def server():
     async with running_server(
-        engine="torch", slo_seconds=0.25,
-        batching={"collect_window_seconds": 0.02, "max_inflight_batches": 1, "max_queue_candidates": 512},
+        engine="torch", slo_ms=250,
+        batching={"collect_window_ms": 20, "max_inflight_batches": 1, "max_queue_candidates": 512},
         limits={"max_candidates_per_request": 64, "max_tasks_per_request": 3, "max_history_items": 40},
         max_message_bytes=32 * 1024,
     ) as running:

@@ -31,7 +31,7 @@ LARGE = 1024  # distinct candidates: over a second of vLLM CPU work (0.73 s for 
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=[False, True], ids=["per-candidate", "multi-item"])
 async def server(request):
     async with running_server(
-        engine="vllm", multi_item=request.param, batching={"collect_window_seconds": 0.01},
+        engine="vllm", multi_item=request.param, batching={"collect_window_ms": 10},
         limits={"max_candidates_per_request": 1024},
     ) as running:
         yield running

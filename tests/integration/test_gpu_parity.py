@@ -19,7 +19,7 @@ from parity_groups import GROUPS, PARITY_TOLERANCE, max_gap
 from tiny_model import build_tiny_causal_lm
 
 from brew.engines import EngineKind, create_engine
-from brew.engines.multi_item import AttentionKernel, score_groups_packed
+from brew.engines.torch_multi_item import AttentionKernel, score_groups_packed
 from brew.engines.options import TorchOptions
 from brew.types import GroupResult
 

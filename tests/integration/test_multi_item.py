@@ -23,7 +23,7 @@ from transformers import AutoModelForCausalLM
 from brew import defaults
 from brew.demo.evaluate import heldout_groups
 from brew.engines.loading import load_causal_lm
-from brew.engines.multi_item import AttentionKernel, attention_kernel, flex_mask_mod, score_groups_packed
+from brew.engines.torch_multi_item import AttentionKernel, attention_kernel, flex_mask_mod, score_groups_packed
 from brew.engines.naive import last_position_label_logprobs
 from brew.engines.packing import plan_passes
 from brew.tasks import load_tasks

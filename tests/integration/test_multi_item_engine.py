@@ -81,7 +81,7 @@ def expected(qwen3_dir):
 
 async def start_packed(model_dir, **options) -> TorchEngine:
     """A multi-item torch engine that records its passes in `.passes`."""
-    engine = await TorchEngine.start(model_dir, options=TorchOptions(multi_item=True, **options))
+    engine = await TorchEngine.start(model_dir, options=TorchOptions(**options), multi_item=True)
     engine.passes = []
     engine.on_forward = engine.passes.append
     return engine
@@ -195,4 +195,4 @@ async def test_the_attention_option_picks_the_kernel_and_scores_the_same(qwen3_d
 
 async def test_flex_attention_is_refused_on_cpu_at_start(qwen3_dir):
     with pytest.raises(EngineConfigError, match="flex_attention is refused on CPU"):
-        await TorchEngine.start(qwen3_dir, options=TorchOptions(multi_item=True, attention="flex_attention"))
+        await TorchEngine.start(qwen3_dir, options=TorchOptions(attention="flex_attention"), multi_item=True)

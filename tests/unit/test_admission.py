@@ -30,7 +30,7 @@ def clock() -> FakeClock:
 
 def policy_on(clock: FakeClock, **config: float) -> AdmissionPolicy:
     settings = {"max_batch_candidates": BATCH, "max_queue_candidates": 1000,
-                "target_queue_delay_seconds": 0.1}
+                "target_queue_delay_ms": 100}
     return AdmissionPolicy(BatchingConfig(**{**settings, **config}), clock=clock)
 
 

@@ -99,7 +99,7 @@ def test_one_vllm_replica_on_cpu_keeps_vllms_own_binding():
 
 def test_vllm_data_parallel_size_is_a_vllm_option():
     assert VllmOptions(data_parallel_size=2).data_parallel_size == 2
-    with pytest.raises(ValueError, match="data_parallel_size must be at least 1"):
+    with pytest.raises(ValueError, match="data_parallel_size must be >= 1, got 0"):
         VllmOptions(data_parallel_size=0)
 
 

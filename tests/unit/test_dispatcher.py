@@ -87,7 +87,7 @@ async def started(engine: FakeEngine, **config: float) -> Dispatcher:
 async def test_concurrent_callers_are_dispatched_in_one_batch_and_get_their_own_results():
     engine = FakeEngine(delay=0.01)
     sizes: list[int] = []
-    dispatcher = Dispatcher(engine, BatchingConfig(collect_window_seconds=0.02), on_batch=sizes.append)
+    dispatcher = Dispatcher(engine, BatchingConfig(collect_window_ms=20), on_batch=sizes.append)
     dispatcher.start()
     outcomes = await asyncio.gather(*(dispatcher.score([group(tag, 3), group(tag + 100, 2)]) for tag in range(5)))
     await dispatcher.close()
@@ -103,7 +103,7 @@ async def test_concurrent_callers_are_dispatched_in_one_batch_and_get_their_own_
 
 async def test_batches_respect_the_size_limit_in_candidates():
     sizes: list[int] = []
-    dispatcher = Dispatcher(FakeEngine(), BatchingConfig(max_batch_candidates=8, collect_window_seconds=0.01),
+    dispatcher = Dispatcher(FakeEngine(), BatchingConfig(max_batch_candidates=8, collect_window_ms=10),
                       on_batch=sizes.append)
     dispatcher.start()
     await asyncio.gather(*(dispatcher.score([group(tag, 3)]) for tag in range(6)))
@@ -114,7 +114,7 @@ async def test_batches_respect_the_size_limit_in_candidates():
 async def test_a_failing_engine_fails_each_caller_of_the_batch_and_reports_it():
     failures: list[BaseException] = []
     engine = FakeEngine(fail=RuntimeError("device lost"))
-    dispatcher = Dispatcher(engine, BatchingConfig(collect_window_seconds=0.01), on_engine_failure=failures.append)
+    dispatcher = Dispatcher(engine, BatchingConfig(collect_window_ms=10), on_engine_failure=failures.append)
     dispatcher.start()
     outcomes = await asyncio.gather(*(dispatcher.score([group(tag, 2)]) for tag in range(3)), return_exceptions=True)
     await dispatcher.close()
@@ -137,7 +137,7 @@ async def test_a_full_queue_refuses_at_once_and_keeps_what_it_admitted():
 
 async def test_a_deadline_during_engine_work_cancels_that_work():
     engine = FakeEngine(delay=1.0)
-    dispatcher = await started(engine, collect_window_seconds=0.0)
+    dispatcher = await started(engine, collect_window_ms=0)
     with pytest.raises(DeadlineExceededError):
         await dispatcher.score([group(1, 2)], deadline=time.monotonic() + 0.05)
     await eventually_async(lambda: (engine.cancelled, engine.running), equals=(1, 0))
@@ -146,7 +146,7 @@ async def test_a_deadline_during_engine_work_cancels_that_work():
 
 async def test_an_expired_request_never_reaches_the_engine():
     engine = FakeEngine(delay=0.1)
-    dispatcher = await started(engine, max_batch_candidates=2, max_inflight_batches=1, collect_window_seconds=0.0)
+    dispatcher = await started(engine, max_batch_candidates=2, max_inflight_batches=1, collect_window_ms=0)
     first = asyncio.ensure_future(dispatcher.score([group(1, 2)]))
     while not engine.calls:  # the first batch occupies the only slot
         await asyncio.sleep(0.001)
@@ -160,7 +160,7 @@ async def test_an_expired_request_never_reaches_the_engine():
 
 async def test_a_deadline_the_queue_cannot_meet_is_refused_before_queueing():
     engine = FakeEngine(delay=0.05)
-    dispatcher = await started(engine, max_batch_candidates=4, collect_window_seconds=0.0)
+    dispatcher = await started(engine, max_batch_candidates=4, collect_window_ms=0)
     await dispatcher.score([group(1, 4)])  # teaches the dispatcher about 50 ms per batch
     with pytest.raises(DeadlineExceededError, match="cannot be met"):
         await dispatcher.score([group(2, 4)], deadline=time.monotonic() + 0.001)
@@ -170,7 +170,7 @@ async def test_a_deadline_the_queue_cannot_meet_is_refused_before_queueing():
 
 async def test_a_cancelled_caller_aborts_its_engine_work_only():
     engine = FakeEngine(delay=0.2)
-    dispatcher = await started(engine, collect_window_seconds=0.01)
+    dispatcher = await started(engine, collect_window_ms=10)
     leaving = asyncio.ensure_future(dispatcher.score([group(1, 2)]))
     staying = asyncio.ensure_future(dispatcher.score([group(2, 2)]))
     while len(engine.calls) < 2:
@@ -192,7 +192,7 @@ async def test_after_close_nothing_is_admitted():
 async def test_overload_is_refused_at_once_and_what_was_admitted_finishes_in_time():
     engine = FakeEngine(delay=0.05)
     dispatcher = await started(engine, max_batch_candidates=4, max_inflight_batches=1,
-                               collect_window_seconds=0.0)
+                               collect_window_ms=0)
     await dispatcher.score([group(0, 4)])  # teaches the dispatcher about 80 candidates/s
     deadline = time.monotonic() + 0.4
     calls = [asyncio.ensure_future(dispatcher.score([group(tag, 4)], deadline=deadline))
@@ -212,7 +212,7 @@ async def test_overload_is_refused_at_once_and_what_was_admitted_finishes_in_tim
 async def test_a_request_that_can_no_longer_finish_in_time_is_shed_before_any_engine_work():
     engine = FakeEngine(delay=0.1)
     dispatcher = await started(engine, max_batch_candidates=4, max_inflight_batches=1,
-                               collect_window_seconds=0.0)
+                               collect_window_ms=0)
     await dispatcher.score([group(0, 4)])  # about 40 candidates/s
     engine.delay = 0.3  # the engine slows down after admission looked
     slow = asyncio.ensure_future(dispatcher.score([group(1, 4)]))
@@ -228,7 +228,7 @@ async def test_a_request_that_can_no_longer_finish_in_time_is_shed_before_any_en
 async def test_closing_with_an_error_fails_the_queued_callers_with_it():
     engine = FakeEngine(delay=0.1)
     dispatcher = await started(engine, max_batch_candidates=2, max_inflight_batches=1,
-                               collect_window_seconds=0.0)
+                               collect_window_ms=0)
     running = asyncio.ensure_future(dispatcher.score([group(1, 2)]))
     while not engine.calls:
         await asyncio.sleep(0.001)

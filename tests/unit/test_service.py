@@ -18,7 +18,7 @@ from brew.ranker import Ranker
 from brew.types import ScoreRequest
 from brew.verbalize import Verbalizer
 from brew.wire import parse_request_json, request_from_proto
-from serving.config import BatchingConfig, Limits
+from serving.config import BatchingConfig, Limits, ServerConfig
 from serving.dispatcher import Dispatcher
 from serving.errors import DeadlineExceededError, LimitExceededError, NotReadyError, QueueFullError
 from serving.lifecycle import Lifecycle
@@ -82,7 +82,7 @@ async def test_not_serving_refuses_before_any_work(ranker, example):
 
 
 async def test_a_request_over_a_limit_is_refused_from_its_shape_alone(ranker, example):
-    async with local_service(ranker, limits=Limits(max_candidates_per_request=5)) as service:
+    async with local_service(ranker, ServerConfig(limits=Limits(max_candidates_per_request=5))) as service:
         with pytest.raises(LimitExceededError, match="max_candidates_per_request=5"):
             await service.score(RequestShape.of(example), lambda: pytest.fail("decoded"), deadline=None)
     assert ranker.engine.calls == []
@@ -122,7 +122,7 @@ async def test_a_request_without_a_deadline_gets_the_server_s_default(ranker, ex
     lifecycle = Lifecycle()
     service = ScoringService(lifecycle, ServiceMetrics(slo_seconds=0.5, model="fake"), Limits(),
                              status_name=status_name, default_deadline_seconds=0.05)
-    dispatcher = Dispatcher(ranker.engine, BatchingConfig(collect_window_seconds=0.0))
+    dispatcher = Dispatcher(ranker.engine, BatchingConfig(collect_window_ms=0))
     dispatcher.start()
     service.install(ranker, dispatcher)
     lifecycle.to_serving()
@@ -135,7 +135,8 @@ async def test_a_request_without_a_deadline_gets_the_server_s_default(ranker, ex
 
 
 async def test_an_overloaded_dispatcher_refuses_before_the_request_is_decoded(ranker, example):
-    async with local_service(ranker, BatchingConfig(max_queue_candidates=256)) as service:
+    async with local_service(ranker, ServerConfig(batching=BatchingConfig(max_queue_candidates=256),
+                                                    limits=Limits(max_candidates_per_request=256))) as service:
         service.dispatcher.stats.queued_candidates = 250  # a queue with no room for 7 candidates
         with pytest.raises(QueueFullError, match="queue full"):
             await service.score(RequestShape.of(example), never_decoded, deadline=None)

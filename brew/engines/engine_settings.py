@@ -1,0 +1,51 @@
+"""The engine-wide settings: which engine, on which checkpoint, and how.
+
+Declared once (brew.settings): `brew serve` (serving.config.ServerConfig
+extends EngineSettings) and `brew score`/`brew eval` read the same fields,
+the same TOML keys and the same flags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from brew import defaults
+from brew.engines import ENGINES, EngineKind
+from brew.engines.options import TorchOptions, VllmOptions
+from brew.settings import Settings, section, setting
+
+
+@dataclass(frozen=True)
+class EngineSettings(Settings):
+    """Which engine scores, on which checkpoint, and how: everything that
+    decides a score. `brew serve` (serving.config.ServerConfig extends this)
+    and `brew score`/`brew eval` read the same settings, so a one-off score
+    reproduces a server's engine exactly."""
+
+    engine: EngineKind = setting(EngineKind.VLLM, top_level=True,
+                                 help="scoring engine: vllm (production), torch (reference), naive (baseline)")
+    model: Path = setting(defaults.DEMO_MODEL_DIR, top_level=True,
+                          help="Hugging Face checkpoint directory")
+    dtype: str = setting("float32", top_level=True, help="model dtype; label log-probabilities are read in fp32")
+    device: str = setting("cpu", top_level=True, help="torch device of the torch engines (vLLM picks its own)")
+    multi_item: bool = setting(False, top_level=True,
+                               help="exact multi-item scoring: a member's candidates packed behind their "
+                                    "shared context (torch: each engine batch in few forward passes; vllm: one "
+                                    "vLLM request per member and task); the same scores as without it")
+    vllm: VllmOptions = section(VllmOptions, help="how vLLM is started")
+    torch: TorchOptions = section(TorchOptions, help="how the torch engine runs its forward passes")
+
+    def cross_checks(self) -> Iterator[str]:
+        if not (self.model / "config.json").is_file():
+            yield f"model {self.model} is not a checkpoint directory (no config.json); pass --model DIR"
+        if self.multi_item and not ENGINES[self.engine].multi_item:
+            with_it = [kind.value for kind, spec in ENGINES.items() if spec.multi_item]
+            yield f"multi_item: engine {self.engine.value} has no multi-item scoring; use engine {with_it}"
+
+    def engine_options(self) -> dict[str, Any]:
+        """The keyword arguments of create_engine/build_ranker besides kind and model."""
+        return {"dtype": self.dtype, "device": self.device, "vllm": self.vllm, "torch": self.torch,
+                "multi_item": self.multi_item}
