@@ -8,7 +8,9 @@ shared prefix, a text before the answer that merges with the label token, a
 worst-case prompt longer than the model accepts. Warnings are choices that
 cost money or accuracy: a per-request value in the shared prefix (every
 request misses the prefix cache), member data repeated in every candidate
-block, a candidate block that ends with data instead of a fixed answer cue.
+block, a candidate block that ends with data instead of a fixed answer cue,
+an example entity type that a block branching on `entity_type` has no branch
+for (it falls through to the generic one).
 
 Rendering checks go through the serving path (`Verbalizer`) on the example
 requests in `prompts/examples/*.json` (the proto's JSON mapping, the same
@@ -29,15 +31,14 @@ from pathlib import Path
 import jinja2
 
 from brew.errors import BrewError, InvalidRequestError, PromptTooLongError, TaskConfigError, TemplateFieldError
-from brew.tasks import Task, TaskRegistry, load_task, prompt_files
-from brew.template_ast import block_sources, first_output, last_text, references, written_references
-from brew.templates import make_environment
+from brew.tasks import EXAMPLES_DIR, Task, TaskRegistry, load_task, prompt_files
+from brew.template_ast import block_sources, branches, first_output, last_text, references, written_references
+from brew.templates import make_environment, template_lines
 from brew.tokenization import PromptTokenizer
-from brew.types import Member, TaskRequest
-from brew.verbalize import HistoryOutcome, Verbalizer
+from brew.types import Item, Member, TaskRequest
+from brew.verbalize import HistoryOutcome, Verbalizer, culprit
 from brew.wire import parse_request_json, request_from_proto
 
-EXAMPLES_DIR = "examples"
 
 
 class Severity(str, Enum):
@@ -65,11 +66,13 @@ class Finding:
 
 @dataclass(frozen=True)
 class Example:
-    """One (member, task request) of an example file."""
+    """One (member, task request) of an example file; `index` is the task's
+    place in the file's `tasks`."""
 
     path: Path
     member: Member
     request: TaskRequest
+    index: int = 0
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,7 @@ def load_examples(examples_dir: Path) -> tuple[list[Example], list[Finding]]:
         except InvalidRequestError as error:
             findings.append(Finding(Severity.ERROR, "examples", path, None, str(error)))
             continue
-        examples += [Example(path, request.member, task) for task in request.tasks]
+        examples += [Example(path, request.member, task, index) for index, task in enumerate(request.tasks)]
     return examples, findings
 
 
@@ -331,6 +334,39 @@ def check_candidate_cue_whitespace(subject: Subject) -> list[Finding]:
     return []
 
 
+def check_entity_type_branches(subject: Subject) -> list[Finding]:
+    """A block that branches on `entity_type` (the history partial has one
+    branch per type) writes an example's item of a type it has no branch for
+    with its generic branch: the request is served, but the model reads the
+    item in a form it was not shown in training. One warning per block and
+    type, at the line of the block's first branch."""
+    findings = []
+    for block, noun in (("history_item", "history item"), ("candidate", "candidate")):
+        known = branches(block_sources(subject.environment, subject.task.template.name, block), "entity_type")
+        if not known:
+            continue
+        names = sorted({branch.value for branch in known})
+        unbranched: dict[str, list[tuple[Example, Item]]] = {}
+        for example in subject.examples:
+            items = ([i.item for i in example.member.history] if block == "history_item"
+                     else list(example.request.candidates))
+            for item in items:
+                if item.entity_type not in names:
+                    unbranched.setdefault(item.entity_type, []).append((example, item))
+        for entity_type, found in unbranched.items():
+            example, item = found[0]
+            ids = sorted({i.item_id for _, i in found})
+            shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+            findings.append(Finding(
+                Severity.WARNING, "entities", known[0].file, known[0].line,
+                f"{example.path.name}: {culprit(subject.task.name, example.index, noun, item.item_id)}: "
+                f"entity type {entity_type!r} has no branch in {known[0].file.name} (it has: "
+                f"{', '.join(names)}), so {noun}(s) {shown} render with its generic branch; add "
+                f"{{% elif entity_type == \"{entity_type}\" %}} with the fields worth reading "
+                f"(prompts/README.md, \"A new entity type\")"))
+    return findings
+
+
 # --- rendering checks (through the Verbalizer, on the examples) ---------------------
 
 def check_fields(subject: Subject) -> list[Finding]:
@@ -340,16 +376,17 @@ def check_fields(subject: Subject) -> list[Finding]:
     verbalizer = subject.verbalizer()
     for example in subject.examples:
         try:
-            verbalizer.prepare(example.member, example.request)
+            verbalizer.prepare(example.member, example.request, example.index)
         except jinja2.TemplateSyntaxError as error:
             # Includes compile when first rendered: the same finding as check_partials_compile.
             findings.append(Finding(Severity.ERROR, "syntax", Path(error.filename or subject.template_path),
                                     error.lineno, error.message or ""))
         except BrewError as error:
-            path, line = _template_location(error)
+            # The message names the task, the item and the template line itself.
+            lines = template_lines(error)
             check = {TemplateFieldError: "fields", PromptTooLongError: "length"}.get(type(error), "render")
-            findings.append(subject.finding(Severity.ERROR, check, f"{example.path.name}: {error}",
-                                            path or subject.template_path, line))
+            findings.append(Finding(Severity.ERROR, check, lines[0].file if lines else subject.template_path,
+                                    lines[0].line if lines else None, f"{example.path.name}: {error}"))
     return findings
 
 
@@ -360,9 +397,10 @@ def check_prefix_is_candidate_free(subject: Subject) -> list[Finding]:
     verbalizer = subject.verbalizer()
     for example in subject.examples:
         candidates = example.request.candidates
-        base = verbalizer.prepare(example.member, example.request).group
+        base = verbalizer.prepare(example.member, example.request, example.index).group
         for variant in (candidates[::-1], candidates[:1]):
-            other = verbalizer.prepare(example.member, dataclasses.replace(example.request, candidates=variant)).group
+            reordered = dataclasses.replace(example.request, candidates=variant)
+            other = verbalizer.prepare(example.member, reordered, example.index).group
             by_id = dict(zip((c.item_id for c in candidates), base.suffix_ids))
             if other.prefix_ids != base.prefix_ids:
                 findings.append(subject.finding(Severity.ERROR, "prefix",
@@ -382,7 +420,7 @@ def check_answer_position(subject: Subject) -> list[Finding]:
     tokenizer = subject.tokenizer
     last_lines = set()
     for example in subject.examples:
-        prepared = verbalizer.prepare(example.member, example.request)
+        prepared = verbalizer.prepare(example.member, example.request, example.index)
         group = prepared.group
         for text, ids in zip(prepared.candidate_texts, group.suffix_ids):
             last_lines.add(text.rsplit("\n", 1)[-1])
@@ -422,8 +460,9 @@ def check_worst_case_length(subject: Subject) -> list[Finding]:
     detail = ""
     for example in subject.examples:
         bare = dataclasses.replace(example.member, history=())
-        fixed = len(tokenizer.bos_ids) + len(tokenizer.encode(verbalizer.render_context(bare, task).text))
-        prepared = verbalizer.prepare(example.member, example.request)
+        bare_context = verbalizer.render_context(bare, task, example.index).text
+        fixed = len(tokenizer.bos_ids) + len(tokenizer.encode(bare_context))
+        prepared = verbalizer.prepare(example.member, example.request, example.index)
         shown = [line for line in prepared.context.history if line.outcome != HistoryOutcome.DROPPED_FOR_BUDGET]
         extra = len(prepared.group.prefix_ids) - fixed - sum(line.tokens for line in shown)
         per_item = math.ceil(max(extra, 0) / len(shown)) if shown else 1
@@ -444,22 +483,6 @@ def check_worst_case_length(subject: Subject) -> list[Finding]:
     return []
 
 
-def _template_location(error: BaseException) -> tuple[Path | None, int | None]:
-    """The template file and line a render error was raised on, from the
-    frames of the compiled template code (as Jinja's own tracebacks do)."""
-    found: tuple[Path | None, int | None] = (None, None)
-    cause: BaseException | None = error
-    while cause is not None:
-        traceback = cause.__traceback__
-        while traceback is not None:
-            template = traceback.tb_frame.f_globals.get("__jinja_template__")
-            if template is not None and template.filename:
-                found = (Path(template.filename), template.get_corresponding_lineno(traceback.tb_lineno))
-            traceback = traceback.tb_next
-        cause = cause.__cause__
-    return found
-
-
 STATIC_CHECKS: tuple[Check, ...] = (
     check_labels,
     check_examples_exist,
@@ -468,6 +491,7 @@ STATIC_CHECKS: tuple[Check, ...] = (
     check_profile_in_candidate,
     check_context_starts_with_fixed_text,
     check_candidate_cue_whitespace,
+    check_entity_type_branches,
 )
 RENDER_CHECKS: tuple[Check, ...] = (  # run after check_fields passes
     check_prefix_is_candidate_free,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from brew.errors import InvalidRequestError
 from brew.model_limits import max_model_len
-from brew.tasks import TaskRegistry, load_tasks
+from brew.tasks import TaskRegistry, example_file, load_tasks
 from brew.tokenization import PromptTokenizer
 from brew.types import Interaction, Member, TaskRequest
 from brew.verbalize import HistoryLine, HistoryOutcome, PreparedTask, Verbalizer
@@ -114,9 +114,11 @@ class PromptRender:
 POLICY_DROPPED = "dropped_by_policy"
 
 
-def render_prompt(verbalizer: Verbalizer, member: Member, request: TaskRequest) -> PromptRender:
-    """Prepare one task request the way serving does and explain the result."""
-    prepared = verbalizer.prepare(member, request)
+def render_prompt(verbalizer: Verbalizer, member: Member, request: TaskRequest,
+                  index: int | None = None) -> PromptRender:
+    """Prepare one task request the way serving does and explain the result;
+    `index` is the task's place in its request, for error messages."""
+    prepared = verbalizer.prepare(member, request, index)
     tokenizer = verbalizer.tokenizer
     history = history_rows(prepared, member)
     context_segments = split_context(tokenizer, prepared, history)
@@ -128,20 +130,47 @@ def render_prompt(verbalizer: Verbalizer, member: Member, request: TaskRequest) 
 
 
 def render_request_file(
-    prompts_dir: Path, model_dir: Path, request_path: Path, task_name: str, max_length: int | None = None
+    prompts_dir: Path,
+    model_dir: Path,
+    request_path: Path | None,
+    task_name: str,
+    max_length: int | None = None,
 ) -> tuple[PromptRender, PromptTokenizer]:
     """Load what `brew prompts render` needs (tasks, the tokenizer, no
-    weights) and render the request file's member for one of its tasks."""
-    request = request_from_proto(parse_request_json(request_path.read_text(encoding="utf-8")))
-    task_requests = [t for t in request.tasks if t.task == task_name]
-    if not task_requests:
-        named = ", ".join(t.task for t in request.tasks)
-        raise InvalidRequestError(f"{request_path} has no candidates for task {task_name!r}; it has: {named}")
+    weights) and render the request file's member for one of its tasks.
+
+    Without a request file, the task's own example in the prompts directory
+    (`<prompts>/examples/<task>.json`, the one `brew prompts lint` renders).
+    A task the directory does not define is refused with the ones it does,
+    before any request is read."""
     tasks = load_tasks(prompts_dir)
-    one_task = TaskRegistry({task_name: tasks[task_name]})
+    task = tasks[task_name]  # UnknownTaskError: "unknown task 'x'; known tasks: ..."
+    request_path = request_path_for(prompts_dir, task_name, request_path)
+    request = request_from_proto(parse_request_json(request_path.read_text(encoding="utf-8")))
+    found = [(index, t) for index, t in enumerate(request.tasks) if t.task == task_name]
+    if not found:
+        named = ", ".join(t.task for t in request.tasks) or "no tasks"
+        raise InvalidRequestError(f"{request_path} has no candidates for task {task_name!r}; it has: {named}")
+    index, task_request = found[0]
     tokenizer = PromptTokenizer.from_pretrained(model_dir)
-    verbalizer = Verbalizer(one_task, tokenizer, max_length or max_model_len(model_dir))
-    return render_prompt(verbalizer, request.member, task_requests[0]), tokenizer
+    limit = max_length or max_model_len(model_dir)
+    verbalizer = Verbalizer(TaskRegistry({task_name: task}), tokenizer, limit)
+    return render_prompt(verbalizer, request.member, task_request, index), tokenizer
+
+
+def request_path_for(prompts_dir: Path, task_name: str, request_path: Path | None) -> Path:
+    """The request file `brew prompts render` reads: the one given, else the
+    task's example in the prompts directory, which must exist."""
+    if request_path is not None:
+        return request_path
+    example = example_file(prompts_dir, task_name)
+    if not example.is_file():
+        raise InvalidRequestError(
+            f"task {task_name} has no example request: {example} does not exist; write one (a "
+            f"ScoreCandidatesRequest in the proto's JSON mapping, as brew prompts lint needs) "
+            f"or pass --request FILE"
+        )
+    return example
 
 
 def history_rows(prepared: PreparedTask, member: Member) -> tuple[HistoryRow, ...]:

@@ -84,6 +84,17 @@ def prompt_files(prompts_dir: Path) -> PromptFiles:
                        partials=tuple(sorted(prompts_dir.glob("_*.jinja"))))
 
 
+# Example requests live in this folder of the prompts directory, one file per
+# task (`examples/<task>.json`): lint renders them, `brew prompts render` reads
+# a task's own by default.
+EXAMPLES_DIR = "examples"
+
+
+def example_file(prompts_dir: Path, task_name: str) -> Path:
+    """The prompts directory's example request for one task."""
+    return prompts_dir / EXAMPLES_DIR / f"{task_name}.json"
+
+
 def load_tasks(prompts_dir: Path | str) -> TaskRegistry:
     """Load every `*.toml` task of a prompts directory."""
     prompts_dir = Path(prompts_dir)

@@ -76,6 +76,44 @@ def _references(sources: list[BlockSource], walk: Callable[[nodes.Node], Iterato
             for ref in _reference(node, source.file)]
 
 
+@dataclass(frozen=True)
+class Branch:
+    """A constant a block compares a variable with: `entity_type == "job"`."""
+
+    value: str
+    file: Path
+    line: int
+
+
+def branches(sources: list[BlockSource], variable: str) -> list[Branch]:
+    """The constants the block tests `variable` against with `==` or `in`
+    (e.g. the entity types a history partial has a branch for), in source
+    order. A value that matches none of them takes the block's other path."""
+    found = []
+    for source in sources:
+        for top in source.body:
+            for node in _walk(top):
+                if isinstance(node, nodes.Compare):
+                    found += [Branch(value, source.file, node.lineno) for value in _compared(node, variable)]
+    return found
+
+
+def _compared(node: nodes.Compare, variable: str) -> list[str]:
+    if len(node.ops) != 1:
+        return []
+    left, op, right = node.expr, node.ops[0].op, node.ops[0].expr
+    if op == "eq" and isinstance(right, nodes.Name) and not isinstance(left, nodes.Name):
+        left, right = right, left
+    if not (isinstance(left, nodes.Name) and left.name == variable):
+        return []
+    if op == "eq" and isinstance(right, nodes.Const) and isinstance(right.value, str):
+        return [right.value]
+    if op == "in" and isinstance(right, (nodes.List, nodes.Tuple)):
+        return [item.value for item in right.items
+                if isinstance(item, nodes.Const) and isinstance(item.value, str)]
+    return []
+
+
 def first_output(sources: list[BlockSource]) -> nodes.Node | None:
     """The first thing the block writes (text or an expression), following an
     include that comes first; None when it starts with control flow."""

@@ -108,6 +108,70 @@ def test_a_field_missing_in_a_partial_points_into_the_partial(write_prompts, dem
     files = {"_item.jinja": "{# one item #}\n{{ action }} {{ item.title }} at {{ item.company }}"}
     finding = only(lint(write_prompts, demo_tokenizer, template=template, files=files), "fields")
     assert (finding.path.name, finding.line) == ("_item.jinja", 2)
+    # The message says the same place as the finding, and which item of which example lacks the field.
+    assert finding.message == (
+        "t.json: task t (tasks[0]), history item j-1: the template _item.jinja line 2 (included from t.jinja "
+        "line 8) reads field 'company', which the history item does not have (its fields: title)"
+    )
+
+
+def shipped_partial_task(history_types: list[str]) -> dict[str, str]:
+    """A task whose history block includes the shipped _history_item.jinja, and
+    an example whose history holds one item of each type."""
+    fields = {"job": {"title": "analyst", "seniority": "mid", "location": "berlin"},
+              "post": {"format": "video", "topic": "ai", "author": "colleague"},
+              "member": {"title": "analyst", "company": "acme", "school": "tum"}}
+    request = json.loads(example())
+    request["member"]["history"] = [
+        {"action": "viewed", "item": {"itemId": f"{kind}-{n}", "entityType": kind,
+                                      "fields": fields.get(kind, {"name": "analysts", "city": "berlin"})},
+         "time": f"2026-01-0{n + 1}T00:00:00Z"}
+        for n, kind in enumerate(history_types)
+    ]
+    partial = (defaults.PROMPTS_DIR / "_history_item.jinja").read_text(encoding="utf-8")
+    return {"_history_item.jinja": partial, "examples/t.json": json.dumps(request)}
+
+
+def test_an_entity_type_without_a_branch_is_a_warning_at_the_partials_branches(write_prompts, demo_tokenizer):
+    template = TEMPLATE.replace("{{ action }} {{ item.title }}", '{% include "_history_item.jinja" %}')
+    files = shipped_partial_task(["job", "group", "post", "group", "event"])
+    findings = lint(write_prompts, demo_tokenizer, template=template, files=files)
+    assert all(f.severity is Severity.WARNING for f in findings), findings
+    warnings = [f for f in findings if f.check == "entities"]
+    partial_line = next(n for n, line in enumerate(files["_history_item.jinja"].splitlines(), 1)
+                        if "entity_type ==" in line)
+    assert [(f.path.name, f.line) for f in warnings] == [("_history_item.jinja", partial_line)] * 2
+    assert warnings[0].message == (
+        "t.json: task t (tasks[0]), history item group-1: entity type 'group' has no branch in "
+        "_history_item.jinja (it has: job, member, post), so history item(s) group-1, group-3 render with its "
+        "generic branch; add {% elif entity_type == \"group\" %} with the fields worth reading "
+        "(prompts/README.md, \"A new entity type\")"
+    )
+    assert "entity type 'event'" in warnings[1].message
+
+
+def test_entity_types_with_a_branch_are_no_warning(write_prompts, demo_tokenizer):
+    template = TEMPLATE.replace("{{ action }} {{ item.title }}", '{% include "_history_item.jinja" %}')
+    files = shipped_partial_task(["job", "post", "member"])
+    assert lint(write_prompts, demo_tokenizer, template=template, files=files) == []
+
+
+def test_a_candidate_type_without_a_branch_is_a_warning_too(write_prompts, demo_tokenizer):
+    template = TEMPLATE.replace("job: {{ candidate.title }}",
+                                '{% if entity_type in ["job", "post"] %}job{% else %}item{% endif %}: {{ candidate.title }}')
+    request = json.loads(example())
+    request["tasks"][0]["candidates"][1]["entityType"] = "course"
+    finding = only(lint(write_prompts, demo_tokenizer, template=template,
+                        files={"examples/t.json": json.dumps(request)}), "entities")
+    assert (finding.severity, finding.path.name, finding.line) == (Severity.WARNING, "t.jinja", 10)
+    assert finding.message.startswith("t.json: task t (tasks[0]), candidate c-2: entity type 'course' has no "
+                                      "branch in t.jinja (it has: job, post)")
+
+
+def test_a_block_that_does_not_branch_on_the_entity_type_is_no_warning(write_prompts, demo_tokenizer):
+    files = shipped_partial_task(["group"])
+    files["examples/t.json"] = files["examples/t.json"].replace('"name"', '"title"')
+    assert lint(write_prompts, demo_tokenizer, files=files) == []
 
 
 def test_a_task_without_an_example_is_an_error(write_prompts, demo_tokenizer):

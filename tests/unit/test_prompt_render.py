@@ -10,7 +10,7 @@ import pytest
 
 from brew import defaults
 from brew.cli import main
-from brew.errors import InvalidRequestError
+from brew.errors import InvalidRequestError, TemplateFieldError, UnknownTaskError
 from brew.prompt_render import POLICY_DROPPED, PartKind, render_prompt, render_request_file, to_json
 from brew.tasks import load_tasks
 from brew.verbalize import Verbalizer
@@ -117,7 +117,7 @@ def test_a_task_the_request_lacks_is_refused_with_the_ones_it_has(tmp_path):
 
 @pytest.mark.parametrize("task", TASKS)
 def test_the_command_prints_json_with_the_engines_ids(task, verbalizer, example, capsys):
-    assert main(["prompts", "render", "--task", task, "--json"]) == 0
+    assert main(["prompts", "render", "--task", task, "--request", str(defaults.EXAMPLE_REQUEST), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     request = next(t for t in example.tasks if t.task == task)
     group = verbalizer.prepare(example.member, request).group
@@ -127,12 +127,68 @@ def test_the_command_prints_json_with_the_engines_ids(task, verbalizer, example,
 
 
 def test_the_command_prints_every_part(capsys):
-    assert main(["prompts", "render", "--task", "job_apply"]) == 0
+    assert main(["prompts", "render", "--task", "job_apply", "--request", str(defaults.EXAMPLE_REQUEST)]) == 0
     out = capsys.readouterr().out
     for text in ("=== context:", "=== candidate 3/3 job-103", "outcome:", "dropped_by_policy", "shared by candidates"):
         assert text in out
 
 
-def test_the_command_names_an_unknown_task(capsys):
-    assert main(["prompts", "render", "--task", "nope"]) == 2
-    assert "no candidates for task 'nope'" in capsys.readouterr().err
+def test_the_command_names_an_unknown_task_with_the_known_ones(capsys):
+    assert main(["prompts", "render", "--task", "job_aply"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown task 'job_aply'; known tasks: feed_engagement, job_apply, pymk_connect" in err
+    assert "no candidates" not in err
+
+
+# --- which request is rendered --------------------------------------------------------
+
+@pytest.mark.parametrize("task", TASKS)
+def test_without_a_request_the_tasks_own_example_is_rendered(task, shipped_tasks, demo_tokenizer):
+    """The file `brew prompts lint` renders for the task, whatever examples/request.json holds."""
+    render, _ = render_request_file(defaults.PROMPTS_DIR, defaults.DEMO_MODEL_DIR, None, task)
+    own = request_from_proto(parse_request_json(
+        (defaults.PROMPTS_DIR / "examples" / f"{task}.json").read_text(encoding="utf-8")))
+    request = next(t for t in own.tasks if t.task == task)
+    group = Verbalizer(shipped_tasks, demo_tokenizer, max_model_len=1024).prepare(own.member, request).group
+    assert render.prepared.item_ids == tuple(c.item_id for c in request.candidates)
+    assert render.prepared.group == group
+
+
+def test_a_task_of_another_prompts_directory_renders_its_own_example(write_prompts):
+    config = '[labels]\nwords = [" Yes", " No"]\n'
+    template = ("{% block context %}task: save\n{% endblock %}{% block history_item %}{{ action }}{% endblock %}"
+                "{% block candidate %}{{ candidate.title }}\nsaves:{% endblock %}")
+    example = {"member": {"memberId": "m-1"},
+               "tasks": [{"task": "job_saved", "candidates": [{"itemId": "j-1", "fields": {"title": "analyst"}}]}]}
+    prompts = write_prompts({"examples/job_saved.json": json.dumps(example)}, job_saved=(config, template))
+    render, _ = render_request_file(prompts, defaults.DEMO_MODEL_DIR, None, "job_saved")
+    assert render.prepared.candidate_texts == ("analyst\nsaves:",)
+
+
+def test_an_unknown_task_is_named_with_the_known_ones_before_any_request_is_read(tmp_path):
+    missing = tmp_path / "no-such-request.json"
+    for request in (None, missing, defaults.EXAMPLE_REQUEST):
+        with pytest.raises(UnknownTaskError, match="^unknown task 'job_aply'; known tasks: feed_engagement, "
+                                                   "job_apply, pymk_connect$"):
+            render_request_file(defaults.PROMPTS_DIR, defaults.DEMO_MODEL_DIR, request, "job_aply")
+
+
+def test_a_task_without_an_example_asks_for_one_or_a_request(write_prompts):
+    config = '[labels]\nwords = [" Yes", " No"]\n'
+    template = "{% block context %}-{% endblock %}{% block history_item %}-{% endblock %}{% block candidate %}-{% endblock %}"
+    prompts = write_prompts(t=(config, template))
+    with pytest.raises(InvalidRequestError, match=r"task t has no example request: .*examples/t.json does not "
+                                                  r"exist; .*pass --request FILE"):
+        render_request_file(prompts, defaults.DEMO_MODEL_DIR, None, "t")
+
+
+def test_a_render_error_names_the_tasks_place_in_the_request_file(tmp_path):
+    text = json.loads(defaults.EXAMPLE_REQUEST.read_text(encoding="utf-8"))
+    index = next(n for n, t in enumerate(text["tasks"]) if t["task"] == "pymk_connect")
+    del text["tasks"][index]["candidates"][0]["fields"]["school"]
+    request = tmp_path / "r.json"
+    request.write_text(json.dumps(text), encoding="utf-8")
+    item_id = text["tasks"][index]["candidates"][0]["itemId"]
+    with pytest.raises(TemplateFieldError, match=rf"^task pymk_connect \(tasks\[{index}\]\), candidate {item_id}: "
+                                                 rf"the template pymk_connect.jinja line \d+ reads field 'school'"):
+        render_request_file(defaults.PROMPTS_DIR, defaults.DEMO_MODEL_DIR, request, "pymk_connect")

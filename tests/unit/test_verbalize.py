@@ -166,40 +166,103 @@ def test_a_zero_history_budget_shows_no_history(write_prompts, demo_tokenizer):
     assert prepared.context.text == "member: data analyst\n"
 
 
-# --- errors -------------------------------------------------------------------------
+# --- errors: each names the task, its index, the item, the field, the template line ---
+
+def line_of(template_file: str, text: str) -> int:
+    """The line of a shipped template that holds `text`, so a test survives an edit above it."""
+    lines = (defaults.PROMPTS_DIR / template_file).read_text(encoding="utf-8").splitlines()
+    return next(number for number, line in enumerate(lines, 1) if text in line)
+
 
 def test_an_unknown_task_is_refused_with_the_known_ones(verbalizer, example):
-    with pytest.raises(UnknownTaskError, match="unknown task 'job_search'; known tasks: feed_engagement"):
+    with pytest.raises(UnknownTaskError, match="^unknown task 'job_search'; known tasks: feed_engagement"):
         verbalizer.prepare(example.member, TaskRequest("job_search", example.tasks[0].candidates))
+    with pytest.raises(UnknownTaskError, match=r"^tasks\[2\]: unknown task 'job_search'; known tasks: "
+                                               r"feed_engagement, job_apply, pymk_connect$"):
+        verbalizer.prepare(example.member, TaskRequest("job_search", example.tasks[0].candidates), 2)
     with pytest.raises(UnknownTaskError):
         verbalizer.label_ids("job_search")
 
 
 def test_a_task_without_candidates_is_refused(verbalizer, example):
-    with pytest.raises(EmptyCandidatesError, match="task job_apply: candidates is empty; send at least one"):
+    with pytest.raises(EmptyCandidatesError, match="^task job_apply: candidates is empty; send at least one$"):
         verbalizer.prepare(example.member, TaskRequest("job_apply", ()))
+    with pytest.raises(EmptyCandidatesError, match=r"^task job_apply \(tasks\[1\]\): candidates is empty"):
+        verbalizer.prepare(example.member, TaskRequest("job_apply", ()), 1)
 
 
 def test_a_candidate_without_a_template_field_is_named(verbalizer, example):
-    candidate = example.tasks[0].candidates[0]
-    fields = {k: v for k, v in candidate.fields.items() if k != "skills"}
-    broken = dataclasses.replace(candidate, fields=fields)
-    with pytest.raises(TemplateFieldError, match=r"job_apply.jinja, block candidate: .*'skills'"):
-        verbalizer.prepare(example.member, TaskRequest("job_apply", (broken,)))
+    candidates = example.tasks[0].candidates
+    broken = dataclasses.replace(candidates[1], fields={k: v for k, v in candidates[1].fields.items() if k != "skills"})
+    with pytest.raises(TemplateFieldError) as caught:
+        verbalizer.prepare(example.member, TaskRequest("job_apply", (candidates[0], broken)), 0)
+    line = line_of("job_apply.jinja", "{{ candidate.skills }}")
+    assert str(caught.value) == (
+        f"task job_apply (tasks[0]), candidate {broken.item_id}: the template job_apply.jinja line {line} "
+        f"reads field 'skills', which the candidate does not have "
+        f"(its fields: {', '.join(sorted(broken.fields))})"
+    )
 
 
-def test_a_profile_without_a_template_field_is_named(verbalizer, example):
+def test_a_profile_without_a_template_field_is_named_in_its_partial(verbalizer, example):
     profile = {k: v for k, v in example.member.profile.items() if k != "school"}
     member = dataclasses.replace(example.member, profile=profile)
-    with pytest.raises(TemplateFieldError, match=r"block context: .*'school'"):
-        verbalizer.prepare(member, example.tasks[0])
+    with pytest.raises(TemplateFieldError) as caught:
+        verbalizer.prepare(member, example.tasks[2], 2)
+    task = example.tasks[2].task
+    assert str(caught.value) == (
+        f"task {task} (tasks[2]), member m-42: the template _member.jinja line "
+        f"{line_of('_member.jinja', '{{ profile.school }}')} (included from {task}.jinja line "
+        f"{line_of(f'{task}.jinja', '_member.jinja')}) reads field 'school', which the member's profile "
+        f"does not have (its fields: {', '.join(sorted(profile))})"
+    )
 
 
-def test_a_history_item_without_a_template_field_is_named(verbalizer, example):
+def test_a_profile_field_read_by_the_candidate_block_names_the_candidate(write_prompts, demo_tokenizer):
+    template = TEMPLATE.replace("job: {{ candidate.title }}\n", "job: {{ candidate.title }}\n"
+                                "same city: {{ candidate.city == profile.city }}\n")
+    verbalizer = Verbalizer(load_tasks(write_prompts(t=(config(max_tokens=100), template))), demo_tokenizer, 1024)
+    with pytest.raises(TemplateFieldError, match=r"^task t \(tasks\[1\]\), candidate c-1: the template t.jinja "
+                                                 r"line 4 reads field 'city', which the candidate does not have "
+                                                 r"\(its fields: title\)$"):
+        verbalizer.prepare(MEMBER, TaskRequest("t", CANDIDATES), 1)
+    candidates = tuple(dataclasses.replace(c, fields={**c.fields, "city": "berlin"}) for c in CANDIDATES)
+    with pytest.raises(TemplateFieldError, match=r"^task t \(tasks\[1\]\), candidate c-1: the template t.jinja "
+                                                 r"line 4 reads field 'city', which the member's profile does not "
+                                                 r"have \(its fields: title\)$"):
+        verbalizer.prepare(MEMBER, TaskRequest("t", candidates), 1)
+
+
+def test_a_history_item_without_a_template_field_is_named_in_the_partial(verbalizer, example):
     item = Item("job-1", "job", {"title": "ml engineer", "seniority": "mid"})
     member = dataclasses.replace(example.member, history=(Interaction("viewed", item, 1.0),))
-    with pytest.raises(TemplateFieldError, match=r"block history_item: .*'location'"):
-        verbalizer.prepare(member, example.tasks[0])
+    with pytest.raises(TemplateFieldError) as caught:
+        verbalizer.prepare(member, example.tasks[0], 0)
+    task = example.tasks[0].task
+    assert str(caught.value) == (
+        f"task {task} (tasks[0]), history item job-1: the template _history_item.jinja line "
+        f"{line_of('_history_item.jinja', '{{ action }}')} (included from {task}.jinja line "
+        f"{line_of(f'{task}.jinja', '_history_item.jinja')}) reads field 'location', which the history item "
+        f"does not have (its fields: seniority, title)"
+    )
+    assert "dict object" not in str(caught.value)
+
+
+def test_a_history_item_of_a_type_without_a_branch_renders_generically(verbalizer, example):
+    group = Item("group-3", "group", {"name": "analysts", "city": "berlin"})
+    member = dataclasses.replace(example.member, history=(Interaction("joined", group, 1.0),))
+    for index, request in enumerate(example.tasks):
+        prepared = verbalizer.prepare(member, request, index)
+        assert [line.text for line in prepared.context.history] == ["joined group: city berlin, name analysts"]
+        assert [line.outcome for line in prepared.context.history] == [HistoryOutcome.KEPT]
+
+
+def test_an_id_that_would_not_read_as_one_is_quoted(verbalizer, example):
+    for item_id, shown in (("", "''"), ("job 7", "'job 7'"), ("job-7", "job-7")):
+        item = Item(item_id, "job", {"title": "ml engineer"})
+        member = dataclasses.replace(example.member, history=(Interaction("viewed", item, 1.0),))
+        with pytest.raises(TemplateFieldError, match=rf"^task job_apply, history item {shown}: "):
+            verbalizer.prepare(member, TaskRequest("job_apply", example.tasks[0].candidates))
 
 
 def test_a_prompt_over_the_model_length_is_refused(verbalizer, shipped_tasks, demo_tokenizer, example):
@@ -209,22 +272,23 @@ def test_a_prompt_over_the_model_length_is_refused(verbalizer, shipped_tasks, de
     # One position stays free for the answer token.
     Verbalizer(shipped_tasks, demo_tokenizer, max_model_len=longest + 1).prepare(example.member, request)
     tight = Verbalizer(shipped_tasks, demo_tokenizer, max_model_len=longest)
-    with pytest.raises(PromptTooLongError, match=rf"makes a prompt of {longest} tokens; the model accepts "
-                                                 rf"fewer than {longest}; lower the task's history budget"):
+    with pytest.raises(PromptTooLongError, match=rf"^task {request.task}, candidate \S+: makes a prompt of "
+                                                 rf"{longest} tokens; the model accepts fewer than {longest}; "
+                                                 rf"lower the task's history budget$"):
         tight.prepare(example.member, request)
 
 
 def test_a_candidate_over_its_token_budget_is_refused(write_prompts, demo_tokenizer):
     long_title = job("c-9", " ".join(["senior data scientist"] * 20))
     verbalizer = own_verbalizer(write_prompts, demo_tokenizer, max_tokens=100, max_candidate_tokens=16)
-    with pytest.raises(PromptTooLongError, match=r"candidate 'c-9' is \d+ tokens, over the task's "
-                                                 r"max_candidate_tokens=16; shorten its fields"):
-        verbalizer.prepare(MEMBER, TaskRequest("t", (CANDIDATES[0], long_title)))
+    with pytest.raises(PromptTooLongError, match=r"^task t \(tasks\[0\]\), candidate c-9: \d+ tokens, over the "
+                                                 r"task's max_candidate_tokens=16; shorten its fields$"):
+        verbalizer.prepare(MEMBER, TaskRequest("t", (CANDIDATES[0], long_title)), 0)
 
 
 def test_an_empty_candidate_block_is_refused(write_prompts, demo_tokenizer):
     template = TEMPLATE.replace("job: {{ candidate.title }}\nanswer:  \n", "{{ candidate.title }}")
     prompts = write_prompts(t=(config(max_tokens=100), template))
     verbalizer = Verbalizer(load_tasks(prompts), demo_tokenizer, max_model_len=1024)
-    with pytest.raises(PromptTooLongError, match="candidate 'c-0' renders to an empty block"):
+    with pytest.raises(PromptTooLongError, match="^task t, candidate c-0: renders to an empty block$"):
         verbalizer.prepare(MEMBER, TaskRequest("t", (job("c-0", "   "),)))
