@@ -48,3 +48,9 @@ class EngineConfigError(BrewError):
     engine that has none); the message names what to change."""
 
     reason = "engine_config"
+
+
+class UnsupportedVllmError(EngineConfigError):
+    """The installed vLLM is not the release Brew's vLLM modules are written
+    against (brew.engines.vllm_version), or there is none; the message says
+    what to install."""

@@ -20,11 +20,18 @@ client directly:
 - one reader task takes the engine core's outputs and resolves each
   submission's future once all its requests have finished;
 - an abort drops the requests and tells the engine core.
-AsyncLLM's own output handler is never started (it starts on its first
-`add_request`, which this client never calls), so nothing else reads the
-outputs.
+AsyncLLM's own output handler must never run: it reads the same output
+stream, and each output it took would be lost to this client. vLLM starts
+it on the first `add_request` or `generate` (never called here) and, when
+AsyncLLM is built inside a running event loop, at construction; so
+brew.engines.vllm_engine builds AsyncLLM on a worker thread, and `attach`
+refuses an AsyncLLM whose handler exists.
 
-Facts of vLLM 0.32 this relies on (read in its source):
+Facts of vLLM 0.32 this relies on (read in its source; the symbols are
+checked by tests/unit/test_vllm_interface.py, the release by
+brew.engines.vllm_version):
+- `AsyncLLM.output_handler` is None until AsyncLLM starts its output
+  handler task (`_run_output_handler`), then that task.
 - `AsyncLLM.engine_core` is an AsyncMPClient: `call_utility_async(method,
   *args)` sends one UTILITY message to the engine core and returns the
   method's result, or raises its error (the reply never comes if the engine
@@ -130,7 +137,13 @@ class EngineCoreClient:
     async def attach(cls, llm: AsyncLLM) -> EngineCoreClient:
         """A client for a started AsyncLLM: asks the engine core its tasks,
         and checks it has Brew's method (an engine core started without
-        Brew's vLLM plugin lacks it)."""
+        Brew's vLLM plugin lacks it) and that AsyncLLM's own output handler
+        is not running (see the module docstring)."""
+        if llm.output_handler is not None:
+            raise RuntimeError(
+                "AsyncLLM's output handler is running: it would take engine-core outputs meant for Brew's "
+                "client, whose requests would then never finish; build AsyncLLM outside a running event "
+                "loop (VllmEngine.start builds it on a worker thread) and never call its add_request or generate")
         try:
             await llm.engine_core.call_utility_async(METHOD_NAME, b"", [], [], [], 0.0)
         except Exception as error:

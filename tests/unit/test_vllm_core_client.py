@@ -222,8 +222,21 @@ async def test_attach_names_the_missing_plugin():
         async def call_utility_async(self, method: str, *args):  # noqa: ANN201
             raise Exception(f"Call to {method} method failed: 'EngineCoreProc' object has no attribute")
 
-    llm = SimpleNamespace(engine_core=CoreWithoutMethod())
+    llm = SimpleNamespace(engine_core=CoreWithoutMethod(), output_handler=None)
     with pytest.raises(RuntimeError, match="VLLM_PLUGINS"):
+        await EngineCoreClient.attach(llm)
+
+
+@pytest.mark.asyncio
+async def test_attach_refuses_an_asyncllm_whose_output_handler_runs():
+    """AsyncLLM's handler would take the outputs meant for Brew's reader."""
+
+    class CoreNeverAsked:
+        async def call_utility_async(self, method: str, *args):  # noqa: ANN201
+            raise AssertionError("the engine core is asked nothing once the handler is seen running")
+
+    llm = SimpleNamespace(engine_core=CoreNeverAsked(), output_handler=object())
+    with pytest.raises(RuntimeError, match="output handler is running"):
         await EngineCoreClient.attach(llm)
 
 
