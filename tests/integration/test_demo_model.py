@@ -171,8 +171,10 @@ def _broken_request(tmp_path: Path, edit) -> Path:
     [
         (lambda r: r["tasks"][0].update(task="job_aply"), "unknown task 'job_aply'"),
         (lambda r: r["tasks"][1].update(candidates=[]), "feed_engagement: candidates is empty"),
-        (lambda r: r["member"]["profile"].pop("school"), "has no attribute 'school'"),
-        (lambda r: r["tasks"][0]["candidates"][0]["fields"].pop("title"), "has no attribute 'title'"),
+        (lambda r: r["member"]["profile"].pop("school"),
+         "reads field 'school', which the member's profile does not have"),
+        (lambda r: r["tasks"][0]["candidates"][0]["fields"].pop("title"),
+         "reads field 'title', which the candidate does not have"),
     ],
     ids=["unknown-task", "empty-candidates", "missing-profile-field", "missing-candidate-field"],
 )
