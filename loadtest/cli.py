@@ -10,128 +10,32 @@
     python -m loadtest soak --rate 16 --server-pid PID [--duration 1800]  (no errors, memory flat)
     python -m loadtest sidebyside --out runs/sidebyside [--systems brew-vllm,vllm-openai,...]
     python -m loadtest scaling --out runs/scaling [--engines vllm,torch,naive]
-    python -m loadtest cluster --out runs/cluster [--engine vllm] [--replicas 1,2]   (brew cluster)
+    python -m loadtest cluster --out runs/cluster --concurrency 16 [--engine vllm] [--replicas 1,2]
 
 Only argparse lives here; each command's work is imported when it runs
-(run, capacity, overload and soak: loadtest.commands; sidebyside, scaling and cluster:
-loadtest.bench), so `brew --help` stays fast.
+(run, capacity, overload and soak: loadtest.commands; sidebyside, scaling and
+cluster: loadtest.bench.<name>.command), so `brew --help` stays fast. A
+flag that several commands take is declared once, in loadtest.flags, and
+means the same in each; the flags only one command takes are declared with
+it here.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from brew import defaults
 from brew.engines.options import ATTENTION_KERNELS, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_ROW_TOKENS
+from loadtest import flags
 from loadtest.bench.scaling.points import DEFAULT_TOKEN_CAPS, SCALING_ENGINES, SUFFIX_TOKENS, ScalingSweeps
 from loadtest.bench.sidebyside.systems import SYSTEMS
-from loadtest.schedule import Arrivals
+from loadtest.flags import (
+    add, int_list, non_negative_float, positive_float, positive_int, rate_list, resolve_defaults,
+)
 
-
-# Interactions per synthetic member; loadtest.workload.WorkloadSpec's default
-# (not imported here: it loads the protos; a unit test keeps the two equal).
-DEFAULT_HISTORY = (12, 24)
-_HISTORY_TEXT = "%d-%d" % DEFAULT_HISTORY
-
-
-# --- argument types: each says what it expected -------------------------------
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _whole_number(text: str, minimum: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    return _whole_number(text, 1)
-
-
-def int_range(text: str) -> tuple[int, int]:
-    """'16' -> (16, 16); '8-32' -> (8, 32)."""
-    lo, _, hi = text.partition("-")
-    try:
-        bounds = (int(lo), int(hi or lo))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected N or LO-HI, got {text!r}") from None
-    if not 0 <= bounds[0] <= bounds[1]:
-        raise argparse.ArgumentTypeError(f"expected 0 <= LO <= HI, got {text!r}")
-    return bounds
-
-
-def task_weights(text: str) -> dict[str, float]:
-    """'job_apply=1,feed_engagement=2' (a bare name weighs 1)."""
-    weights = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, _, weight = part.partition("=")
-        try:
-            weights[name.strip()] = float(weight) if weight else 1.0
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected TASK=WEIGHT, got {part!r}") from None
-    if not weights:
-        raise argparse.ArgumentTypeError("expected at least one task, e.g. job_apply=1")
-    return weights
-
-
-def rate_list(text: str) -> list[float]:
-    """'5,10,20' -> [5.0, 10.0, 20.0]."""
-    return [_positive_float(part) for part in text.split(",") if part.strip()]
-
-
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a share in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a share in [0, 1], got {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    return _whole_number(text, 0)
-
-
-def even_count(text: str) -> int:
-    """Extra windows that confirm a capacity step: 0, 2, 4, ... (so the windows have a majority)."""
-    value = _count(text)
-    if value % 2:
-        raise argparse.ArgumentTypeError(f"expected an even whole number >= 0 (0, 2, 4, ...), got {text!r}")
-    return value
-
-
-def fraction_list(text: str) -> tuple[float, ...]:
-    """'0.5,0.7,0.9' -> (0.5, 0.7, 0.9): shares in (0, 1]."""
-    values = tuple(_positive_float(part) for part in text.split(",") if part.strip())
-    if not values or max(values) > 1:
-        raise argparse.ArgumentTypeError(f"expected comma-separated fractions in (0, 1], got {text!r}")
-    return values
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected whole numbers >= 1, got {text!r}")
-    return values
+# --- scaling's argument types -------------------------------------------------------
 
 
 def _engines(text: str) -> tuple[str, ...]:
@@ -163,68 +67,38 @@ def parse_caps(text: str) -> dict[str, int]:
     return {engine: cap for engine, cap in caps.items() if cap > 0}
 
 
-# --- parser -----------------------------------------------------------------------
+# --- the flags several commands share, in groups --------------------------------------
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    where = parser.add_argument_group("target")
-    where.add_argument("--target", default="127.0.0.1:50051", help="host:port of the one server to load "
-                       "(default: %(default)s)")
-    where.add_argument("--metrics-url", action="append",
-                       help="the server's /metrics URL, scraped before and after for its "
-                       "view (batch size, queue time, cache hits, rejections), "
-                       "e.g. http://127.0.0.1:9400/metrics; repeat it for each replica of a cluster "
-                       "(their counters are summed)")
-    where.add_argument("--no-member-header", action="store_true",
-                       help="send no x-brew-member header: behind brew cluster, Envoy then balances by least "
-                            "request instead of keeping each member on one replica")
-    where.add_argument("--tls-root-cert", type=Path, help="PEM root certificate: connect with TLS")
-    where.add_argument("--tls-server-name", help="server name to verify when it differs from --target's host")
-    where.add_argument("--auth-token-env", metavar="VAR",
-                       help="send 'authorization: Bearer <token>' with the token read from this variable")
-    where.add_argument("--ready-timeout", type=float, default=60.0,
-                       help="wait this long for health SERVING before starting; 0 skips "
-                            "(default: %(default)s s)")
+def _add_load_generator_options(parser: argparse.ArgumentParser) -> None:
+    """What run, capacity, overload and soak share: the target, the load,
+    the workload and the report."""
+    add(parser.add_argument_group("target"), flags.TARGET, flags.METRICS_URL, flags.NO_MEMBER_HEADER,
+        flags.TLS_ROOT_CERT, flags.TLS_SERVER_NAME, flags.AUTH_TOKEN_ENV, flags.READY_TIMEOUT)
+    add(parser.add_argument_group("load"), flags.ARRIVALS, flags.BURSTINESS, flags.DURATION, flags.MAX_REQUESTS,
+        flags.TIMEOUT, flags.MAX_OUTSTANDING)
+    workload = parser.add_argument_group("workload (synthetic unless --replay)")
+    _add_workload(workload)
+    flags.REPLAY.add(workload)
+    add(parser.add_argument_group("report"), flags.SLO_MS, flags.SEED, flags.OUT, flags.NO_PROGRESS,
+        flags.NO_PLOTS)
 
-    load = parser.add_argument_group("load")
-    load.add_argument("--arrivals", type=Arrivals, choices=list(Arrivals), default=Arrivals.POISSON,
-                      help="open-loop arrival process (default: %(default)s)")
-    load.add_argument("--burstiness", type=_positive_float, default=4.0,
-                      help="gamma arrivals: CV^2 of the gaps; 1 is Poisson (default: %(default)s)")
-    load.add_argument("--duration", type=_positive_float,
-                      help="seconds of load per run (default: 30 for run, 20 per capacity step; "
-                           "none with --max-requests)")
-    load.add_argument("--max-requests", type=_positive_int, help="at most this many requests per run")
-    load.add_argument("--timeout", type=_positive_float, default=2.0,
-                      help="per-request deadline in seconds (default: %(default)s)")
-    load.add_argument("--max-outstanding", type=_positive_int, default=1000,
-                      help="open-loop cap on unanswered requests; over it a request is recorded as "
-                           "CLIENT_REJECTED (default: %(default)s)")
 
-    shape = parser.add_argument_group("workload (synthetic unless --replay)")
-    shape.add_argument("--candidates", type=int_range, default=(16, 16), metavar="N|LO-HI",
-                       help="candidates per request (default: 16)")
-    shape.add_argument("--tasks", type=task_weights, default={"job_apply": 1.0}, metavar="TASK=W,...",
-                       help="task mix by weight, one task per request (default: job_apply=1)")
-    shape.add_argument("--members", type=_positive_int, default=100,
-                       help="distinct members at most (default: %(default)s)")
-    shape.add_argument("--repeat-share", type=_share, default=0.5,
-                       help="share of requests reusing a member already sent: prefix-cache hits "
-                            "(default: %(default)s)")
-    shape.add_argument("--history", type=int_range, default=DEFAULT_HISTORY, metavar="N|LO-HI",
-                       help=f"history length of each member (default: {_HISTORY_TEXT})")
-    shape.add_argument("--replay", type=Path, metavar="FILE.jsonl",
-                       help="send these requests (one per line, proto JSON mapping) instead, cycling")
+def _add_workload(parser: argparse._ActionsContainer) -> None:
+    """The synthetic workload's shape (WorkloadSpec)."""
+    add(parser, flags.TASKS, flags.CANDIDATES, flags.HISTORY, flags.MEMBERS, flags.REPEAT_SHARE)
 
-    report = parser.add_argument_group("report")
-    report.add_argument("--slo-ms", type=_positive_float, default=500.0,
-                        help="p99 latency objective in ms (default: %(default)s)")
-    report.add_argument("--seed", type=int, default=0,
-                        help="seeds the schedule and the workload (default: %(default)s)")
-    report.add_argument("--out", type=Path,
-                        help="output directory (default: runs/loadtest/<UTC time>, git-ignored)")
-    report.add_argument("--no-progress", action="store_true", help="no progress bar")
-    report.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
 
+def _add_sweep_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a sweep of open-loop runs (capacity, overload)."""
+    add(parser, flags.BISECT_STEPS, flags.MAX_BRACKETS, flags.CONFIRM, flags.PAUSE, flags.WARMUP)
+
+
+def _add_saturation_options(parser: argparse.ArgumentParser) -> None:
+    """The saturation run after a capacity search (capacity, sidebyside)."""
+    add(parser, flags.SATURATION_CALLERS, flags.FRACTIONS)
+
+
+# --- the commands -------------------------------------------------------------------------
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -235,102 +109,70 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                     "work grows; cluster measures member affinity and replicas behind Envoy.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    for add_command in (_add_run, _add_capacity, _add_overload, _add_soak, _add_sidebyside, _add_scaling,
+                        _add_cluster):
+        add_command(commands)
+    return parser
 
-    run = commands.add_parser("run", help="one run: open-loop at --rate, or closed-loop with --concurrency")
-    mode = run.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--rate", type=_positive_float, help="open-loop: requests per second")
-    mode.add_argument("--concurrency", type=_positive_int,
-                      help="closed-loop: this many callers, each sending when its last answer arrives")
-    run.add_argument("--server-pid", type=_positive_int, metavar="PID",
-                     help="read the CPU time of this process and its descendants (vLLM's engine core and "
-                          "workers) and of the load generator from /proc around the load: CPU per candidate "
-                          "by process, printed and written to host_cost.json")
-    _add_common(run)
-    run.set_defaults(handler=_run)
 
-    capacity = commands.add_parser("capacity", help="open-loop sweep: the highest rate within the SLO")
-    rates = capacity.add_mutually_exclusive_group(required=True)
-    rates.add_argument("--rates", type=rate_list, metavar="R1,R2,...", help="measure exactly these rates")
-    rates.add_argument("--start-rate", type=_positive_float,
-                       help="search: double from here until p99 > SLO or errors, then bisect")
-    _add_sweep_options(capacity)
-    _add_saturation_options(capacity)
-    _add_common(capacity)
-    capacity.set_defaults(handler=_capacity)
+def _add_run(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = commands.add_parser("run", help="one run: open-loop at --rate, or closed-loop with --concurrency")
+    mode = parser.add_mutually_exclusive_group(required=True)
+    add(mode, flags.RATE, flags.CONCURRENCY)
+    flags.SERVER_PID.add(parser)
+    _add_load_generator_options(parser)
+    parser.set_defaults(handler=_run)
 
-    overload = commands.add_parser(
+
+def _add_capacity(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = commands.add_parser("capacity", help="open-loop sweep: the highest rate within the SLO")
+    rates = parser.add_mutually_exclusive_group()
+    rates.add_argument("--rates", type=rate_list, metavar="R1,R2,...",
+                       help="measure exactly these rates instead of searching from --start-rate")
+    flags.START_RATE.add(rates)
+    _add_sweep_options(parser)
+    _add_saturation_options(parser)
+    _add_load_generator_options(parser)
+    parser.set_defaults(handler=_capacity)
+
+
+def _add_overload(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = commands.add_parser(
         "overload", help="open-loop sweep past capacity: goodput and errors by status against offered load",
         description="Offer multiples of a replica's capacity, open-loop, and measure what it still scores: "
                     "goodput (OK answers/s, each within its deadline), errors by status and how fast they "
                     "come back. Writes overload.json and overload.png.")
-    known = overload.add_mutually_exclusive_group(required=True)
-    known.add_argument("--capacity", type=_positive_float, metavar="RATE",
-                       help="the replica's capacity in requests/s (e.g. from `capacity`)")
-    known.add_argument("--start-rate", type=_positive_float,
-                       help="search the capacity first (as `capacity --start-rate` does, into capacity/)")
-    overload.add_argument("--multiples", type=rate_list, default=[0.5, 1.0, 1.5, 2.0, 3.0, 5.0],
-                          metavar="M1,M2,...", help="offered load in multiples of capacity "
-                          "(default: 0.5,1,1.5,2,3,5)")
-    _add_sweep_options(overload)
-    _add_common(overload)
-    overload.set_defaults(handler=_overload)
-    soak = commands.add_parser(
+    known = parser.add_mutually_exclusive_group()
+    known.add_argument("--capacity", type=positive_float, metavar="RATE",
+                       help="the replica's capacity in requests/s (e.g. from `capacity`); without it the "
+                            "capacity is searched first from --start-rate, as `capacity` does, into capacity/")
+    flags.START_RATE.add(known)
+    parser.add_argument("--multiples", type=rate_list, default=[0.5, 1.0, 1.5, 2.0, 3.0, 5.0],
+                        metavar="M1,M2,...", help="offered load in multiples of capacity "
+                        "(default: 0.5,1,1.5,2,3,5)")
+    _add_sweep_options(parser)
+    _add_load_generator_options(parser)
+    parser.set_defaults(handler=_overload)
+
+
+def _add_soak(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = commands.add_parser(
         "soak", help="long steady load: no errors, and the server's memory flat",
         description="One open-loop run at a steady rate (e.g. 80%% of capacity) for --duration (default "
                     "30 min), sampling the resident memory of the server process and of every process "
                     "below it. Writes soak.json and soak.png (memory over time); exits 1 when a request "
                     "failed or a process's memory grew by 5%% or more after the warm-up.")
-    soak.add_argument("--rate", type=_positive_float, required=True, help="requests/s, open-loop")
-    soak.add_argument("--server-pid", type=_positive_int, required=True,
-                      help="the server's pid (brew serve): its memory and that of every process below it "
-                           "are sampled")
-    soak.add_argument("--settle", type=float, default=300.0,
-                      help="seconds of warm-up before the memory baseline (default: %(default)s)")
-    soak.add_argument("--window", type=_positive_float, default=120.0,
-                      help="seconds of samples whose median is the baseline, and the final value "
-                           "(default: %(default)s)")
-    soak.add_argument("--sample-interval", type=_positive_float, default=5.0,
-                      help="seconds between memory samples (default: %(default)s)")
-    _add_common(soak)
-    soak.set_defaults(handler=_soak)
-    _add_sidebyside(commands)
-    _add_scaling(commands)
-    _add_cluster(commands)
-    return parser
-
-
-def _add_sweep_options(parser: argparse.ArgumentParser) -> None:
-    """The options of a sweep of open-loop runs (capacity, overload)."""
-    parser.add_argument("--bisect-steps", type=int, default=3,
-                        help="capacity search: bisection steps (default: %(default)s)")
-    parser.add_argument("--max-brackets", type=_positive_int, default=10,
-                        help="capacity search: at most this many doubling/halving steps "
+    flags.RATE.add(parser, required=True)
+    flags.SERVER_PID.add(parser, required=True)
+    parser.add_argument("--settle", type=non_negative_float, default=300.0,
+                        help="seconds of warm-up before the memory baseline (default: %(default)s)")
+    parser.add_argument("--window", type=positive_float, default=120.0,
+                        help="seconds of samples whose median is the baseline, and the final value "
                              "(default: %(default)s)")
-    _add_confirm_option(parser)
-    parser.add_argument("--pause", type=float, default=2.0,
-                        help="seconds between steps, for the server to drain (default: %(default)s)")
-    parser.add_argument("--warmup", type=float, default=15.0,
-                        help="seconds of closed-loop load at saturation before the sweep, not reported: "
-                             "the first loaded step would otherwise pay for batch shapes not seen yet; "
-                             "0 skips (default: %(default)s)")
-
-
-def _add_confirm_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--confirm", type=even_count, default=2,
-                        help="extra windows that confirm a bad search step, and the capacity found; a rate "
-                             "is judged on the majority of its windows; 0: one window decides "
-                             "(default: %(default)s)")
-
-
-def _add_saturation_options(parser: argparse.ArgumentParser) -> None:
-    """The saturation run after a capacity search (capacity, sidebyside)."""
-    parser.add_argument("--saturation-callers", type=_count, metavar="N",
-                        help="closed-loop callers of the saturation run (default: twice the requests a "
-                             "Brew server keeps in flight, 64 at 16 candidates, but at most capacity x "
-                             "--timeout / 2); 0 skips it")
-    parser.add_argument("--fractions", type=fraction_list, default=(0.5, 0.7, 0.9), metavar="F1,F2,...",
-                        help="open-loop runs at these fractions of the saturation requests/s "
-                             "(default: 0.5,0.7,0.9)")
+    parser.add_argument("--sample-interval", type=positive_float, default=5.0,
+                        help="seconds between memory samples (default: %(default)s)")
+    _add_load_generator_options(parser)
+    parser.set_defaults(handler=_soak)
 
 
 def _add_sidebyside(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -339,30 +181,19 @@ def _add_sidebyside(commands: argparse._SubParsersAction) -> None:  # type: igno
         help="benchmark: Brew's engines, vLLM's own endpoint and a naive baseline, one workload",
         description="Side-by-side: the same model and workload through each serving system on the same "
                     "machine, measured by the same load generator: one after another, or interleaved.")
-    parser.add_argument("--out", type=Path,
-                        default=Path("runs/sidebyside") / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+    flags.OUT.add(parser)
     parser.add_argument("--systems", default=",".join(SYSTEMS),
-                        help=f"comma-separated, from {', '.join(SYSTEMS)}")
-    parser.add_argument("--model", type=Path, default=defaults.DEMO_MODEL_DIR)
-    parser.add_argument("--prompts", type=Path, default=defaults.PROMPTS_DIR)
-    parser.add_argument("--task", default="job_apply", help="the task of every request")
-    parser.add_argument("--candidates", type=int, default=16, help="candidates per request")
-    parser.add_argument("--history", type=int_range, default=DEFAULT_HISTORY, metavar="N|LO-HI",
-                        help=f"interactions in each member's history (default: {_HISTORY_TEXT}); what the prompt "
-                             "shows of them is capped by the task's history budget in --prompts")
-    parser.add_argument("--slo-ms", type=float, default=500.0)
-    parser.add_argument("--duration", type=float, default=15.0, help="seconds per run")
-    parser.add_argument("--start-rate", type=float, default=4.0,
-                        help="requests/s where the capacity search starts")
-    parser.add_argument("--fixed-rate", type=float, default=2.0,
-                        help="requests/s of the common fixed-rate runs")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="repeats at the capacity, of the saturation and at the fixed rate")
-    _add_confirm_option(parser)
+                        help=f"comma-separated, from {', '.join(SYSTEMS)} (default: all)")
+    flags.MODEL.add(parser)
+    parser.add_argument("--prompts", type=Path, default=defaults.PROMPTS_DIR,
+                        help="the prompts directory every system renders with (default: the bundled one)")
+    _add_workload(parser)
+    add(parser, flags.SLO_MS, flags.DURATION, flags.START_RATE)
+    parser.add_argument("--fixed-rate", type=positive_float, default=2.0,
+                        help="requests/s of the fixed-rate runs common to every system (default: %(default)s)")
+    add(parser, flags.REPEATS, flags.CONFIRM)
     _add_saturation_options(parser)
-    parser.add_argument("--timeout", type=float, default=5.0, help="per-request deadline, seconds")
-    parser.add_argument("--pause", type=float, default=8.0,
-                        help="seconds between runs, for the server to drain")
+    add(parser, flags.TIMEOUT, flags.PAUSE)
     parser.add_argument("--interleave", action="store_true",
                         help="start every system at once and let their runs take turns, one window each "
                              "in rotation, so that a machine whose speed drifts slows all alike (all "
@@ -372,47 +203,49 @@ def _add_sidebyside(commands: argparse._SubParsersAction) -> None:  # type: igno
     parser.add_argument("--compare", type=Path, metavar="EARLIER_OUT",
                         help="measure nothing: compare --out's run with this earlier run of the same systems "
                              "(compare.md); exit 1 if a capacity moved more than --tolerance")
-    parser.add_argument("--tolerance", type=float, default=0.2,
+    parser.add_argument("--tolerance", type=non_negative_float, default=0.2,
                         help="with --compare: the largest capacity gap that counts as reproduced "
-                             "(larger / smaller - 1; default: 0.2)")
+                             "(larger / smaller - 1; default: %(default)s)")
     parser.set_defaults(handler=_sidebyside)
 
 
 def _add_scaling(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = commands.add_parser(
         "scaling", help="benchmark: cost per candidate as candidates and history grow, engines in-process",
-        description="Scaling curves: cost per candidate as candidates and history grow.")
-    parser.add_argument("--out", type=Path, required=True, help="directory for scaling.json and the plots")
+        description="Scaling curves: cost per candidate as candidates and history grow. Each point is "
+                    "scored --repeats times after one untimed warm-up call.")
+    flags.OUT.add(parser)
     parser.add_argument("--engines", type=_engines, default=SCALING_ENGINES, help="comma-separated (default: all)")
-    parser.add_argument("--repeats", type=_positive_int, default=5,
-                        help="timed calls per point, after one warm-up")
-    parser.add_argument("--candidates", type=_int_list, default=ScalingSweeps.candidates,
-                        help="candidates sweep")
-    parser.add_argument("--history-tokens", type=_int_list, default=ScalingSweeps.history,
-                        help="history sweep")
-    parser.add_argument("--fixed-history", type=int, default=ScalingSweeps.fixed_history,
-                        help="history tokens of the candidates sweep")
-    parser.add_argument("--fixed-candidates", type=int, default=ScalingSweeps.fixed_candidates,
-                        help="candidates of the history sweep")
-    parser.add_argument("--suffix-tokens", type=_positive_int, default=SUFFIX_TOKENS,
-                        help="tokens per candidate suffix")
+    flags.REPEATS.add(parser)
+    parser.add_argument("--candidate-counts", type=int_list, default=ScalingSweeps.candidates, metavar="N1,N2,...",
+                        help="the candidates sweep: candidates per group at each point "
+                             "(default: %s)" % ",".join(map(str, ScalingSweeps.candidates)))
+    parser.add_argument("--history-tokens", type=int_list, default=ScalingSweeps.history, metavar="T1,T2,...",
+                        help="the history sweep: history tokens at each point "
+                             "(default: %s)" % ",".join(map(str, ScalingSweeps.history)))
+    parser.add_argument("--fixed-history", type=positive_int, default=ScalingSweeps.fixed_history,
+                        help="history tokens of the candidates sweep (default: %(default)s)")
+    parser.add_argument("--fixed-candidates", type=positive_int, default=ScalingSweeps.fixed_candidates,
+                        help="candidates of the history sweep (default: %(default)s)")
+    parser.add_argument("--suffix-tokens", type=positive_int, default=SUFFIX_TOKENS,
+                        help="tokens per candidate suffix (default: %(default)s)")
     parser.add_argument("--max-prompt-tokens", type=parse_caps, default=dict(DEFAULT_TOKEN_CAPS),
                         metavar="ENGINE=N,...", help="skip points with more prompt tokens than this "
                         "(candidates x (history + suffix)); 0 lifts a cap (default: naive=40000)")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--threads", type=positive_int, help="torch threads (default: torch's own choice)")
     parser.add_argument("--device", default="cpu",
                         help="where the torch engines run: cpu (default) or cuda[:N] (vLLM picks its own)")
-    parser.add_argument("--max-row-tokens", type=_positive_int, default=DEFAULT_MAX_ROW_TOKENS,
+    parser.add_argument("--max-row-tokens", type=positive_int, default=DEFAULT_MAX_ROW_TOKENS,
                         help="torch-mis: a group longer than this takes the per-group path "
                              "(TorchOptions.max_row_tokens, default %(default)s)")
-    parser.add_argument("--max-batch-tokens", type=_positive_int, default=DEFAULT_MAX_BATCH_TOKENS,
+    parser.add_argument("--max-batch-tokens", type=positive_int, default=DEFAULT_MAX_BATCH_TOKENS,
                         help="torch-mis: tokens of one packed pass, pads included (default %(default)s)")
     parser.add_argument("--attention", choices=ATTENTION_KERNELS, default=None,
                         help="the torch engines' attention kernel (TorchOptions.attention; default: sdpa)")
     parser.add_argument("--model-shape", type=_model_shape, default=None, metavar="demo|hidden=N,layers=N,...",
                         help="the random model's size: demo (default) or hidden=,layers=,heads=,intermediate="
                              "[,head_dim=]; e.g. hidden=2048,layers=16,heads=32,intermediate=8192 (~1 B)")
-    parser.add_argument("--seed", type=int, default=0)
+    flags.SEED.add(parser)
     parser.add_argument("--checkpoint-dir", type=Path,
                         help="where to write the random checkpoint (default: a temporary directory)")
     parser.set_defaults(handler=_scaling)
@@ -425,32 +258,21 @@ def _add_cluster(commands: argparse._SubParsersAction) -> None:  # type: ignore[
         description="Runs the same workload, whose members come back, through brew cluster: one replica, "
                     "then N replicas with member affinity (x-brew-member) and with least request. Every run "
                     "on a freshly started cluster. Reports candidates/s, latency and the prefix-cache hit "
-                    "share summed over the replicas, and their ratios.")
-    parser.add_argument("--out", type=Path,
-                        default=Path("runs/cluster") / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+                    "share summed over the replicas, and their ratios. Members that come back often make "
+                    "the difference show, e.g. --members 200 --repeat-share 0.9.")
+    flags.OUT.add(parser)
     parser.add_argument("--engine", choices=["vllm", "torch"], default="vllm",
                         help="the replicas' engine; the prefix cache affinity is for is vLLM's "
                              "(default: %(default)s)")
     parser.add_argument("--config", type=Path, help="the replicas' TOML configuration (e.g. [vllm] kv_cache_gib)")
-    parser.add_argument("--model", type=Path, help="checkpoint directory (default: the demo model)")
-    parser.add_argument("--replicas", type=_int_list, default=(1, 2),
+    flags.MODEL.add(parser)
+    parser.add_argument("--replicas", type=int_list, default=(1, 2),
                         help="replica counts; 2 and more also run without affinity (default: 1,2)")
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--concurrency", type=_positive_int, default=16,
-                      help="closed-loop callers: saturation, so candidates/s is the capacity (default: 16)")
-    mode.add_argument("--rate", type=_positive_float, help="open-loop requests/s instead")
-    parser.add_argument("--duration", type=_positive_float, default=60.0, help="seconds per measured run")
-    parser.add_argument("--warmup", type=float, default=15.0, help="seconds of warm-up per cluster, other members")
-    parser.add_argument("--repeats", type=_positive_int, default=1, help="runs per arm, medians reported")
-    parser.add_argument("--members", type=_positive_int, default=200, help="distinct members (default: 200)")
-    parser.add_argument("--repeat-share", type=_share, default=0.9,
-                        help="share of requests from a member seen before (default: %(default)s)")
-    parser.add_argument("--candidates", type=int_range, default=(16, 16), metavar="N|LO-HI")
-    parser.add_argument("--history", type=int_range, default=DEFAULT_HISTORY, metavar="N|LO-HI")
-    parser.add_argument("--tasks", type=task_weights, default={"job_apply": 1.0}, metavar="TASK=W,...")
-    parser.add_argument("--timeout", type=_positive_float, default=5.0, help="per-request deadline, seconds")
-    parser.add_argument("--slo-ms", type=_positive_float, default=500.0)
-    parser.add_argument("--seed", type=int, default=0)
+    mode = parser.add_mutually_exclusive_group(required=True)
+    add(mode, flags.CONCURRENCY, flags.RATE)
+    add(parser, flags.DURATION, flags.WARMUP, flags.REPEATS)
+    _add_workload(parser)
+    add(parser, flags.TIMEOUT, flags.SLO_MS, flags.SEED)
     parser.set_defaults(handler=_cluster)
 
 
@@ -501,8 +323,11 @@ def _cluster(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = build_parser(prog)
     args = parser.parse_args(argv)
-    # The command sees only its own options (sidebyside saves them with its results).
-    options = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ("command", "handler")})
+    # The command sees only its own options (sidebyside saves them with its results),
+    # with its own --out and --duration where none was given.
+    options = resolve_defaults(
+        argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ("command", "handler")}),
+        args.command)
     try:
         return int(args.handler(options))
     except ValueError as error:  # a plan or workload that cannot run: the message says why

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import os
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 from loadtest.capacity import WARMUP_CONCURRENCY, Sweep, search_capacity, sweep_rates, write_sweep_json
@@ -42,9 +41,9 @@ from loadtest.summary import Summary, format_summary
 from loadtest.workload import WorkloadSpec
 
 
-def plan_from_args(args: argparse.Namespace, default_duration: float) -> RunPlan:
-    """The plan of one run from `run`'s or `capacity`'s options; `default_duration`
-    bounds it when neither --duration nor --max-requests does."""
+def plan_from_args(args: argparse.Namespace) -> RunPlan:
+    """The plan of one run from the options of `run`, `capacity`, `overload`
+    or `soak`, their defaults resolved (loadtest.flags.resolve_defaults)."""
     token = None
     if args.auth_token_env:
         token = os.environ.get(args.auth_token_env)
@@ -52,19 +51,15 @@ def plan_from_args(args: argparse.Namespace, default_duration: float) -> RunPlan
             raise ValueError(f"--auth-token-env {args.auth_token_env}: that variable is not set")
     spec = WorkloadSpec(tasks=args.tasks, candidates=args.candidates, history=args.history,
                         members=args.members, repeat_share=args.repeat_share, seed=args.seed)
-    duration = args.duration
-    if duration is None and args.max_requests is None:
-        duration = default_duration
-    out = args.out or Path("runs") / "loadtest" / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return RunPlan(
         target=Target(args.target, tls_root_cert=args.tls_root_cert, tls_server_name=args.tls_server_name,
                       token=token, member_header=not args.no_member_header),
-        out_dir=out,
+        out_dir=args.out,
         rate=getattr(args, "rate", None),
         concurrency=getattr(args, "concurrency", None),
         arrivals=args.arrivals,
         burstiness=args.burstiness if args.arrivals is Arrivals.GAMMA else 1.0,
-        duration_s=duration,
+        duration_s=args.duration,
         max_requests=args.max_requests,
         workload=spec,
         replay=args.replay,
@@ -82,7 +77,7 @@ def plan_from_args(args: argparse.Namespace, default_duration: float) -> RunPlan
 def run_command(args: argparse.Namespace) -> int:
     """One run: execute the plan, print its summary (and, with --server-pid,
     the host cost of each process)."""
-    plan = plan_from_args(args, default_duration=30.0)
+    plan = plan_from_args(args)
     meter = CpuMeter({SERVER: args.server_pid}, {LOAD_GENERATOR: os.getpid()}) if args.server_pid else None
     summary = asyncio.run(execute(plan, around_load=meter))
     print(format_summary(summary))
@@ -144,7 +139,7 @@ class Steps:
 
 
 def _base_plan(args: argparse.Namespace, rate: float) -> RunPlan:
-    return plan_from_args(argparse.Namespace(**{**vars(args), "rate": rate}), default_duration=20.0)
+    return plan_from_args(argparse.Namespace(**{**vars(args), "rate": rate}))
 
 
 async def _search(args: argparse.Namespace, steps: Steps) -> Sweep:
@@ -157,7 +152,7 @@ def capacity_command(args: argparse.Namespace) -> int:
     search, then (unless --saturation-callers 0) a closed-loop saturation run
     and open-loop runs at fractions of it; write sweep.json (and sweep.png),
     print the capacity and the saturation found."""
-    base = _base_plan(args, args.start_rate or args.rates[0])
+    base = _base_plan(args, args.rates[0] if args.rates else args.start_rate)
     steps = Steps(base, base.out_dir, args.pause)
 
     async def sweep() -> tuple[Sweep, Saturation | None]:
@@ -208,7 +203,7 @@ def overload_command(args: argparse.Namespace) -> int:
     """A warm-up, the capacity (--capacity, or a search from --start-rate into
     capacity/), then one run per multiple of it; write overload.json and
     overload.png, print the table and whether goodput held."""
-    base = _base_plan(args, args.capacity or args.start_rate)
+    base = _base_plan(args, args.capacity if args.capacity is not None else args.start_rate)
 
     async def sweep():  # type: ignore[no-untyped-def]
         if args.warmup > 0:
@@ -246,7 +241,7 @@ def soak_command(args: argparse.Namespace) -> int:
     if read_stat(args.server_pid) is None:
         print(f"--server-pid {args.server_pid}: no such process", flush=True)
         return 2
-    plan = plan_from_args(args, default_duration=1800.0)
+    plan = plan_from_args(args)
     sampler = MemorySampler(args.server_pid, args.sample_interval)
 
     async def run() -> Summary:

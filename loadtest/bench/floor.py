@@ -34,7 +34,7 @@ worker-thread hop, the dispatcher, admission, metrics). Each part is
 repeated after a warm-up; the report gives min/median/max per candidate.
 
     python -m loadtest.bench.floor --rate 11.4 --duration 30 --repeats 3 --out runs/floor
-    python -m loadtest.bench.floor --parts own-work      # one part alone (transport, engine-client, own-work)
+    python -m loadtest.bench.floor --rate 11.4 --parts own-work   # one part alone (transport, engine-client, own-work)
 """
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ from brew import defaults
 from brew.engines import EngineKind
 from brew.engines.base import ScoringEngine
 from brew.types import ScoringGroup
+from loadtest import flags
 from loadtest.bench.logged_process import server_env
+from loadtest.flags import add, resolve_defaults
 from loadtest.schedule import poisson
 from loadtest.workload import SyntheticWorkload, WorkloadSpec
 
@@ -232,19 +234,24 @@ def report(parts: dict[str, list[float]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m loadtest.bench.floor", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command")
     canned = commands.add_parser("canned-server", help="run the canned RankingService (used by the benchmark)")
-    canned.add_argument("--port", type=int, required=True)
-    parser.add_argument("--rate", type=float, default=11.4, help="requests per second (16 candidates each)")
-    parser.add_argument("--duration", type=float, default=30.0, help="seconds per repeat")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--port", type=int, default=50081, help="the canned server's port")
-    parser.add_argument("--out", type=Path, default=Path("runs/floor"))
+    flags.PORT.add(canned)
+    flags.RATE.add(parser)  # required unless canned-server: checked in main
+    add(parser, flags.DURATION, flags.REPEATS, flags.PORT, flags.OUT)
     parser.add_argument("--parts", default=",".join(PARTS),
                         help=f"comma-separated parts to measure (default: all of {', '.join(PARTS)})")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = resolve_defaults(parser.parse_args(argv), "floor")
+    if args.command is None and args.rate is None:
+        parser.error(f"--rate is required: requests per second ({CANDIDATES} candidates each), "
+                     "e.g. 11.4, the host-cost runs' rate")
     import uvloop
 
     if args.command == "canned-server":

@@ -41,7 +41,7 @@ def test_the_capacity_table_reports_medians_spreads_and_ratios_to_vllms_endpoint
                    capacity_good_windows=2, saturation_candidates_per_s=[400.0, 420.0, 380.0],
                    saturation_p99_ms=[900.0, 950.0, 1000.0])
     table = markdown_table([brew, result("vllm-openai", [100.0, 90.0, 110.0], [450.0, 460.0, 470.0]),
-                            result("naive", [], [], rate=None)], candidates_per_request=16, limit=LIMIT)
+                            result("naive", [], [], rate=None)], candidates=(16, 16), limit=LIMIT)
     capacity, load = tables(table)[:2]
     # 200 candidates/s x 2 MFLOP = 0.4 GFLOP/s of a 10 GFLOP/s peak.
     assert capacity["brew-vllm"] == [["8.00", "2 of 3", "200.0 (100.0–300.0)", "350.0 (300.0–400.0)", "2.00",
@@ -59,7 +59,8 @@ def test_fixed_fraction_p99s_and_host_cost_per_process():
     brew = replace(result("brew-vllm", [200.0], [300.0]), fractions=[0.5, 0.9],
                    fraction_rates=[[5.0, 6.0], [9.0, 10.8]], fraction_p99_ms=[[100.0, 120.0], [300.0, 500.0]],
                    saturation_callers=64, fixed_cpu_s_per_candidate=cpu, capacity_cpu_s_per_candidate=[{}])
-    table = markdown_table([brew], candidates_per_request=16)
+    table = markdown_table([brew], candidates=(8, 32))
+    assert "8–32 candidates per request" in table
     _, load, host = tables(table)
     assert "p99 at 50% of saturation (ms) | p99 at 90% of saturation (ms) | p99 at 2 req/s (ms)" in table
     assert load["brew-vllm"] == [["110.0 (100.0–120.0)", "400.0 (300.0–500.0)", "60.0 (50.0–70.0)", "1"]]
@@ -72,4 +73,4 @@ def test_fixed_fraction_p99s_and_host_cost_per_process():
     # Systems with different capacities get different callers: each is named.
     mis = replace(brew, system="brew-torch-mis", saturation_callers=40)
     assert "Saturation: closed-loop callers 64 for brew-vllm, 40 for brew-torch-mis;" in markdown_table(
-        [brew, mis], candidates_per_request=16)
+        [brew, mis], candidates=(16, 16))

@@ -14,7 +14,7 @@ def parsed(tmp_path, *extra: str):
 
 
 def test_the_workload_carries_the_task_candidates_and_history(tmp_path):
-    settings = settings_from(parsed(tmp_path, "--task", "feed_engagement", "--candidates", "8",
+    settings = settings_from(parsed(tmp_path, "--tasks", "feed_engagement", "--candidates", "8",
                                     "--history", "64-96", "--prompts", str(tmp_path / "long")))
     assert settings.workload.tasks == {"feed_engagement": 1.0}
     assert settings.workload.candidates == (8, 8)

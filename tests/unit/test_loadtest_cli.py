@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from brew.cli import build_parser as brew_parser
-from loadtest.cli import (
-    build_parser, even_count, fraction_list, int_range, main, parse_caps, rate_list, task_weights,
-)
+from loadtest.bench.floor import build_parser as floor_parser
+from loadtest.cli import build_parser, main, parse_caps
+from loadtest.flags import RUN_SECONDS, even_count, fraction_list, int_range, rate_list, task_weights
 
 
 def test_argument_types():
@@ -64,7 +64,7 @@ def test_parse_caps():
 
 def test_parser_defaults_are_the_documented_sweeps():
     args = build_parser().parse_args(["scaling", "--out", "x"])
-    assert args.candidates == (1, 4, 16, 64, 256)
+    assert args.candidate_counts == (1, 4, 16, 64, 256)
     assert args.history_tokens == (64, 256, 1024, 4096)
     assert args.engines == ("vllm", "vllm-mis", "torch", "torch-mis", "naive")  # every engine variant
     with pytest.raises(SystemExit):
@@ -81,10 +81,59 @@ def test_building_the_parsers_imports_none_of_the_work():
     assert shown.stdout.strip() == "[]"
 
 
-def test_every_history_option_defaults_to_the_workloads_own_default(tmp_path):
+def test_every_workload_option_defaults_to_the_workloads_own_default(tmp_path):
     from loadtest.workload import WorkloadSpec
 
+    spec = WorkloadSpec()
     parser = build_parser()
-    for command in (["run", "--rate", "1"], ["capacity", "--start-rate", "1"], ["sidebyside"], ["cluster"]):
+    for command in (["run", "--rate", "1"], ["capacity", "--start-rate", "1"], ["sidebyside"],
+                    ["cluster", "--rate", "1"]):
         args = parser.parse_args([*command, "--out", str(tmp_path)])
-        assert args.history == WorkloadSpec().history, command
+        assert (args.tasks, args.candidates, args.history, args.members, args.repeat_share) == (
+            spec.tasks, spec.candidates, spec.history, spec.members, spec.repeat_share), command
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Every command's parser below `parser`, by its command path."""
+    found = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                found[f"{parser.prog} {name}"] = child
+                found.update(_subparsers(child))
+    return found
+
+
+def _flag_meaning(action: argparse.Action) -> tuple[object, ...]:
+    return (type(action).__name__, action.type, repr(action.default), tuple(action.choices or ()), action.help,
+            action.metavar)
+
+
+def test_a_flag_means_the_same_in_every_loadtest_command():
+    """Same name, same type, check, default, choices and help, in every
+    loadtest command and in the floor benchmark's parser."""
+    parsers = {"floor": floor_parser(), **_subparsers(build_parser()), **_subparsers(floor_parser())}
+    meanings: dict[str, dict[tuple[object, ...], list[str]]] = {}
+    for command, parser in parsers.items():
+        for action in parser._actions:
+            for option in action.option_strings:
+                if option not in ("-h", "--help"):
+                    meanings.setdefault(option, {}).setdefault(_flag_meaning(action), []).append(command)
+    assert len(meanings) > 40  # the walk found the commands' flags
+    ambiguous = {option: list(by.values()) for option, by in meanings.items() if len(by) > 1}
+    assert ambiguous == {}
+
+
+def test_duration_and_out_follow_the_command_when_not_given(tmp_path):
+    for command, extra in (("run", ["--rate", "1"]), ("soak", ["--rate", "1", "--server-pid", "1"])):
+        parsed = build_parser().parse_args([command, *extra])
+        assert parsed.duration is None and parsed.out is None
+    from loadtest.flags import resolve_defaults
+
+    run = resolve_defaults(build_parser().parse_args(["run", "--rate", "1"]), "run")
+    assert run.duration == RUN_SECONDS["run"] and run.out.parent.as_posix() == "runs/loadtest"
+    bounded = resolve_defaults(build_parser().parse_args(["run", "--rate", "1", "--max-requests", "9"]), "run")
+    assert bounded.duration is None  # --max-requests bounds the run
+    given = resolve_defaults(build_parser().parse_args(["run", "--rate", "1", "--duration", "3", "--out",
+                                                        str(tmp_path)]), "run")
+    assert (given.duration, given.out) == (3.0, tmp_path)

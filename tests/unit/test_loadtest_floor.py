@@ -44,5 +44,11 @@ def test_brews_own_work_is_measured_per_candidate_on_the_same_requests():
 
 def test_an_unknown_part_is_refused_naming_the_parts(capsys):
     with pytest.raises(SystemExit):
-        main(["--parts", "transport,gpu"])
+        main(["--rate", "11.4", "--parts", "transport,gpu"])
     assert "unknown gpu; choose from transport, engine-client, own-work" in capsys.readouterr().err
+
+
+def test_the_rate_is_required_and_named_in_the_error(capsys):
+    with pytest.raises(SystemExit):
+        main(["--parts", "transport"])
+    assert "--rate is required" in capsys.readouterr().err

@@ -105,8 +105,9 @@ def test_multiples_must_be_positive():
 def test_the_command_takes_a_capacity_or_searches_one():
     args = build_parser().parse_args(["overload", "--capacity", "12", "--multiples", "1,2,5",
                                       "--duration", "5"])
-    assert (args.capacity, args.start_rate, args.multiples) == (12.0, None, [1.0, 2.0, 5.0])
-    assert args.duration == 5.0
+    assert (args.capacity, args.multiples, args.duration) == (12.0, [1.0, 2.0, 5.0], 5.0)
+    with pytest.raises(SystemExit):  # a capacity given, or one searched: not both
+        build_parser().parse_args(["overload", "--capacity", "12", "--start-rate", "4"])
     args = build_parser().parse_args(["overload", "--start-rate", "4"])
     assert (args.capacity, args.start_rate, args.multiples) == (None, 4.0, [0.5, 1.0, 1.5, 2.0, 3.0, 5.0])
-    assert args.warmup == 15.0 and args.pause == 2.0
+    assert args.warmup == 15.0 and args.pause == 8.0

@@ -11,7 +11,8 @@ Arms, one workload whose members come back (--members, --repeat-share):
 Every run of an arm gets a freshly started cluster (`brew cluster` on free
 ports; empty prefix caches) and the same requests (one seed): only the
 replica count and the routing differ. Then a closed-loop warm-up with other
-members (not reported: the first batches pay for shapes not seen yet), and
+members (--warmup seconds at --concurrency callers, or WARMUP_CONCURRENCY
+with --rate; not reported: the first batches pay for shapes not seen yet), and
 the measured run: closed-loop at --concurrency (saturation: candidates/s is
 the capacity) or open-loop at --rate, with every replica's /metrics summed
 for the share of prompt tokens served from the prefix cache. The prefix

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from loadtest.bench.cluster.report import CLUSTER_ROOT, Arm, ArmRun, arm_results, arms, markdown_report
 from loadtest.bench.cluster.systems import running_cluster
+from loadtest.capacity import WARMUP_CONCURRENCY
 from loadtest.experiment import RunPlan, execute
 from loadtest.host_cost import CpuMeter
 from loadtest.runner import Target
@@ -48,7 +49,8 @@ def _measure(args: argparse.Namespace, arm: Arm, repeat: int) -> ArmRun:
         metrics = tuple(replica.metrics_url for replica in cluster.replicas().values())
         plan = _plan(args, arm, cluster.target, metrics, out)
         if args.warmup > 0:
-            asyncio.run(execute(replace(plan, rate=None, concurrency=args.concurrency, duration_s=args.warmup,
+            callers = args.concurrency or WARMUP_CONCURRENCY
+            asyncio.run(execute(replace(plan, rate=None, concurrency=callers, duration_s=args.warmup,
                                         max_requests=None, seed=args.seed + WARMUP_SEED_OFFSET,
                                         out_dir=out / "warmup", plots=False)))
         meter = CpuMeter({CLUSTER_ROOT: cluster.process.pid})

@@ -48,7 +48,7 @@ async def _measure_and_report(args: argparse.Namespace) -> int:
         kind: vllm_cpu_threads(os.environ, len(os.sched_getaffinity(0))) if kind == EngineKind.VLLM
         else torch_threads for kind in args.engines
     }
-    sweeps = ScalingSweeps(args.candidates, args.history_tokens, args.fixed_history, args.fixed_candidates)
+    sweeps = ScalingSweeps(args.candidate_counts, args.history_tokens, args.fixed_history, args.fixed_candidates)
     settings = ScalingSettings(sweeps, args.repeats, args.seed, args.suffix_tokens, args.max_prompt_tokens)
     peaks = {}
     device_label = None

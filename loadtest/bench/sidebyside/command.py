@@ -9,6 +9,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from brew import defaults
 from loadtest.bench.sidebyside.compare import compare_runs
 from loadtest.bench.sidebyside.measure import (
     SideBySideSettings, compute_limit, measure_interleaved, measure_system,
@@ -34,7 +35,8 @@ def sidebyside_command(args: argparse.Namespace) -> int:
     if args.report:
         saved = _read_saved(args.out)
         vars(args).update({k: v for k, v in saved["settings"].items() if k not in ("report", "out")})
-        args.model, args.prompts, args.report = Path(args.model), Path(args.prompts), True
+        args.prompts, args.report = Path(args.prompts), True
+    args.model = Path(args.model or defaults.DEMO_MODEL_DIR)
     settings = settings_from(args)
     if args.report:
         results = _results(saved)
@@ -46,7 +48,7 @@ def sidebyside_command(args: argparse.Namespace) -> int:
             json.dumps({"settings": {**vars(args), "out": str(args.out), "model": str(args.model),
                                      "prompts": str(args.prompts)},
                         "results": [asdict(r) for r in results]}, indent=2) + "\n", encoding="utf-8")
-    table = markdown_table(results, args.candidates, compute_limit(settings))
+    table = markdown_table(results, settings.workload.candidates, compute_limit(settings))
     (args.out / "sidebyside.md").write_text(table, encoding="utf-8")
     plot_sweeps({r.system: sweep_points(args.out / r.system / "sweep.json") for r in results}, settings.slo_s,
                 args.out / "sweeps.png")
@@ -56,11 +58,19 @@ def sidebyside_command(args: argparse.Namespace) -> int:
 
 def settings_from(args: argparse.Namespace) -> SideBySideSettings:
     """The run's settings from the command line (or a saved run's, which
-    hold lists where the parser gives tuples, and lack options added since)."""
+    hold lists where the parser gives tuples and lack options added since;
+    a run saved before --tasks and ranges of --candidates names one `task`
+    and holds one candidate count)."""
+    saved_task = getattr(args, "task", None)
+    candidates = args.candidates
+    if isinstance(candidates, int):
+        candidates = (candidates, candidates)
     return SideBySideSettings(
-        out=args.out, model=args.model.resolve(), prompts=args.prompts.resolve(),
-        workload=WorkloadSpec(tasks={args.task: 1.0}, candidates=(args.candidates, args.candidates),
-                              history=tuple(getattr(args, "history", WorkloadSpec.history))),
+        out=args.out, model=Path(args.model or defaults.DEMO_MODEL_DIR).resolve(), prompts=args.prompts.resolve(),
+        workload=WorkloadSpec(tasks={saved_task: 1.0} if saved_task else dict(args.tasks),
+                              candidates=tuple(candidates),
+                              history=tuple(getattr(args, "history", WorkloadSpec.history)),
+                              members=args.members, repeat_share=args.repeat_share),
         slo_s=args.slo_ms / 1000, duration_s=args.duration, start_rate=args.start_rate,
         fixed_rate=args.fixed_rate, repeats=args.repeats, timeout_s=args.timeout, pause_s=args.pause,
         confirm=args.confirm, saturation_callers=args.saturation_callers, fractions=tuple(args.fractions),

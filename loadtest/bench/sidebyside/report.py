@@ -107,11 +107,11 @@ def host_cost_table(results: Sequence[SystemResult]) -> str:
     return "\n".join(lines)
 
 
-def markdown_table(results: Sequence[SystemResult], candidates_per_request: int,
+def markdown_table(results: Sequence[SystemResult], candidates: tuple[int, int],
                    limit: ComputeLimit | None = None) -> str:
-    """The report's tables and the notes that read them; with `limit`, the
-    share of the machine's matmul FLOP/s that the needed work at the
-    capacity rate amounts to."""
+    """The report's tables and the notes that read them; `candidates` per
+    request, lowest and highest. With `limit`, the share of the machine's
+    matmul FLOP/s that the needed work at the capacity rate amounts to."""
     repeats = max((len(r.fixed_p99_ms) for r in results), default=0)
     by_system = {r.system: r.saturation_callers for r in results if r.saturation_callers}
     counts = set(by_system.values())
@@ -121,7 +121,8 @@ def markdown_table(results: Sequence[SystemResult], candidates_per_request: int,
     host_cost = any(r.capacity_cpu_s_per_candidate or r.fixed_cpu_s_per_candidate for r in results)
     if host_cost:
         tables.append(host_cost_table(results))
-    notes = (f"{candidates_per_request} candidates per request. Each figure: median (min–max) over the "
+    low, high = candidates
+    notes = (f"{low if low == high else f'{low}–{high}'} candidates per request. Each figure: median (min–max) over the "
              f"{repeats} repeats; × {BASELINE}: the ratio of the medians. The capacity is the rate one "
              f"search found, judged on the majority of its windows there.")
     if callers:
