@@ -258,9 +258,11 @@ def _add_prompts_parser(commands: argparse._SubParsersAction) -> None:  # type: 
                     "(same token ids as serving), with token counts per part, what the history policy kept, "
                     "truncated or dropped and why, and the share of tokens the prefix cache saves.",
     )
-    render.add_argument("--task", required=True, help="task to render (must have candidates in the request)")
-    render.add_argument("--request", type=Path, default=defaults.EXAMPLE_REQUEST,
-                        help="request in the JSON mapping of brew.v1.ScoreCandidatesRequest (default: %(default)s)")
+    render.add_argument("--task", required=True,
+                        help="task to render: a task of the prompts directory, with candidates in the request")
+    render.add_argument("--request", type=Path, default=None,
+                        help="request in the JSON mapping of brew.v1.ScoreCandidatesRequest (default: the task's "
+                             "own example, <prompts>/examples/<task>.json, the one `brew prompts lint` renders)")
     render.add_argument("--json", action="store_true", help="machine-readable, with exact texts and token ids")
     common(render)
     render.set_defaults(run=_prompts_render)

@@ -165,6 +165,20 @@ def test_a_task_of_another_prompts_directory_renders_its_own_example(write_promp
     assert render.prepared.candidate_texts == ("analyst\nsaves:",)
 
 
+def test_the_command_without_a_request_renders_the_tasks_own_example(write_prompts, capsys):
+    """`brew prompts render --prompts DIR --task T`: DIR/examples/T.json, never examples/request.json
+    (which has no candidates for a new task)."""
+    config = '[labels]\nwords = [" Yes", " No"]\n'
+    template = ("{% block context %}task: save\n{% endblock %}{% block history_item %}{{ action }}{% endblock %}"
+                "{% block candidate %}{{ candidate.title }}\nsaves:{% endblock %}")
+    example = {"member": {"memberId": "m-1"},
+               "tasks": [{"task": "job_saved", "candidates": [{"itemId": "j-9", "fields": {"title": "analyst"}}]}]}
+    prompts = write_prompts({"examples/job_saved.json": json.dumps(example)}, job_saved=(config, template))
+    assert main(["prompts", "render", "--prompts", str(prompts), "--task", "job_saved", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [c["item_id"] for c in report["candidates"]] == ["j-9"]
+
+
 def test_an_unknown_task_is_named_with_the_known_ones_before_any_request_is_read(tmp_path):
     missing = tmp_path / "no-such-request.json"
     for request in (None, missing, defaults.EXAMPLE_REQUEST):
