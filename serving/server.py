@@ -25,6 +25,7 @@ import dataclasses
 import errno
 import gc
 import logging
+import os
 import signal
 import socket
 import time
@@ -146,11 +147,13 @@ class BrewServer:
         await server.start()
         self._server = server
         try:
+            if config.metrics_port:
+                _check_can_listen("/metrics", config.metrics_host, config.metrics_port, "--metrics-port",
+                                  "--metrics-host")
             metrics_port = self.metrics.start_http_server(config.metrics_port, config.metrics_host)
-        except OSError:
+        except BaseException:
             await self._abandon_start()
-            raise _listen_error("/metrics", config.metrics_host, config.metrics_port, "--metrics-port",
-                                "--metrics-host") from None
+            raise
         self.endpoints = Endpoints(grpc_port=port, metrics_port=metrics_port)
         log.info("listening on %s:%d (health NOT_SERVING until warm); metrics on http://%s:%d/metrics",
                  config.host, port, config.metrics_host, self.endpoints.metrics_port)
@@ -347,12 +350,14 @@ class BrewServer:
 
 
 def _bind(server: grpc.aio.Server, config: ServerConfig) -> int:
-    """Add the gRPC port; PortInUseError naming it and its flag if taken.
+    """Add the gRPC port; a ListenError naming it and its flag if it cannot be had.
 
-    grpcio reports a failed bind as a RuntimeError (or a port of 0) without
-    the reason; with SO_REUSEPORT off, a taken port is the reason a valid
-    address fails to bind.
+    The port is tried with a plain socket first: grpcio reports a failed bind
+    only as a RuntimeError (or port 0) and a log line of its own, without
+    the reason.
     """
+    if config.port:
+        _check_can_listen("gRPC", config.host, config.port, "--port", "--host")
     address = f"{config.host}:{config.port}"
     try:
         if config.tls_cert and config.tls_key:
@@ -362,21 +367,21 @@ def _bind(server: grpc.aio.Server, config: ServerConfig) -> int:
     except RuntimeError:
         port = 0
     if not port:
-        raise _listen_error("gRPC", config.host, config.port, "--port", "--host")
+        raise ListenError(f"cannot listen on {address} for gRPC; check --host and --port")
     return port
 
 
-def _listen_error(what: str, host: str, port: int, port_flag: str, host_flag: str) -> ListenError:
-    """Why `host:port` cannot be listened on, found by binding a plain socket there."""
+def _check_can_listen(what: str, host: str, port: int, port_flag: str, host_flag: str) -> None:
+    """Bind a plain socket (no SO_REUSEPORT) on `host:port` and let it go; a
+    ListenError saying why if that fails."""
     try:
         with socket.create_server((host, port)):
             pass
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
-            return PortInUseError(what, host, port, port_flag)
-        return ListenError(f"cannot listen on {host}:{port} for {what}: {error.strerror or error}; "
-                           f"check {host_flag} and {port_flag}")
-    return ListenError(f"cannot listen on {host}:{port} for {what}; check {host_flag} and {port_flag}")
+            raise PortInUseError(what, host, port, port_flag) from None
+        raise ListenError(f"cannot listen on {host}:{port} for {what}: {error.strerror or error}; "
+                          f"check {host_flag} and {port_flag}") from None
 
 
 def _freeze_startup_objects() -> None:
@@ -414,7 +419,8 @@ async def serve(config: ServerConfig) -> int:
     await server.start()
     assert server.endpoints is not None
     print(f"brew: serving brew.v1.RankingService on {config.host}:{server.endpoints.grpc_port}; "
-          f"metrics on http://{config.metrics_host}:{server.endpoints.metrics_port}/metrics", flush=True)
+          f"metrics on http://{config.metrics_host}:{server.endpoints.metrics_port}/metrics; "
+          f"pid {os.getpid()} (SIGHUP reloads prompts, SIGTERM drains)", flush=True)
     assert server.supervising is not None
     signalled = asyncio.ensure_future(stopping.wait())
     await asyncio.wait({signalled, server.supervising}, return_when=asyncio.FIRST_COMPLETED)

@@ -25,7 +25,7 @@ START_TIMEOUT_SECONDS = 120.0
 
 SERVING_LINE = re.compile(
     r"serving brew\.v1\.RankingService on (?P<host>[^\s:]+):(?P<port>\d+); "
-    r"metrics on http://(?P<metrics_host>[^\s:/]+):(?P<metrics_port>\d+)/metrics"
+    r"metrics on http://(?P<metrics_host>[^\s:/]+):(?P<metrics_port>\d+)/metrics; pid (?P<pid>\d+)"
 )
 
 
@@ -51,6 +51,7 @@ class ServeProcess(LoggedProcess):
     port: int = 0
     metrics_host: str = ""
     metrics_port: int = 0
+    announced_pid: int = 0
 
     @property
     def target(self) -> str:
@@ -67,6 +68,7 @@ def _wait_for_serving_line(server: ServeProcess, timeout: float) -> None:
     assert found is not None
     server.host, server.port = found["host"], int(found["port"])
     server.metrics_host, server.metrics_port = found["metrics_host"], int(found["metrics_port"])
+    server.announced_pid = int(found["pid"])
 
 
 @contextmanager

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import time
+from concurrent import futures
 
 import grpc
 import pytest
 from google.protobuf import descriptor_pool, json_format, message_factory
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
-from serve_process import find_grpcurl, running_serve, scrape
+from serve_process import find_grpcurl, run_serve, running_serve, scrape
 from service_wire import example_json, example_request, job_request
 
 from brew.v1 import ranking_pb2_grpc
@@ -54,6 +56,11 @@ def assert_example_scores(results: list[tuple[str, list[float]]]) -> None:
     assert [task for task, _ in results] == list(EXAMPLE_SCORES_PER_TASK)
     for task, scores in results:
         assert all(0.0 < score < 1.0 for score in scores), (task, scores)
+
+
+def test_serving_line_names_the_process_to_signal(server):
+    """The pid it prints is the one to send SIGHUP (reload) or SIGTERM (drain)."""
+    assert server.announced_pid == server.process.pid
 
 
 def test_reflection_lists_the_ranking_and_health_services(channel):
@@ -163,3 +170,39 @@ async def health_after_sigterm(client: RankingClient, timeout: float = 10.0) -> 
             return health_pb2.HealthCheckResponse.ServingStatus.Name(status)
         await asyncio.sleep(0.02)
     return "SERVING"
+
+
+# --- ports another process holds ----------------------------------------------
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("brew serve: error:")]
+
+
+def test_grpc_port_held_by_another_grpc_server_is_refused_in_one_line():
+    """A gRPC server with grpcio's default SO_REUSEPORT holds the port; Brew,
+    with SO_REUSEPORT off, must not quietly share it (half the calls would go
+    to the other server) but refuse to start, naming the port and the flag."""
+    other = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    port = other.add_insecure_port("127.0.0.1:0")
+    other.start()
+    try:
+        completed = run_serve(["--host", "127.0.0.1", "--port", str(port)], timeout=120)
+    finally:
+        other.stop(None)
+    assert completed.returncode == 2, completed.stderr
+    assert _error_lines(completed.stderr) == [
+        f"brew serve: error: cannot listen on 127.0.0.1:{port} for gRPC: the port is taken by another process; "
+        "stop it or pick another port with --port (0 picks a free one)"]
+    assert "Traceback" not in completed.stderr
+
+
+def test_metrics_port_held_by_another_process_is_refused_in_one_line():
+    with socket.create_server(("127.0.0.1", 0)) as held:
+        port = held.getsockname()[1]
+        completed = run_serve(["--metrics-host", "127.0.0.1", "--metrics-port", str(port)], timeout=120)
+    assert completed.returncode == 2, completed.stderr
+    assert _error_lines(completed.stderr) == [
+        f"brew serve: error: cannot listen on 127.0.0.1:{port} for /metrics: the port is taken by another "
+        "process; stop it or pick another port with --metrics-port (0 picks a free one)"]
+    assert "Traceback" not in completed.stderr
