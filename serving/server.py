@@ -322,6 +322,11 @@ class BrewServer:
             await dispatcher.engine.close()
         await self._close_engine_being_started(deadline)
         self.metrics.close()
+        # What start-up froze is the garbage collector's again, so the
+        # interpreter frees it at exit: left frozen, Triton's bindings (loaded
+        # with vLLM) count their objects as leaked and print hundreds of
+        # "nanobind: leaked ..." lines as the process ends.
+        gc.unfreeze()
         log.info("server stopped")
 
     async def _close_engine_being_started(self, deadline: float) -> None:
