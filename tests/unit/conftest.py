@@ -1,6 +1,7 @@
 """Shared fixtures of the unit tests: the shipped tasks, the demo model's
-tokenizer (the tokenizer only, no weights), and a writer of small prompts
-directories for tests that need a task of their own."""
+tokenizer (the tokenizer only, no weights), a writer of small prompts
+directories for tests that need a task of their own, and the figures a plot
+test saved."""
 
 from __future__ import annotations
 
@@ -44,3 +45,20 @@ def write_prompts(tmp_path: Path) -> WritePrompts:
         return prompts
 
     return write
+
+
+@pytest.fixture
+def saved_figures(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Every matplotlib figure saved during the test, in the order saved
+    (each is still written to its file). Read them with tests/unit/figures.py."""
+    from matplotlib.figure import Figure  # here: only the plot tests load matplotlib
+
+    saved: list[Figure] = []
+    savefig = Figure.savefig
+
+    def recording_savefig(figure: Figure, *args: object, **kwargs: object) -> None:
+        saved.append(figure)
+        savefig(figure, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recording_savefig)
+    return saved

@@ -1,11 +1,12 @@
 """The overload sweep on fake replicas: one that sheds the excess and keeps
-its goodput, one that collapses. Its table, its JSON and its chart."""
+its goodput, one that collapses. Its table, its JSON and what its chart shows."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from figures import assert_vertical_line, lines, series
 
 from loadtest.cli import build_parser
 from loadtest.overload import FORMAT, format_overload, parse_multiples, sweep_overload, write_overload_json
@@ -75,7 +76,7 @@ async def test_a_server_that_collapses_does_not_hold():
 
 
 @pytest.mark.asyncio
-async def test_json_and_chart(tmp_path):
+async def test_json_and_chart(tmp_path, saved_figures):
     sweep = await sweep_overload(shedding, CAPACITY, [0.5, 1, 2, 5], capacity_source="searched")
     write_overload_json(sweep, tmp_path / "overload.json")
     document = json.loads((tmp_path / "overload.json").read_text())
@@ -88,6 +89,23 @@ async def test_json_and_chart(tmp_path):
     assert last["summary"]["format"] == "brew.loadtest.summary/1"
     path = plot_overload(sweep, tmp_path / "overload.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    [figure] = saved_figures
+    answers, errors = figure.axes
+    multiples = [0.5, 1.0, 2.0, 5.0]
+    assert answers.get_title() == "Goodput against offered load (capacity 10 requests/s)"
+    assert errors.get_title() == "Errors by status against offered load"
+    assert (answers.get_ylabel(), errors.get_ylabel()) == ("requests/s", "errors/s")
+    # offered 5 to 50 requests/s; the shedding server answers up to 10 in time, refuses the rest
+    assert lines(answers) == {"offered": series(multiples, [5, 10, 20, 50]),
+                              "OK (within deadline)": series(multiples, [5, 10, 10, 10]),
+                              "OK within SLO": series(multiples, [5, 10, 10, 10]),
+                              "capacity": ([1.0, 1.0], [0.0, 1.0])}
+    assert lines(errors) == {"RESOURCE_EXHAUSTED": series(multiples, [0, 0, 10, 40]),
+                             "capacity": ([1.0, 1.0], [0.0, 1.0])}
+    for axes in (answers, errors):
+        assert axes.get_xlabel() == "offered load (x capacity)"
+        assert [label.get_text() for label in axes.get_xticklabels()] == ["0.5x", "1x", "2x", "5x"]
+        assert_vertical_line(axes, "capacity", 1.0)
 
 
 @pytest.mark.asyncio
