@@ -34,8 +34,9 @@ class Ranker:
 
     def prepare(self, request: ScoreRequest) -> list[PreparedTask]:
         """Verbalize every task of the request; raises on bad input before any
-        engine work is spent."""
-        return [self.verbalizer.prepare(request.member, task) for task in request.tasks]
+        engine work is spent. An error names the task by its place in the
+        request (`tasks[i]`), as a caller with two tasks of one name needs."""
+        return [self.verbalizer.prepare(request.member, task, index) for index, task in enumerate(request.tasks)]
 
     async def score(self, request: ScoreRequest) -> ScoreResponse:
         """Prepare (off the event loop), one engine call, assemble: no queue."""

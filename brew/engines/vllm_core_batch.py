@@ -24,9 +24,11 @@ Facts of vLLM 0.32 this relies on (read in its source, vllm/v1/engine/):
   EngineCoreRequest)`, then runs `preprocess_add_request` (the Request and
   its block hashes; on the input thread) and `add_request` (busy loop);
   `add_scoring_requests` does the same, both on the busy-loop thread.
-- The engine core never writes to a request's SamplingParams or
-  PoolingParams (only the client's input processor does), so the requests
-  of one message share one decoded params object.
+- The engine core never writes to a request's SamplingParams (only the
+  client's input processor does), so the requests of one message share one
+  decoded params object. PoolingParams get one write in the model runner
+  (`get_pooling_updates(task).apply` sets `requires_token_ids`), the same
+  value for every request of Brew's pooler, so sharing is safe there too.
 - Outputs are routed to the client named by the request's `client_index`.
 - `vllm.general_plugins` entry points run in the engine-core process from
   `EngineCore.__init__`, before any message is read

@@ -43,7 +43,8 @@ brew.engines.vllm_version):
   outputs are routed back by.
 - `InputProcessor.process_inputs` checks the params and the prompt and
   returns an EngineCoreRequest; what it checks of the prompt is its length
-  (not empty; at most max_model_len, less one for a generating request) and,
+  (not empty; at most max_model_len, less one when the model runs as a
+  generating runner, as it does for SamplingParams requests here) and,
   only with a tokenizer, its ids (vLLM runs here with
   `skip_tokenizer_init`). `submit` checks the same length rule; the ids come
   from the model's own tokenizer.

@@ -39,8 +39,10 @@ Facts of vLLM 0.32 this module relies on (read in its source):
 - vLLM copies the SamplingParams of every request it processes
   (`params.clone()`, shallow with `skip_clone`); Brew's are built once per
   label set, never changed, and processed once (the client's template).
-- The engine core runs in a spawned process: scripts that start this engine
-  need an `if __name__ == "__main__":` guard.
+- The engine core runs in its own process, spawned on CPU (vLLM's CPU
+  platform sets VLLM_WORKER_MULTIPROC_METHOD=spawn; on GPU vLLM forks
+  unless CUDA is already initialised): scripts that start this engine need
+  an `if __name__ == "__main__":` guard.
 - A dead engine is seen without sending it a request (the client's
   `check_health` reads `engine_core.resources.engine_dead`, set by a daemon
   thread of vLLM's client, `MPClientEngineMonitor` in

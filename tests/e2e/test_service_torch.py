@@ -98,10 +98,15 @@ async def test_concurrent_callers_share_engine_batches(server, client):
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda r: setattr(r.tasks[0], "task", "job_aply"), "unknown task 'job_aply'"),
-        (lambda r: r.tasks[1].ClearField("candidates"), "feed_engagement: candidates is empty"),
-        (lambda r: r.member.profile.pop("school"), "has no attribute 'school'"),
-        (lambda r: r.tasks[0].candidates[0].fields.pop("title"), "has no attribute 'title'"),
+        (lambda r: setattr(r.tasks[0], "task", "job_aply"), "tasks[0]: unknown task 'job_aply'; known tasks: "),
+        (lambda r: r.tasks[1].ClearField("candidates"), "task feed_engagement (tasks[1]): candidates is empty"),
+        (lambda r: r.member.profile.pop("school"),
+         "task job_apply (tasks[0]), member m-42: the template _member.jinja line 2 (included from "
+         "job_apply.jinja line 3) reads field 'school', which the member's profile does not have (its fields: "
+         "company, location, seniority, skills, title)"),
+        (lambda r: r.tasks[0].candidates[0].fields.pop("title"),
+         "task job_apply (tasks[0]), candidate job-101: the template job_apply.jinja line 11 reads field 'title', "
+         "which the candidate does not have (its fields: company, location, remote, seniority, skills)"),
     ],
     ids=["unknown-task", "empty-candidates", "missing-profile-field", "missing-candidate-field"],
 )

@@ -169,12 +169,14 @@ def _broken_request(tmp_path: Path, edit) -> Path:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda r: r["tasks"][0].update(task="job_aply"), "unknown task 'job_aply'"),
-        (lambda r: r["tasks"][1].update(candidates=[]), "feed_engagement: candidates is empty"),
+        (lambda r: r["tasks"][0].update(task="job_aply"), "tasks[0]: unknown task 'job_aply'; known tasks: "),
+        (lambda r: r["tasks"][1].update(candidates=[]), "task feed_engagement (tasks[1]): candidates is empty"),
         (lambda r: r["member"]["profile"].pop("school"),
-         "reads field 'school', which the member's profile does not have"),
+         "task job_apply (tasks[0]), member m-42: the template _member.jinja line 2 (included from "
+         "job_apply.jinja line 3) reads field 'school', which the member's profile does not have"),
         (lambda r: r["tasks"][0]["candidates"][0]["fields"].pop("title"),
-         "reads field 'title', which the candidate does not have"),
+         "task job_apply (tasks[0]), candidate job-101: the template job_apply.jinja line 11 reads field "
+         "'title', which the candidate does not have"),
     ],
     ids=["unknown-task", "empty-candidates", "missing-profile-field", "missing-candidate-field"],
 )
