@@ -26,6 +26,7 @@ import grpc
 import pytest
 from serve_process import find_grpcurl
 from service_wire import example_json, example_request, job_request, scrape_url
+from waiting import eventually_async
 
 from brew.v1 import ranking_pb2 as pb
 from loadtest.bench.cluster.systems import ClusterProcess, Replica, running_cluster
@@ -41,7 +42,7 @@ MEMBERS = 12
 # (about 2 s each on one idle core), so it is still draining them while the
 # test checks that Envoy sends it nothing new.
 SLOW_CANDIDATES, SLOW_CALLS = 1000, 3
-CALLERS, KILL_AFTER_SECONDS, STOP_AFTER_KILL_SECONDS = 4, 2.0, 3.0
+CALLERS, MOVE_DEADLINE_SECONDS = 4, 30.0
 
 
 @pytest.fixture(scope="module")
@@ -157,17 +158,27 @@ async def test_a_draining_replica_gets_no_new_calls_and_finishes_its_own(cluster
 
 class LoadWithAKill:
     """CALLERS closed-loop callers over the members; SIGKILL to one replica
-    after KILL_AFTER_SECONDS, load until STOP_AFTER_KILL_SECONDS later."""
+    once every member has been answered, load until the survivor has answered
+    every member since (or MOVE_DEADLINE_SECONDS passed)."""
 
-    def __init__(self, client: RankingClient, members: list[str]) -> None:
-        self.client, self.members = client, members
+    def __init__(self, client: RankingClient, members: list[str], victim: str, survivor: str) -> None:
+        self.client, self.members, self.victim, self.survivor = client, members, victim, survivor
         self.outcomes: list[tuple[float, str, str]] = []  # (time, member, replica or error code)
         self.in_flight = self.in_flight_at_kill = 0
         self.killed_at: float | None = None
 
+    def members_answered(self, by: set[str], since: float = 0.0) -> int:
+        return len({member for at, member, replica in self.outcomes if at >= since and replica in by})
+
+    def moved(self) -> bool:
+        """Every member answered by the survivor since the kill."""
+        assert self.killed_at is not None
+        return self.members_answered({self.survivor}, since=self.killed_at) == len(self.members)
+
     async def caller(self, first: int) -> None:
         for index in itertools.count(first, CALLERS):
-            if self.killed_at is not None and time.monotonic() - self.killed_at > STOP_AFTER_KILL_SECONDS:
+            if self.killed_at is not None and (
+                    self.moved() or time.monotonic() - self.killed_at > MOVE_DEADLINE_SECONDS):
                 return
             member = self.members[index % len(self.members)]
             self.in_flight += 1
@@ -180,13 +191,18 @@ class LoadWithAKill:
                 self.in_flight -= 1
 
     async def kill(self, pid: int) -> None:
-        await asyncio.sleep(KILL_AFTER_SECONDS)
+        # the load has settled: each member has been answered by its replica
+        await eventually_async(lambda: self.members_answered({self.victim, self.survivor}),
+                               equals=len(self.members), timeout=60)
         self.in_flight_at_kill = self.in_flight
         os.kill(pid, signal.SIGKILL)
         self.killed_at = time.monotonic()
 
     async def run(self, pid: int) -> None:
-        await asyncio.gather(self.kill(pid), *(self.caller(first) for first in range(CALLERS)))
+        async with asyncio.TaskGroup() as group:  # a failed wait stops the callers too
+            group.create_task(self.kill(pid))
+            for first in range(CALLERS):
+                group.create_task(self.caller(first))
 
 
 @pytest.mark.asyncio
@@ -194,7 +210,7 @@ async def test_killing_a_replica_under_load_moves_its_members_without_failing_ca
     await asyncio.to_thread(cluster.wait_until_all_healthy)  # the replica drained above is back
     victim, survivor = sorted(cluster.replicas().values(), key=lambda r: r.name, reverse=True)
     async with RankingClient(cluster.target) as client:  # retries UNAVAILABLE, as callers should
-        load = LoadWithAKill(client, [f"member-{i}" for i in range(MEMBERS)])
+        load = LoadWithAKill(client, [f"member-{i}" for i in range(MEMBERS)], victim.name, survivor.name)
         await load.run(victim.pid)
     assert load.killed_at is not None
     before = {(member, replica) for at, member, replica in load.outcomes if at < load.killed_at}

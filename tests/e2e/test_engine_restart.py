@@ -8,7 +8,6 @@ replaced (one test: two vLLM starts).
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from grpc_health.v1 import health_pb2
 from live_server import client_for, running_server, scrape
 from serve_process import SERVING_LINE, serve_env
 from service_wire import example_request, scores
+from waiting import eventually_async
 
 from serving.client import RankingClient
 from serving.lifecycle import Phase
@@ -54,20 +54,19 @@ async def supervised(engine: str) -> AsyncIterator[tuple[BrewServer, RankingClie
 
 async def serving_again(server, phases: list[Phase], failures: int, timeout: float = 60.0) -> None:
     """Until the lifecycle has failed `failures` times in all and serves again."""
-    deadline = time.monotonic() + timeout
-    while not (phases.count(Phase.FAILED) >= failures and server.lifecycle.serving):
-        assert time.monotonic() < deadline, f"not serving again after {timeout}s: {phases}"
-        await asyncio.sleep(0.02)
+    await eventually_async(lambda: {"failures": min(phases.count(Phase.FAILED), failures),
+                                    "serving": server.lifecycle.serving},
+                           equals={"failures": failures, "serving": True}, timeout=timeout, interval=0.02)
 
 
 async def first_health_other_than_serving(client, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    async def not_serving() -> str | None:
         status = await client.health(timeout=2.0)
-        if status != health_pb2.HealthCheckResponse.SERVING:
-            return health_pb2.HealthCheckResponse.ServingStatus.Name(status)
-        await asyncio.sleep(0.01)
-    return "SERVING"
+        if status == health_pb2.HealthCheckResponse.SERVING:
+            return None
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+
+    return await eventually_async(not_serving, timeout=timeout)
 
 
 @pytest.mark.asyncio

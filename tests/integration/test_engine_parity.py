@@ -20,6 +20,7 @@ import pytest
 import pytest_asyncio
 from parity_groups import GROUPS, PARITY_TOLERANCE, max_gap, random_groups
 from tiny_model import build_tiny_llama
+from waiting import eventually_async
 
 from brew.engines import EngineKind, create_engine
 from brew.engines.options import TorchOptions, VllmOptions
@@ -149,15 +150,9 @@ async def test_vllm_serves_repeated_prefixes_from_its_cache(vllm_engine, referen
     assert max_gap(again, reference) < PARITY_TOLERANCE
 
 
-async def _wait_until(condition, timeout: float = 30.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.005)
-
-
 async def assert_a_cancelled_score_aborts_and_the_engine_keeps_working(engine, reference, seed: int) -> None:
     task = asyncio.create_task(engine.score(random_groups(seed) * 4))  # fresh prefixes: no cache hits
-    await _wait_until(lambda: engine.num_unfinished_requests > 0)
+    await eventually_async(lambda: engine.num_unfinished_requests > 0, timeout=30.0, interval=0.005)
     assert not task.done()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -51,7 +51,7 @@ class FakeEngine:
         self.calls.append((time.monotonic(), sum(g.num_candidates for g in groups)))
         self.running += 1
         try:
-            await asyncio.sleep(self.delay)
+            await asyncio.sleep(self.delay)  # the fake engine's work time: what deadlines and cancels cut
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
@@ -148,8 +148,7 @@ async def test_an_expired_request_never_reaches_the_engine():
     engine = FakeEngine(delay=0.1)
     dispatcher = await started(engine, max_batch_candidates=2, max_inflight_batches=1, collect_window_ms=0)
     first = asyncio.ensure_future(dispatcher.score([group(1, 2)]))
-    while not engine.calls:  # the first batch occupies the only slot
-        await asyncio.sleep(0.001)
+    await eventually_async(lambda: engine.calls)  # the first batch occupies the only slot
     with pytest.raises(DeadlineExceededError):
         await dispatcher.score([group(2, 2)], deadline=time.monotonic() + 0.03)
     assert dispatcher.stats.queued_candidates == 0  # gone from the queue: nothing left to dispatch
@@ -173,8 +172,7 @@ async def test_a_cancelled_caller_aborts_its_engine_work_only():
     dispatcher = await started(engine, collect_window_ms=10)
     leaving = asyncio.ensure_future(dispatcher.score([group(1, 2)]))
     staying = asyncio.ensure_future(dispatcher.score([group(2, 2)]))
-    while len(engine.calls) < 2:
-        await asyncio.sleep(0.001)
+    await eventually_async(lambda: len(engine.calls), equals=2)
     leaving.cancel()
     outcome = await staying
     assert engine.cancelled == 1
@@ -216,8 +214,7 @@ async def test_a_request_that_can_no_longer_finish_in_time_is_shed_before_any_en
     await dispatcher.score([group(0, 4)])  # about 40 candidates/s
     engine.delay = 0.3  # the engine slows down after admission looked
     slow = asyncio.ensure_future(dispatcher.score([group(1, 4)]))
-    while len(engine.calls) < 2:
-        await asyncio.sleep(0.001)
+    await eventually_async(lambda: len(engine.calls), equals=2)
     with pytest.raises(ShedError, match="shed from the queue, no engine work was spent"):
         await dispatcher.score([group(2, 4)], deadline=time.monotonic() + 0.33)
     await slow
@@ -230,8 +227,7 @@ async def test_closing_with_an_error_fails_the_queued_callers_with_it():
     dispatcher = await started(engine, max_batch_candidates=2, max_inflight_batches=1,
                                collect_window_ms=0)
     running = asyncio.ensure_future(dispatcher.score([group(1, 2)]))
-    while not engine.calls:
-        await asyncio.sleep(0.001)
+    await eventually_async(lambda: engine.calls)
     queued = asyncio.ensure_future(dispatcher.score([group(2, 2)]))
     await eventually_async(lambda: dispatcher.stats.queued_candidates, equals=2)
     await dispatcher.close(NotReadyError("engine is restarting"))

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
+from waiting import TIMEOUT_SECONDS, eventually_async
 
 from brew.engines.base import CallerWork, score_callers_concurrently
 from brew.types import CandidateLogprobs, GroupResult, ScoringGroup
@@ -38,11 +39,17 @@ async def test_each_caller_gets_its_own_outcome_delivered_as_soon_as_it_is_known
 
 @pytest.mark.asyncio
 async def test_an_abandoned_caller_stops_and_the_others_finish():
-    leaving, staying = CallerWork([group(50)]), CallerWork([group(2)])
-    run = asyncio.ensure_future(score_callers_concurrently(slow_score, [leaving, staying]))
-    await asyncio.sleep(0.01)
+    started: list[int] = []
+
+    async def watched_score(groups: Sequence[ScoringGroup]) -> list[GroupResult]:
+        started.append(groups[0].prefix_ids[0])
+        return await slow_score(groups)
+
+    leaving, staying = CallerWork([group(6000)]), CallerWork([group(2)])
+    run = asyncio.ensure_future(score_callers_concurrently(watched_score, [leaving, staying]))
+    await eventually_async(lambda: sorted(started), equals=[2, 6000])  # both callers' work is in flight
     leaving.abandon()
-    outcomes = await asyncio.wait_for(run, timeout=0.3)  # does not wait for the leaver's 0.5 s
+    outcomes = await asyncio.wait_for(run, timeout=TIMEOUT_SECONDS)  # does not wait for the leaver's 60 s
     assert isinstance(outcomes[0], asyncio.CancelledError)
     assert outcomes[1][0].candidates[0].label_logprobs == (2.0,)
 

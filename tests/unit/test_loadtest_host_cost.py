@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import pytest
+from waiting import eventually
 
 from loadtest.host_cost import (
     CpuMeter, HostSnapshot, ProcessCpu, ProcStat, clock_ticks_per_s, command_name, cpu_by_process, cpu_seconds,
@@ -64,10 +64,12 @@ def test_cpu_by_process_counts_increases_new_processes_and_sums_shared_labels():
 def test_cpu_seconds_of_this_process_grow_after_burning_cpu():
     with CpuMeter({}, {"load generator": os.getpid()}) as meter:
         start = cpu_seconds(os.getpid())
-        deadline = time.monotonic() + 5.0
-        while cpu_seconds(os.getpid()) < start + 0.05 and time.monotonic() < deadline:
+
+        def burnt_enough() -> bool:
             sum(i * i for i in range(10_000))
-        assert cpu_seconds(os.getpid()) >= start + 0.05
+            return cpu_seconds(os.getpid()) >= start + 0.05
+
+        eventually(burnt_enough, timeout=5.0, interval=0)
     assert list(meter.spent) == ["load generator"] and meter.spent["load generator"] >= 0.05
 
 
@@ -75,9 +77,7 @@ def test_cpu_seconds_of_this_process_grow_after_burning_cpu():
 def test_a_snapshot_names_each_child_by_its_command_line():
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        deadline = time.monotonic() + 5.0  # until the child has exec'd the interpreter
-        while "sleep(30)" not in command_name(child.pid) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        eventually(lambda: "sleep(30)" in command_name(child.pid))  # the child has exec'd the interpreter
         assert child.pid in process_tree(os.getpid())
         taken = HostSnapshot.take({"server": os.getpid()}, {"load generator": os.getpid()})
         labels = {p.pid: p.label for p in taken.processes if p.label != "load generator"}

@@ -5,9 +5,11 @@ exactly N requests in flight. No assertion on speed."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import grpc
 import pytest
+from waiting import eventually_async
 
 from brew.v1 import ranking_pb2 as pb
 from loadtest.records import CLIENT_REJECTED
@@ -44,7 +46,7 @@ class FakeScorer:
         try:
             if self.gate is not None:
                 await self.gate.wait()
-            await asyncio.sleep(0.001)
+            await asyncio.sleep(0.001)  # the fake's answer time: a send the runner must not wait for
             if request.request_id in self.fail:
                 raise rpc_error(self.fail[request.request_id])
             return pb.ScoreCandidatesResponse(request_id=request.request_id)
@@ -74,21 +76,33 @@ async def test_an_open_loop_run_lasts_at_least_its_offered_window():
     assert result.wall_s == 30.0  # one request offered over 30 s is 1/30 requests/s, not 1/0.001
 
 
+class WatchedOffsets(list):
+    """A schedule that notes when the runner has gone through all of it: the
+    runner sends or refuses each arrival before it reads the next offset."""
+
+    gone_through = False
+
+    def __iter__(self) -> Iterator[float]:
+        yield from super().__iter__()
+        self.gone_through = True
+
+
 async def test_open_loop_never_waits_for_answers_and_caps_outstanding_requests():
     gate = asyncio.Event()
     scorer = FakeScorer(gate=gate)
-    offsets = [i * 0.01 for i in range(10)]
+    offsets = WatchedOffsets(i * 0.01 for i in range(10))
 
     async def open_the_gate_after_the_schedule() -> None:
-        while len(scorer.calls) < 3:
-            await asyncio.sleep(0.001)
-        await asyncio.sleep(0.2)  # every later send falls due while three are stuck
+        # every later send falls due while three are stuck
+        await eventually_async(lambda: offsets.gone_through)
+        assert len(scorer.calls) == 3
         gate.set()
 
-    opener = asyncio.create_task(open_the_gate_after_the_schedule())
-    result = await run_open_loop(scorer, [request(i) for i in range(10)], offsets, timeout_s=5,
-                                 max_outstanding=3)
-    await opener
+    async with asyncio.TaskGroup() as group:  # a failed wait stops the run too
+        run = group.create_task(run_open_loop(scorer, [request(i) for i in range(10)], offsets, timeout_s=5,
+                                              max_outstanding=3))
+        group.create_task(open_the_gate_after_the_schedule())
+    result = run.result()
     statuses = [r.status for r in result.records]
     assert statuses == ["OK"] * 3 + [CLIENT_REJECTED] * 7
     assert all(r.sent is None for r in result.records[3:])

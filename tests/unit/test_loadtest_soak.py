@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from waiting import eventually_async
 
 from loadtest.soak import MAX_GROWTH, MemorySample, MemorySampler, memory_growth, parse_vm_rss
 
@@ -45,11 +46,13 @@ async def test_the_sampler_runs_until_cancelled(tmp_path):
     proc = fake_proc(tmp_path, {10: (1, "brew", 1000)})
     sampler = MemorySampler(10, interval_s=0.01, proc=proc)
     task = asyncio.create_task(sampler.run())
-    await asyncio.sleep(0.05)
+    await eventually_async(lambda: len(sampler.samples) >= 2)  # it keeps sampling
+    assert not task.done()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert len(sampler.samples) >= 2
+    assert task.cancelled()
+    assert all(sample.rss == {"brew [10]": 1000 * 1024} for sample in sampler.samples)
 
 
 def samples(curve):

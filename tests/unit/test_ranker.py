@@ -42,7 +42,7 @@ class FakeEngine:
 
     async def score(self, groups: Sequence[ScoringGroup]) -> list[GroupResult]:
         self.calls.append(list(groups))
-        await asyncio.sleep(self.delay)
+        await asyncio.sleep(self.delay)  # the fake engine's work time, as a test sets it
         if self.results is not None:
             return self.results
         return [
