@@ -22,20 +22,17 @@ from brew import defaults
 from brew.errors import BrewError
 
 
-ENGINE_FLAG_SECTIONS = ("vllm", "torch")
-
-
 def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
     """--config and every engine setting (brew.engines.engine_settings) plus
     --prompts: what decides a score, the same flags and TOML file as `brew serve`."""
     from brew.engines.engine_settings import EngineSettings
-    from brew.settings import add_flags, fields_of
+    from brew.settings import add_flags, fields_of, sections_of
     from serving.config import ServerConfig
 
     parser.add_argument("--config", type=Path, metavar="FILE", help="a `brew serve` TOML file: its engine settings apply "
                                                     "(flags override it)")
     engine_fields = tuple(f.name for f in fields_of(EngineSettings))
-    add_flags(parser, ServerConfig, fields=(*engine_fields, "prompts"), sections=ENGINE_FLAG_SECTIONS)
+    add_flags(parser, ServerConfig, fields=(*engine_fields, "prompts"), sections=tuple(sections_of(EngineSettings)))
 
 
 def _config_from_flags(args: argparse.Namespace, **extra: object):  # type: ignore[no-untyped-def]
@@ -135,11 +132,13 @@ def _serve(args: argparse.Namespace) -> int:
         return runner.run(serve(config))
 
 
-SERVE_FLAG_SECTIONS = ("vllm", "torch", "batching", "limits", "supervisor")  # [cluster]: brew cluster's
+# Besides the engine's own sections ([cluster] is brew cluster's).
+SERVE_FLAG_SECTIONS = ("batching", "limits", "supervisor")
 
 
 def _add_serve_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from brew.settings import add_flags
+    from brew.engines.engine_settings import EngineSettings
+    from brew.settings import add_flags, sections_of
     from serving.config import ServerConfig
 
     serve = commands.add_parser(
@@ -153,7 +152,7 @@ def _add_serve_parser(commands: argparse._SubParsersAction) -> None:  # type: ig
                        help="require 'authorization: Bearer <token>' with the token read from this "
                             "environment variable (kept off the command line)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    add_flags(serve, ServerConfig, sections=SERVE_FLAG_SECTIONS)
+    add_flags(serve, ServerConfig, sections=(*sections_of(EngineSettings), *SERVE_FLAG_SECTIONS))
     serve.set_defaults(run=_serve)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from brew.context_cache import ContextCache
 from brew.engines import EngineKind, create_engine
+from brew.engines.multi_item_rule import MultiItemMode, PackingRule
 from brew.engines.options import TorchOptions, VllmOptions
 from brew.ranker import Ranker
 from brew.tasks import load_tasks
@@ -23,7 +24,8 @@ async def build_ranker(
     device: str = "cpu",
     vllm: VllmOptions | None = None,
     torch: TorchOptions | None = None,
-    multi_item: bool = False,
+    multi_item: MultiItemMode = MultiItemMode.AUTO,
+    packing: PackingRule | None = None,
     context_cache: ContextCache | None = None,
 ) -> Ranker:
     """Load tasks and tokenizer first (fast, fail early on a bad label), then
@@ -33,6 +35,6 @@ async def build_ranker(
     tokenizer = PromptTokenizer.from_pretrained(model_dir)
     label_ids = task_label_ids(tasks, tokenizer)
     scoring_engine = await create_engine(engine, model_dir, dtype=dtype, device=device, vllm=vllm, torch=torch,
-                                         multi_item=multi_item)
+                                         multi_item=multi_item, packing=packing)
     verbalizer = Verbalizer(tasks, tokenizer, scoring_engine.max_model_len, label_ids, context_cache)
     return Ranker(verbalizer, scoring_engine)

@@ -10,12 +10,13 @@ classes below (examples/server.toml has every section):
     engine = "vllm"            # the engine settings (brew.engines.engine_settings), top level
     model = "brew/demo/brew-demo"
     prompts = "prompts"
-    multi_item = false
+    multi_item = "auto"        # off | on | auto
     [server]     host, port, metrics_port, slo_ms, grace_seconds, ...   (ServerConfig's own fields)
     [batching]   max_batch_candidates, collect_window_ms, ...           (BatchingConfig)
     [limits]     max_candidates_per_request, ...                        (Limits)
     [supervisor] probe_interval_seconds, max_failures, ...              (SupervisorConfig)
     [vllm]       kv_cache_gib, max_model_len, ...                       (brew.engines.options.VllmOptions)
+    [packing]    min_candidates, min_prefix_share, max_row_tokens       (brew.engines.multi_item_rule.PackingRule)
     [torch]      max_forward_candidates, max_batch_tokens, ...          (brew.engines.options.TorchOptions)
     [cluster]    replicas, envoy_port, hash_policy, ...                 (`brew cluster`: ClusterConfig)
 """

@@ -23,6 +23,8 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from brew.engines.multi_item_rule import GroupPath
+
 if TYPE_CHECKING:
     from brew.engines.packing import PackingStats
     from serving.dispatcher import Dispatcher
@@ -104,6 +106,11 @@ class ServiceMetrics:
                                        registry=r)
         self.task_info = Gauge("brew_task_info", "The tasks being served (value 1), with their template versions.",
                                ["task", "version"], registry=r)
+        self.groups = Counter(
+            "brew_groups", "Groups (one member and task) scored, by path: packed (multi-item) or per_candidate.",
+            ["path"], registry=r)
+        for path in GroupPath:
+            self.groups.labels(path=path.value)  # both series from the start, at 0
         self.forward_tokens = Histogram(
             "brew_forward_tokens", "Real (not pad) tokens per packed forward pass (multi-item scoring).",
             buckets=FORWARD_TOKEN_BUCKETS, registry=r)
@@ -175,6 +182,10 @@ class ServiceMetrics:
         self.engine_restarts.labels(outcome="ok" if ok else "failed").inc()
 
     # --- reported by the engine (multi-item scoring) -----------------------
+
+    def group_scored(self, path: GroupPath) -> None:
+        """One group sent down `path` (brew.engines.multi_item_rule)."""
+        self.groups.labels(path=path.value).inc()
 
     def forward_packed(self, stats: PackingStats) -> None:
         """One packed forward pass: its real tokens, its pads, its masked share."""

@@ -40,7 +40,7 @@ from grpc_reflection.v1alpha import reflection
 from brew import defaults
 from brew.context_cache import ContextCache
 from brew.engines import ScoringEngine, create_engine
-from brew.engines.base import ReportsForwardPasses
+from brew.engines.base import ReportsForwardPasses, ReportsGroupPaths
 from brew.ranker import Ranker
 from brew.runtime import build_ranker
 from brew.types import ScoreRequest
@@ -200,6 +200,8 @@ class BrewServer:
         engine = ranker.engine
         if isinstance(engine, ReportsForwardPasses):
             engine.on_forward = self.metrics.forward_packed
+        if isinstance(engine, ReportsGroupPaths):
+            engine.on_group_path = self.metrics.group_scored
         dispatcher = Dispatcher(engine, self.config.batching, on_batch=self.metrics.batch_dispatched,
                                 on_engine_failure=lambda error: self.supervisor.engine_failed(engine, error),
                                 on_admitted=self.metrics.request_admitted)

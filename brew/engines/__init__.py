@@ -15,8 +15,9 @@ from enum import StrEnum
 from pathlib import Path
 
 from brew.engines.base import CallerOutcome, CallerWork, ScoringEngine
-from brew.errors import EngineConfigError
+from brew.engines.multi_item_rule import MultiItemMode, PackingRule
 from brew.engines.options import TorchOptions, VllmOptions
+from brew.errors import EngineConfigError
 
 
 class EngineKind(StrEnum):
@@ -36,21 +37,23 @@ class EngineStart:
     device: str
     vllm: VllmOptions
     torch: TorchOptions
-    multi_item: bool
+    multi_item: MultiItemMode
+    packing: PackingRule
 
 
 async def _start_vllm(start: EngineStart) -> ScoringEngine:
     from brew.engines.vllm_engine import VllmEngine
 
     # vLLM picks its own device; `device` is for the torch engines.
-    return await VllmEngine.start(start.model_dir, start.vllm, dtype=start.dtype, multi_item=start.multi_item)
+    return await VllmEngine.start(start.model_dir, start.vllm, dtype=start.dtype, multi_item=start.multi_item,
+                                  packing=start.packing)
 
 
 async def _start_torch(start: EngineStart) -> ScoringEngine:
     from brew.engines.torch_engine import TorchEngine
 
     return await TorchEngine.start(start.model_dir, dtype=start.dtype, device=start.device, options=start.torch,
-                                   multi_item=start.multi_item)
+                                   multi_item=start.multi_item, packing=start.packing)
 
 
 async def _start_naive(start: EngineStart) -> ScoringEngine:
@@ -79,26 +82,27 @@ ENGINES: dict[EngineKind, EngineSpec] = {
 }
 
 
-MULTI_ITEM_SUFFIX = "-mis"
+# How benchmarks name an engine run with multi-item forced on, or left to the rule.
+VARIANT_SUFFIXES = {MultiItemMode.OFF: "", MultiItemMode.ON: "-mis", MultiItemMode.AUTO: "-auto"}
 
 
 @dataclass(frozen=True)
 class EngineVariant:
-    """One way to run an engine: its kind, with or without multi-item scoring."""
+    """One way to run an engine: its kind, and its multi-item mode."""
 
     kind: EngineKind
-    multi_item: bool = False
+    multi_item: MultiItemMode = MultiItemMode.OFF
 
     @property
     def name(self) -> str:
-        """How benchmarks name it: the kind, `<kind>-mis` with multi-item scoring."""
-        return self.kind.value + (MULTI_ITEM_SUFFIX if self.multi_item else "")
+        """How benchmarks name it: the kind (off), `<kind>-mis` (on), `<kind>-auto` (auto)."""
+        return self.kind.value + VARIANT_SUFFIXES[self.multi_item]
 
 
 def engine_variants() -> dict[str, EngineVariant]:
-    """Every engine kind, and each kind that has multi-item scoring once more with it on."""
-    variants = [EngineVariant(kind, multi_item) for kind, spec in ENGINES.items()
-                for multi_item in ((False, True) if spec.multi_item else (False,))]
+    """Every engine kind with multi-item off, and each kind that can pack once more with it on and once auto."""
+    variants = [EngineVariant(kind, mode) for kind, spec in ENGINES.items()
+                for mode in (tuple(MultiItemMode) if spec.multi_item else (MultiItemMode.OFF,))]
     return {variant.name: variant for variant in variants}
 
 
@@ -110,20 +114,27 @@ async def create_engine(
     device: str = "cpu",
     vllm: VllmOptions | None = None,
     torch: TorchOptions | None = None,
-    multi_item: bool = False,
+    multi_item: MultiItemMode | str = MultiItemMode.OFF,
+    packing: PackingRule | None = None,
 ) -> ScoringEngine:
-    """Start an engine of `kind` on the checkpoint in `model_dir`;
-    `multi_item` switches on exact multi-item scoring where the kind has it."""
+    """Start an engine of `kind` on the checkpoint in `model_dir`.
+    `multi_item` (brew.engines.multi_item_rule): off, on (exact multi-item
+    scoring for every group that fits `packing.max_row_tokens`) or auto (the
+    groups `packing` packs); auto on an engine that cannot pack is off."""
     kind = EngineKind(kind)
     spec = ENGINES[kind]
-    if multi_item and not spec.multi_item:
+    multi_item = MultiItemMode(multi_item)
+    if multi_item is MultiItemMode.ON and not spec.multi_item:
         with_it = [k.value for k, s in ENGINES.items() if s.multi_item]
         raise EngineConfigError(f"engine {kind.value} has no multi-item scoring; engines with it: {with_it}")
-    start = EngineStart(Path(model_dir), dtype, device, vllm or VllmOptions(), torch or TorchOptions(), multi_item)
+    if not spec.multi_item:
+        multi_item = MultiItemMode.OFF
+    start = EngineStart(Path(model_dir), dtype, device, vllm or VllmOptions(), torch or TorchOptions(), multi_item,
+                        packing or PackingRule())
     return await spec.start(start)
 
 
 __all__ = [
-    "ENGINES", "CallerOutcome", "CallerWork", "EngineKind", "EngineSpec", "EngineVariant", "ScoringEngine",
-    "TorchOptions", "VllmOptions", "create_engine", "engine_variants",
+    "ENGINES", "CallerOutcome", "CallerWork", "EngineKind", "EngineSpec", "EngineVariant", "MultiItemMode",
+    "PackingRule", "ScoringEngine", "TorchOptions", "VllmOptions", "create_engine", "engine_variants",
 ]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from brew.types import GroupResult, ScoringGroup
 
 if TYPE_CHECKING:
+    from brew.engines.multi_item_rule import GroupPath
     from brew.engines.packing import PackingStats
 
 # What an engine answers per caller: its results, one per group, or its failure.
@@ -115,6 +116,15 @@ class ReportsForwardPasses(Protocol):
     each cost: the server sets `on_forward` to its metrics hook."""
 
     on_forward: Callable[[PackingStats], None] | None
+
+
+@runtime_checkable
+class ReportsGroupPaths(Protocol):
+    """An engine that packs some groups and scores others per candidate
+    (brew.engines.multi_item_rule): it calls `on_group_path`, which the
+    server sets to its metrics hook, once per group with the path taken."""
+
+    on_group_path: Callable[[GroupPath], None] | None
 
 
 async def score_one_caller(engine: ScoringEngine, groups: Sequence[ScoringGroup]) -> list[GroupResult]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from brew import defaults
 from brew.engines import ENGINES, EngineKind
+from brew.engines.multi_item_rule import MultiItemMode, PackingRule
 from brew.engines.options import TorchOptions, VllmOptions
 from brew.settings import Settings, section, setting
 
@@ -31,21 +32,24 @@ class EngineSettings(Settings):
                           help="Hugging Face checkpoint directory")
     dtype: str = setting("float32", top_level=True, help="model dtype; label log-probabilities are read in fp32")
     device: str = setting("cpu", top_level=True, help="torch device of the torch engines (vLLM picks its own)")
-    multi_item: bool = setting(False, top_level=True,
-                               help="exact multi-item scoring: a member's candidates packed behind their "
-                                    "shared context (torch: each engine batch in few forward passes; vllm: one "
-                                    "vLLM request per member and task); the same scores as without it")
+    multi_item: MultiItemMode = setting(
+        MultiItemMode.AUTO, top_level=True,
+        help="exact multi-item scoring, a member's candidates packed behind their shared context (torch: in few "
+             "forward passes; vllm: one request per member and task): auto packs each group whose shape gains "
+             "from it ([packing]), on packs every group, off none; the same scores either way")
+    packing: PackingRule = section(PackingRule, help="which groups multi_item packs")
     vllm: VllmOptions = section(VllmOptions, help="how vLLM is started")
     torch: TorchOptions = section(TorchOptions, help="how the torch engine runs its forward passes")
 
     def cross_checks(self) -> Iterator[str]:
         if not (self.model / "config.json").is_file():
             yield f"model {self.model} is not a checkpoint directory (no config.json); pass --model DIR"
-        if self.multi_item and not ENGINES[self.engine].multi_item:
+        if self.multi_item is MultiItemMode.ON and not ENGINES[self.engine].multi_item:
             with_it = [kind.value for kind, spec in ENGINES.items() if spec.multi_item]
-            yield f"multi_item: engine {self.engine.value} has no multi-item scoring; use engine {with_it}"
+            yield (f"multi_item: engine {self.engine.value} has no multi-item scoring; use engine {with_it}, "
+                   "or multi_item auto or off")
 
     def engine_options(self) -> dict[str, Any]:
         """The keyword arguments of create_engine/build_ranker besides kind and model."""
         return {"dtype": self.dtype, "device": self.device, "vllm": self.vllm, "torch": self.torch,
-                "multi_item": self.multi_item}
+                "multi_item": self.multi_item, "packing": self.packing}

@@ -14,10 +14,6 @@ from brew.settings import Settings, setting
 
 DEFAULT_MAX_FORWARD_CANDIDATES = 64
 DEFAULT_MAX_BATCH_TOKENS = 16384
-# Measured on the CPU with the dense SDPA kernel (BENCHMARKS.md, scaling): a
-# group packed alone beat the per-group path up to about 3,000 tokens and lost
-# beyond, where a dense mask's length-squared attention outweighs the saving.
-DEFAULT_MAX_ROW_TOKENS = 3072
 # The attention kernels the torch engines run exactly, any mask included
 # (brew.engines.torch_multi_item.AttentionKernel).
 ATTENTION_KERNELS = ("sdpa", "eager", "flex_attention")
@@ -62,13 +58,12 @@ class TorchOptions(Settings):
     behind its one prefix).
 
     Multi-item scoring (EngineSettings.multi_item, brew.engines.torch_multi_item):
-    the whole engine batch (every caller's groups) packed into as few forward
-    passes as `max_batch_tokens` (rows x length, pads included) allows,
-    candidates isolated by the attention mask. A group longer than
-    `max_row_tokens` (its prefix plus every candidate) takes the per-group
-    path instead: dense attention kernels pay length squared per row, masked
-    or not. Both budgets bound activation memory, not batching across
-    callers: that is the dispatcher's `max_batch_candidates`.
+    the groups of the whole engine batch (every caller's) that the packing
+    rule packs (brew.engines.multi_item_rule) go into as few forward passes
+    as `max_batch_tokens` (rows x length, pads included) allows, candidates
+    isolated by the attention mask; the others take the per-group path.
+    Both budgets bound activation memory, not batching across callers: that
+    is the dispatcher's `max_batch_candidates`.
 
     `attention`: on a GPU, "flex_attention" lets multi-item passes skip the
     blocks the mask rules out (BENCHMARKS.md, section 8); it is refused on CPU.
@@ -78,7 +73,5 @@ class TorchOptions(Settings):
                                           help="torch, per-group path: candidate rows per forward pass")
     max_batch_tokens: int = setting(DEFAULT_MAX_BATCH_TOKENS, ge=1,
                                     help="torch, multi-item: token slots (rows x length) per packed forward pass")
-    max_row_tokens: int = setting(DEFAULT_MAX_ROW_TOKENS, ge=1,
-                                  help="torch, multi-item: a longer group takes the per-group path")
     attention: str | None = setting(None, choices=ATTENTION_KERNELS,
                                     help="torch: attention kernel (not set: the checkpoint's, sdpa)")

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
+from brew.engines.multi_item_rule import row_tokens
 from brew.types import ScoringGroup
 
 IGNORE_INDEX = -100  # next-token target where there is none (torch cross-entropy's default)
@@ -198,7 +199,7 @@ class PackingPlan:
 
 def group_length(group: ScoringGroup) -> int:
     """Tokens of the whole group in a row: its prefix once, then every suffix."""
-    return len(group.prefix_ids) + sum(len(suffix) for suffix in group.suffix_ids)
+    return row_tokens(group)
 
 
 def piece_length(group: ScoringGroup, piece: RowPiece) -> int:

@@ -10,13 +10,16 @@ against the naive engine). Logits are read at each row's own last real token.
 It is the engine for machines without vLLM and the GPU baseline to compare
 vLLM with; its outputs match the naive engine within fp32 rounding.
 
-With multi-item scoring on (`multi_item=True`) it scores the dispatcher's whole batch
-(every caller's groups) by exact multi-item scoring instead: groups packed
-side by side into as few forward passes as the token budget allows
-(brew.engines.packing plans them, brew.engines.torch_multi_item runs them), each
-candidate isolated by the attention mask, no prefix KV copied. A caller is
-answered as soon as the last pass holding one of its candidates is done; a
-pass holding only abandoned callers is skipped.
+With multi-item scoring (`multi_item` on or auto) it scores the groups of the
+dispatcher's whole batch (every caller's) that the packing rule packs
+(brew.engines.multi_item_rule: all that fit a row with on, those whose shape
+gains with auto) by exact multi-item scoring instead: groups packed side by
+side into as few forward passes as the token budget allows
+(brew.engines.packing plans them, brew.engines.torch_multi_item runs them),
+each candidate isolated by the attention mask, no prefix KV copied; the other
+groups take the per-group path. A caller is answered as soon as the last pass
+holding one of its candidates is done; a pass holding only abandoned callers
+is skipped.
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ from transformers import DynamicCache, PreTrainedModel
 
 from brew.engines.base import CallerOutcome, CallerWork, score_callers_concurrently, score_one_caller
 from brew.engines.loading import load_causal_lm, probe_model
-from brew.engines.torch_multi_item import assemble_results, attention_kernel, score_pass
+from brew.engines.multi_item_rule import GroupPath, MultiItemMode, PackingRule
 from brew.engines.options import TorchOptions
-from brew.engines.packing import PackingStats, group_length, plan_passes
+from brew.engines.packing import PackingStats, plan_passes
+from brew.engines.torch_multi_item import assemble_results, attention_kernel, score_pass
 from brew.types import CandidateLogprobs, GroupResult, ScoringGroup
 
 _PAD_ID = 0  # any valid id: no real token ever attends to a pad (right padding, causal mask)
@@ -116,17 +120,20 @@ class TorchEngine:
     """
 
     def __init__(self, model: PreTrainedModel, model_name: str, options: TorchOptions | None = None,
-                 multi_item: bool = False) -> None:
+                 multi_item: MultiItemMode = MultiItemMode.OFF, packing: PackingRule | None = None) -> None:
         self._model = model
         self._model_name = model_name
         self._options = options or TorchOptions()
-        self._multi_item = multi_item
+        self._multi_item = MultiItemMode(multi_item)
+        self._packing = packing or PackingRule()
         self._max_forward = self._options.max_forward_candidates
-        if multi_item:
+        if self._multi_item is not MultiItemMode.OFF:
             attention_kernel(model)  # refuse a model the packed path cannot run, at start
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="brew-torch")
-        # Called after every packed forward pass with what it cost (metrics).
+        # Called after every packed forward pass with what it cost, and with
+        # each group's path (metrics).
         self.on_forward: Callable[[PackingStats], None] | None = None
+        self.on_group_path: Callable[[GroupPath], None] | None = None
 
     @classmethod
     async def start(
@@ -136,13 +143,14 @@ class TorchEngine:
         dtype: str = "float32",
         device: str = "cpu",
         options: TorchOptions | None = None,
-        multi_item: bool = False,
+        multi_item: MultiItemMode = MultiItemMode.OFF,
+        packing: PackingRule | None = None,
     ) -> TorchEngine:
         """Load the model off the event loop (loading takes seconds), with
         the attention kernel `options.attention` names, if it names one."""
         options = options or TorchOptions()
         model = await asyncio.to_thread(load_causal_lm, model_dir, dtype, device, options.attention)
-        return cls(model, Path(model_dir).name, options, multi_item)
+        return cls(model, Path(model_dir).name, options, multi_item, packing)
 
     @property
     def model_name(self) -> str:
@@ -156,7 +164,7 @@ class TorchEngine:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._model, *args)
 
     @property
-    def multi_item(self) -> bool:
+    def multi_item(self) -> MultiItemMode:
         return self._multi_item
 
     async def _score_group(self, group: ScoringGroup) -> GroupResult:
@@ -190,9 +198,10 @@ class TorchEngine:
         return [await self._score_group(group) for group in groups]
 
     async def score_batch(self, batch: Sequence[CallerWork]) -> list[CallerOutcome]:
-        """Multi-item: every caller packed together. Per group: callers
-        interleave on the one worker thread, job by job."""
-        if self._multi_item:
+        """Multi-item on or auto: the groups the packing rule packs, every
+        caller's together, the rest per group. Off: callers interleave on the
+        one worker thread, job by job."""
+        if self._multi_item is not MultiItemMode.OFF:
             return await self._score_packed(batch)
         return await score_callers_concurrently(self._score_groups, batch)
 
@@ -222,10 +231,13 @@ class TorchEngine:
                 outcomes[caller] = _caller_results(groups, spans[caller], logprobs)
                 batch[caller].deliver(outcomes[caller])
 
-        # Long groups go the per-group way (prefix KV once): a dense mask over
-        # a long row costs more than packing saves (TorchOptions.max_row_tokens).
-        packable = [i for i, group in enumerate(groups) if group_length(group) <= self._options.max_row_tokens]
-        long = [i for i, group in enumerate(groups) if group_length(group) > self._options.max_row_tokens]
+        # The groups the rule does not pack go the per-group way (prefix KV once).
+        paths = [self._packing.path(self._multi_item, group) for group in groups]
+        if self.on_group_path is not None:
+            for path in paths:
+                self.on_group_path(path)
+        packable = [i for i, path in enumerate(paths) if path is GroupPath.PACKED]
+        long = [i for i, path in enumerate(paths) if path is GroupPath.PER_CANDIDATE]
         packed_groups = [groups[i] for i in packable]
         loop = asyncio.get_running_loop()
         try:

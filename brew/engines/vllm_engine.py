@@ -1,17 +1,19 @@
 """The serving engine: vLLM's engine core, one request per candidate or per group.
 
-Per candidate (default): every candidate prompt goes to vLLM as its own
+Per candidate (`multi_item` off): every candidate prompt goes to vLLM as its own
 request, all at once; vLLM's scheduler batches them and its automatic prefix
 caching computes each shared prefix once (the first request of a group
 computes it, later ones hit the cache block by block). Each request
 generates one token and asks for the logprobs of exactly the label ids
 (`logprob_token_ids`).
 
-Multi-item (`multi_item=True`, EngineSettings.multi_item): one vLLM pooling request per group
-(or per run of its candidates that fits the model's length) holding the
-prefix and every candidate, scored by Brew's vLLM plugin
-(brew.engines.vllm_multi_item); the same label log-probabilities, one
-request's client-side cost instead of one per candidate.
+Multi-item (`multi_item` on or auto, EngineSettings.multi_item): vLLM runs
+Brew's pooling model (brew.engines.vllm_multi_item). A group the packing rule
+packs (brew.engines.multi_item_rule) is one pooling request (or one per run
+of its candidates that fits the model's length) holding the prefix and every
+candidate: the same label log-probabilities, one request's cost instead of
+one per candidate. Any other group is one pooling request per candidate, the
+same layout holding one candidate, its prefix served by the prefix cache.
 
 Facts of vLLM 0.32 this module relies on (read in its source):
 - Logprobs are fp32 full-vocabulary log-softmax of the raw logits: with the
@@ -58,7 +60,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -77,6 +79,7 @@ from vllm.v1.engine.async_llm import AsyncLLM  # noqa: E402
 
 from brew.engines.base import CallerOutcome, CallerWork, score_callers_concurrently, score_one_caller
 from brew.engines.options import VllmOptions
+from brew.engines.multi_item_rule import GroupPath, MultiItemMode, PackingRule
 from brew.engines.vllm_core_client import EngineCoreClient
 from brew.engines.vllm_multi_item import requests as multi_item_requests
 from brew.types import CandidateLogprobs, GroupResult, ScoringGroup
@@ -90,8 +93,10 @@ CPU_BLOCK_SIZE = 32
 
 
 def engine_args(options: VllmOptions, model_dir: str | Path, *, dtype: str, on_cpu: bool,
-                multi_item: bool = False) -> AsyncEngineArgs:
-    """The AsyncEngineArgs for these options; unset ones keep vLLM's defaults."""
+                multi_item: MultiItemMode = MultiItemMode.OFF) -> AsyncEngineArgs:
+    """The AsyncEngineArgs for these options; unset ones keep vLLM's defaults.
+    Multi-item on or auto starts vLLM as Brew's pooling model, which scores
+    packed requests and one-candidate requests alike."""
     settings = asdict(options)
     kv_cache_gib = settings.pop("kv_cache_gib")
     if settings["gpu_memory_utilization"] is None and on_cpu:
@@ -106,7 +111,7 @@ def engine_args(options: VllmOptions, model_dir: str | Path, *, dtype: str, on_c
         # Token ids in, logprobs out: vLLM never needs the tokenizer.
         skip_tokenizer_init=True,
         disable_log_stats=True,
-        **(multi_item_requests.engine_overrides(model_dir) if multi_item else {}),
+        **(multi_item_requests.engine_overrides(model_dir) if multi_item is not MultiItemMode.OFF else {}),
         **{name: value for name, value in settings.items() if value is not None},
     )
 
@@ -125,15 +130,19 @@ class VllmEngine:
     Brew's own client (brew.engines.vllm_core_client)."""
 
     def __init__(self, llm: AsyncLLM, client: EngineCoreClient, model_name: str, *,
-                 multi_item: bool = False) -> None:
+                 multi_item: MultiItemMode = MultiItemMode.OFF, packing: PackingRule | None = None) -> None:
         self._llm = llm
         self._client = client
         self._model_name = model_name
-        self._multi_item = multi_item
+        self._multi_item = MultiItemMode(multi_item)
+        self._packing = packing or PackingRule()
+        # Called with each group's path, packed or one request per candidate (metrics).
+        self.on_group_path: Callable[[GroupPath], None] | None = None
 
     @classmethod
     async def start(cls, model_dir: str | Path, options: VllmOptions | None = None, *,
-                    dtype: str = "float32", multi_item: bool = False) -> VllmEngine:
+                    dtype: str = "float32", multi_item: MultiItemMode = MultiItemMode.OFF,
+                    packing: PackingRule | None = None) -> VllmEngine:
         """Start vLLM (tens of seconds on CPU) on a worker thread: AsyncLLM can
         be built outside the event loop."""
         args = engine_args(options or VllmOptions(), model_dir, dtype=dtype, on_cpu=current_platform.is_cpu(),
@@ -144,7 +153,7 @@ class VllmEngine:
         except BaseException:
             await asyncio.to_thread(llm.shutdown)
             raise
-        return cls(llm, client, Path(model_dir).name, multi_item=multi_item)
+        return cls(llm, client, Path(model_dir).name, multi_item=multi_item, packing=packing)
 
     @property
     def model_name(self) -> str:
@@ -155,7 +164,7 @@ class VllmEngine:
         """The longest prompt of one candidate: vLLM's limit for a prompt that
         generates one token, less what a packed request adds in multi-item
         mode."""
-        if self._multi_item:
+        if self._multi_item is not MultiItemMode.OFF:
             return self._client.max_prompt_len(generates=False) - multi_item_requests.OVERHEAD_TOKENS
         return self._client.max_prompt_len(generates=True)
 
@@ -172,7 +181,7 @@ class VllmEngine:
     async def score_batch(self, batch: Sequence[CallerWork]) -> list[CallerOutcome]:
         """Every caller's requests at once; vLLM schedules them into the same
         steps, and a caller that leaves aborts only its own requests."""
-        score = self._score_groups_packed if self._multi_item else self._score_groups
+        score = self._score_groups_pooled if self._multi_item is not MultiItemMode.OFF else self._score_groups
         return await score_callers_concurrently(score, batch)
 
     async def score(self, groups: Sequence[ScoringGroup]) -> list[GroupResult]:
@@ -208,13 +217,14 @@ class VllmEngine:
                                                  for index, output in enumerate(outputs))))
             return results
 
-    async def _score_groups_packed(self, groups: Sequence[ScoringGroup]) -> list[GroupResult]:
-        """One vLLM request per group (per run of candidates that fits the
-        model), a group's in one engine-core message, all sent before any is
+    async def _score_groups_pooled(self, groups: Sequence[ScoringGroup]) -> list[GroupResult]:
+        """Brew's pooling model: a group the packing rule packs is one vLLM
+        request (per run of candidates that fits the model), any other one
+        request per candidate (the same layout holding one candidate); a
+        group's requests in one engine-core message, all sent before any is
         awaited; aborts as `_score_groups`."""
         client = self._client
-        limit = client.max_prompt_len(generates=False)
-        runs = [multi_item_requests.split_candidates(group, limit) for group in groups]
+        runs = [self._runs(group) for group in groups]
         request_ids = [[client.new_request_id() for _ in group_runs] for group_runs in runs]
         async with self._aborted_on_failure([request_id for ids in request_ids for request_id in ids]):
             sent = [
@@ -230,6 +240,15 @@ class VllmEngine:
                         group, run, output.pooling_output, _cached_tokens(output)))
                 results.append(GroupResult(tuple(candidates)))
             return results
+
+    def _runs(self, group: ScoringGroup) -> list[range]:
+        """The candidates of each request of a group on the pooling model."""
+        path = self._packing.path(self._multi_item, group)
+        if self.on_group_path is not None:
+            self.on_group_path(path)
+        if path is GroupPath.PER_CANDIDATE:
+            return [range(index, index + 1) for index in range(group.num_candidates)]
+        return multi_item_requests.split_candidates(group, self._client.max_prompt_len(generates=False))
 
     async def check_health(self) -> None:
         """EngineDeadError once vLLM's engine core has died (see

@@ -278,13 +278,13 @@ async def test_multi_item_serves_the_scores_of_the_per_group_path_and_reports_it
     per_group = scores(await client.score(example_request()))
     completed = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "brew.cli", "score", "--engine", "torch", "--multi-item",
+        [sys.executable, "-m", "brew.cli", "score", "--engine", "torch", "--multi-item", "on",
          "--request", str(defaults.EXAMPLE_REQUEST)],
         capture_output=True, text=True, timeout=300, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
     )
     assert completed.returncode == 0, completed.stderr
     cli = {(r["task"], s["itemId"]): s["score"] for r in json.loads(completed.stdout)["results"] for s in r["scores"]}
-    async with running_server(engine="torch", multi_item=True) as packed, client_for(packed) as packed_client:
+    async with running_server(engine="torch", multi_item="on") as packed, client_for(packed) as packed_client:
         before = scrape(packed)
         served = scores(await packed_client.score(example_request()))
         after = scrape(packed)
@@ -293,6 +293,9 @@ async def test_multi_item_serves_the_scores_of_the_per_group_path_and_reports_it
         assert score == pytest.approx(per_group[key], abs=PARITY_TOLERANCE), key  # another computation
         assert score == pytest.approx(cli[key], abs=TOLERANCE), key  # the same one
     assert after.value("brew_forward_tokens_count") == before.value("brew_forward_tokens_count") + 1  # one pass
+    assert after.value("brew_groups_total", path="packed") == before.value("brew_groups_total", path="packed") + 3
+    assert after.value("brew_groups_total", path="per_candidate") == before.value(
+        "brew_groups_total", path="per_candidate")
     assert after.value("brew_forward_token_slots_total", kind="real") > before.value(
         "brew_forward_token_slots_total", kind="real")
 

@@ -23,6 +23,7 @@ from tiny_model import build_tiny_llama
 from waiting import eventually_async
 
 from brew.engines import EngineKind, create_engine
+from brew.engines.multi_item_rule import GroupPath, MultiItemMode, PackingRule
 from brew.engines.options import TorchOptions, VllmOptions
 from brew.engines.torch_engine import TorchEngine
 from brew.types import GroupResult
@@ -70,7 +71,7 @@ MULTI_ITEM_STEP_TOKENS = 96
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def vllm_multi_item_engine(model_dir):
-    engine = await create_engine(EngineKind.VLLM, model_dir, multi_item=True,
+    engine = await create_engine(EngineKind.VLLM, model_dir, multi_item=MultiItemMode.ON,
                                  vllm=VllmOptions(max_num_batched_tokens=MULTI_ITEM_STEP_TOKENS))
     yield engine
     await engine.close()
@@ -180,6 +181,25 @@ async def test_vllm_multi_item_matches_plain_forward_passes_and_the_per_candidat
         assert [c.prompt_tokens for c in result.candidates] == [
             len(group.prompt_ids(i)) for i in range(group.num_candidates)
         ]
+
+
+@pytest.mark.vllm
+@pytest.mark.asyncio(loop_scope="module")
+async def test_vllm_auto_packs_the_groups_its_rule_packs_and_scores_the_same(vllm_multi_item_engine, reference):
+    """auto on the pooling engine: a packed request for the groups the rule
+    packs, one request per candidate for the others; the same scores."""
+    from brew.engines.vllm_engine import VllmEngine
+
+    rule = PackingRule(min_candidates=5, min_prefix_share=0.0)
+    auto = VllmEngine(vllm_multi_item_engine._llm, vllm_multi_item_engine._client, "auto",
+                      multi_item=MultiItemMode.AUTO, packing=rule)
+    paths = []
+    auto.on_group_path = paths.append
+    results = await auto.score(GROUPS)
+    # 1 and 4 candidates: one request each; 70 and 9: packed
+    assert paths == [GroupPath.PER_CANDIDATE, GroupPath.PACKED, GroupPath.PACKED, GroupPath.PER_CANDIDATE]
+    assert max_gap(results, reference) < PARITY_TOLERANCE
+    assert auto.num_unfinished_requests == 0
 
 
 @pytest.mark.vllm

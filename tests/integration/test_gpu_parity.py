@@ -59,7 +59,7 @@ def test_the_naive_engine_on_cuda_gives_the_cpu_scores(model_dir, cpu_reference)
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "flex_attention"])
-@pytest.mark.parametrize("multi_item", [False, True], ids=["per-group", "multi-item"])
+@pytest.mark.parametrize("multi_item", ["off", "on", "auto"], ids=["per-group", "multi-item", "auto"])
 def test_the_torch_engine_on_cuda_gives_the_cpu_scores(model_dir, cpu_reference, multi_item, attention):
     results = score(EngineKind.TORCH, model_dir, "cuda", multi_item=multi_item,
                     torch=TorchOptions(max_forward_candidates=16, max_batch_tokens=2048, attention=attention))

@@ -18,6 +18,7 @@ from tiny_model import VOCAB_SIZE, build_tiny_causal_lm
 from brew import defaults
 from brew.engines import EngineKind
 from brew.engines.base import CallerWork
+from brew.engines.multi_item_rule import GroupPath, MultiItemMode, PackingRule, row_tokens
 from brew.engines.naive import last_position_label_logprobs
 from brew.engines.options import TorchOptions
 from brew.engines.packing import PackingStats, plan_passes
@@ -79,16 +80,19 @@ def expected(qwen3_dir):
     return [naive_scores(model, groups) for groups in CALLERS]
 
 
-async def start_packed(model_dir, **options) -> TorchEngine:
-    """A multi-item torch engine that records its passes in `.passes`."""
-    engine = await TorchEngine.start(model_dir, options=TorchOptions(**options), multi_item=True)
-    engine.passes = []
+async def start_packed(model_dir, mode: MultiItemMode = MultiItemMode.ON, packing: PackingRule | None = None,
+                       **options) -> TorchEngine:
+    """A multi-item torch engine that records its passes in `.passes` and its groups' paths in `.paths`."""
+    engine = await TorchEngine.start(model_dir, options=TorchOptions(**options), multi_item=mode, packing=packing)
+    engine.passes, engine.paths = [], []
     engine.on_forward = engine.passes.append
+    engine.on_group_path = engine.paths.append
     return engine
 
 
-async def score_all_callers(model_dir, **options) -> tuple[list, list[PackingStats]]:
-    engine = await start_packed(model_dir, **options)
+async def score_all_callers(model_dir, mode: MultiItemMode = MultiItemMode.ON, packing: PackingRule | None = None,
+                            **options) -> tuple[list, list[PackingStats]]:
+    engine = await start_packed(model_dir, mode, packing, **options)
     try:
         return await engine.score_batch([CallerWork(groups) for groups in CALLERS]), engine.passes
     finally:
@@ -152,13 +156,14 @@ async def test_a_caller_with_an_empty_prompt_fails_alone(packed_engine, expected
 
 async def test_multi_item_is_refused_on_an_engine_without_it():
     with pytest.raises(EngineConfigError, match="engine naive has no multi-item scoring"):
-        await build_ranker(defaults.DEMO_MODEL_DIR, defaults.PROMPTS_DIR, EngineKind.NAIVE, multi_item=True)
+        await build_ranker(defaults.DEMO_MODEL_DIR, defaults.PROMPTS_DIR, EngineKind.NAIVE,
+                           multi_item=MultiItemMode.ON)
 
 
 async def test_the_example_request_scores_the_same_with_and_without_multi_item():
     request = request_from_proto(parse_request_json(defaults.EXAMPLE_REQUEST.read_text(encoding="utf-8")))
     responses = []
-    for multi_item in (False, True):
+    for multi_item in (MultiItemMode.OFF, MultiItemMode.ON):
         ranker = await build_ranker(defaults.DEMO_MODEL_DIR, defaults.PROMPTS_DIR, EngineKind.TORCH,
                                     multi_item=multi_item)
         try:
@@ -175,9 +180,40 @@ async def test_the_example_request_scores_the_same_with_and_without_multi_item()
 
 
 async def test_groups_longer_than_a_row_take_the_per_group_path_with_the_same_scores(qwen3_dir, expected):
-    outcomes, passes = await score_all_callers(qwen3_dir, max_row_tokens=500)
+    outcomes, passes = await score_all_callers(qwen3_dir, packing=PackingRule(max_row_tokens=500))
     # the 256-candidate group (about 1,200 tokens) was not packed: no pass holds that many tokens
     assert passes and max(p.real_tokens for p in passes) < 1000
+    for outcome, caller_expected in zip(outcomes, expected, strict=True):
+        assert max_gap(outcome, caller_expected) < PARITY_TOLERANCE
+
+
+async def test_auto_packs_by_each_groups_shape_and_scores_the_same(qwen3_dir, expected):
+    """auto with the default rule: one candidate, and candidates that outweigh
+    their prefix, go per group; the rest are packed; the scores are exact."""
+    outcomes, passes = await score_all_callers(qwen3_dir, MultiItemMode.AUTO)
+    engine = await start_packed(qwen3_dir, MultiItemMode.AUTO)
+    try:
+        await engine.score_batch([CallerWork(groups) for groups in CALLERS])
+        packed, per = GroupPath.PACKED, GroupPath.PER_CANDIDATE
+        # 150-token prefix: 1 candidate; 12 candidates (prefix ~30% of the row) |
+        # 256 short candidates behind 40 tokens | 4 behind 25 tokens; 2 behind 1 token
+        assert engine.paths == [per, packed, per, packed, per]
+        packed_groups = [CALLERS[0][1], CALLERS[2][0]]
+        assert sum(p.real_tokens for p in engine.passes) == sum(row_tokens(g) for g in packed_groups)
+    finally:
+        await engine.close()
+    assert passes
+    for outcome, caller_expected in zip(outcomes, expected, strict=True):
+        assert max_gap(outcome, caller_expected) < PARITY_TOLERANCE
+
+
+async def test_off_packs_nothing(qwen3_dir, expected):
+    engine = await start_packed(qwen3_dir, MultiItemMode.OFF)
+    try:
+        outcomes = await engine.score_batch([CallerWork(groups) for groups in CALLERS])
+    finally:
+        await engine.close()
+    assert engine.passes == [] and engine.paths == []  # the per-group path, no rule asked
     for outcome, caller_expected in zip(outcomes, expected, strict=True):
         assert max_gap(outcome, caller_expected) < PARITY_TOLERANCE
 
@@ -195,4 +231,5 @@ async def test_the_attention_option_picks_the_kernel_and_scores_the_same(qwen3_d
 
 async def test_flex_attention_is_refused_on_cpu_at_start(qwen3_dir):
     with pytest.raises(EngineConfigError, match="flex_attention is refused on CPU"):
-        await TorchEngine.start(qwen3_dir, options=TorchOptions(attention="flex_attention"), multi_item=True)
+        await TorchEngine.start(qwen3_dir, options=TorchOptions(attention="flex_attention"),
+                                multi_item=MultiItemMode.ON)

@@ -12,6 +12,7 @@ import pytest
 
 from brew import defaults
 from brew.engines import EngineKind
+from brew.engines.multi_item_rule import MultiItemMode, PackingRule
 from brew.engines.options import TorchOptions, VllmOptions
 from serving.config import (
     BatchingConfig,
@@ -40,6 +41,8 @@ def test_no_file_and_no_flags_give_the_defaults():
     assert (config.host, config.port, config.metrics_port) == ("127.0.0.1", 50051, 9400)
     assert config.batching == BatchingConfig() and config.limits == Limits()
     assert config.auth_token is None and config.vllm == VllmOptions() and config.torch == TorchOptions()
+    assert config.multi_item is MultiItemMode.AUTO and config.packing == PackingRule()
+    assert load_config(engine="naive").multi_item is MultiItemMode.AUTO  # auto on an engine that cannot pack: off
 
 
 def test_the_example_file_loads(monkeypatch):
@@ -109,6 +112,9 @@ def test_the_config_is_frozen():
         ({"cluster": {"replicas_dns": " "}}, "cluster.replicas_dns is empty"),
         ({"cluster": {"hash_balance_factor": 50}}, "cluster.hash_balance_factor must be 0 (off) or at least 100"),
         ({"cluster": {"hash_policy": "random"}}, "cluster.hash_policy 'random' is not one of ['ring_hash', 'maglev']"),
+        ({"multi_item": "on", "engine": "naive"}, "multi_item: engine naive has no multi-item scoring"),
+        ({"multi_item": True}, "multi_item True is not one of ['off', 'on', 'auto']"),
+        ({"packing": {"min_prefix_share": 2.0}}, "packing.min_prefix_share must be in 0..1, got 2.0"),
     ],
 )
 def test_an_invalid_setting_is_named_with_the_fix(overrides, message):

@@ -17,7 +17,8 @@ def test_vllms_server_runs_with_brews_vllm_settings(tmp_path):
 
 def test_every_engine_kind_is_a_system_served_by_that_engine(tmp_path):
     # The names BENCHMARKS.md reports; the baselines run last.
-    assert SYSTEMS[:3] == ("brew-vllm", "brew-vllm-mis", "brew-torch") and SYSTEMS[-2:] == ("vllm-openai", "naive")
+    assert SYSTEMS[:4] == ("brew-vllm", "brew-vllm-mis", "brew-vllm-auto", "brew-torch")
+    assert SYSTEMS[-2:] == ("vllm-openai", "naive")
     assert {variant.kind for variant in ENGINE_SYSTEMS.values()} == set(EngineKind)
     for system, variant in ENGINE_SYSTEMS.items():
         assert system in SYSTEMS
@@ -25,9 +26,11 @@ def test_every_engine_kind_is_a_system_served_by_that_engine(tmp_path):
         assert command[command.index("--engine") + 1] == variant.kind
         # Brew renders with the run's prompts, as the load generator does for vLLM's server.
         assert command[command.index("--prompts") + 1] == str(tmp_path / "prompts")
-        assert ("--multi-item" in command) == variant.multi_item
+        assert command[command.index("--multi-item") + 1] == variant.multi_item.value
 
 
 def test_multi_item_runs_as_its_own_system(tmp_path):
-    command = server_command("brew-torch-mis", Endpoints(8000, 9000), tmp_path, tmp_path)
-    assert command[command.index("--engine") + 1] == "torch" and "--multi-item" in command
+    for system, mode in (("brew-torch", "off"), ("brew-torch-mis", "on"), ("brew-torch-auto", "auto")):
+        command = server_command(system, Endpoints(8000, 9000), tmp_path, tmp_path)
+        assert command[command.index("--engine") + 1] == "torch"
+        assert command[command.index("--multi-item") + 1] == mode

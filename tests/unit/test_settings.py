@@ -125,11 +125,11 @@ def test_every_engine_setting_is_a_flag_of_brew_score_and_brew_eval():
 
     parser = build_parser()
     for command in ("score", "eval"):
-        args = parser.parse_args([command, "--config", "x.toml", "--multi-item", "--kv-cache-gib", "2",
-                                  "--max-row-tokens", "99", "--prompts", "p"])
+        args = parser.parse_args([command, "--config", "x.toml", "--multi-item", "on", "--kv-cache-gib", "2",
+                                  "--max-row-tokens", "99", "--max-batch-tokens", "512", "--prompts", "p"])
         table = given_flags(args, ServerConfig)
-        assert table == {"multi_item": True, "prompts": Path("p"), "vllm": {"kv_cache_gib": 2.0},
-                         "torch": {"max_row_tokens": 99}}, command
+        assert table == {"multi_item": "on", "prompts": Path("p"), "vllm": {"kv_cache_gib": 2.0},
+                         "packing": {"max_row_tokens": 99}, "torch": {"max_batch_tokens": 512}}, command
         assert args.config == Path("x.toml")
     engine_flags = {f.flag for f in fields_of(EngineSettings)}
     score_help = subprocess.run([sys.executable, "-m", "brew.cli", "score", "--help"], cwd=REPO,

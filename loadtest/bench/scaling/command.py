@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from brew.engines import EngineKind, TorchOptions
+from brew.engines import EngineKind, PackingRule, TorchOptions
 from loadtest.bench.flops import DecoderShape, measure_cuda_matmul_flops, measure_matmul_flops
 from loadtest.bench.scaling.checkpoint import checkpoint_positions, write_checkpoint
 from loadtest.bench.scaling.measure import measure_engine, vllm_cpu_threads
@@ -61,8 +61,9 @@ async def _measure_and_report(args: argparse.Namespace) -> int:
             print(f"measuring fp32 matmul FLOP/s on {threads} thread(s)", file=sys.stderr, flush=True)
             peaks[threads] = measure_matmul_flops(threads)
 
-    torch_options = TorchOptions(max_batch_tokens=args.max_batch_tokens, max_row_tokens=args.max_row_tokens,
-                                 attention=args.attention)
+    torch_options = TorchOptions(max_batch_tokens=args.max_batch_tokens, attention=args.attention)
+    packing = PackingRule(min_candidates=args.min_candidates, min_prefix_share=args.min_prefix_share,
+                          max_row_tokens=args.max_row_tokens)
     positions = checkpoint_positions(sweeps.longest_history + settings.suffix_tokens)
     with tempfile.TemporaryDirectory(prefix="brew-scaling-") as scratch:
         model_dir = write_checkpoint(args.checkpoint_dir or Path(scratch), positions, args.seed, args.model_shape)
@@ -72,11 +73,12 @@ async def _measure_and_report(args: argparse.Namespace) -> int:
         for kind in args.engines:  # one engine at a time: each closes before the next starts
             results += await measure_engine(kind, model_dir, shape, label_ids, settings,
                                             peaks[engine_threads[kind]], device=args.device,
-                                            torch_options=torch_options)
+                                            torch_options=torch_options, packing=packing)
 
     args.out.mkdir(parents=True, exist_ok=True)
     report = scaling_json(results, settings, shape, positions, engine_threads, peaks, label_ids, device_label,
                           {"max_batch_tokens": args.max_batch_tokens, "max_row_tokens": args.max_row_tokens,
+                           "min_candidates": args.min_candidates, "min_prefix_share": args.min_prefix_share,
                            "attention": args.attention or "sdpa"})
     (args.out / "scaling.json").write_text(json.dumps(report, indent=2) + "\n")
     plot_scaling(results, sweeps, args.out)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from brew.engines.multi_item_rule import PackingRule
 from brew.engines.options import TorchOptions
 from loadtest.bench.flops import DecoderShape, naive_group_flops, shared_group_flops
 from loadtest.bench.scaling.points import ScalingPoint, ScalingSettings, make_group
@@ -54,7 +55,8 @@ def _ms(seconds: float | None) -> str:
 
 async def measure_engine(kind: str, model_dir: Path, shape: DecoderShape, label_ids: tuple[int, int],
                          settings: ScalingSettings, peak_flops: float, device: str = "cpu",
-                         torch_options: TorchOptions | None = None) -> list[ScalingResult]:
+                         torch_options: TorchOptions | None = None,
+                         packing: PackingRule | None = None) -> list[ScalingResult]:
     """Start one engine (on `device`: the torch engines' device), measure
     every point on it, close it. A call's time includes bringing its scores
     back to the host, so a GPU call is timed to its end."""
@@ -62,7 +64,7 @@ async def measure_engine(kind: str, model_dir: Path, shape: DecoderShape, label_
 
     variant = engine_variants()[kind]
     engine = await create_engine(variant.kind, model_dir, device=device, torch=torch_options,
-                                 multi_item=variant.multi_item)
+                                 multi_item=variant.multi_item, packing=packing)
     results = []
     try:
         for point in settings.sweeps.points():

@@ -25,9 +25,9 @@ BASELINE = VLLM_OPENAI  # the system the report's ratios are taken against
 
 
 def system_name(variant: EngineVariant) -> str:
-    """The system that serves with `brew serve --engine KIND [--multi-item]`:
-    brew-KIND[-mis], but the naive engine, a baseline rather than a way to
-    serve, is just naive."""
+    """The system that serves with `brew serve --engine KIND --multi-item
+    MODE`: brew-KIND (off), brew-KIND-mis (on), brew-KIND-auto (auto), but the
+    naive engine, a baseline rather than a way to serve, is just naive."""
     return variant.name if variant.kind is EngineKind.NAIVE else f"brew-{variant.name}"
 
 
@@ -74,7 +74,7 @@ def server_command(system: str, endpoints: Endpoints, model: Path, prompts: Path
                 "--disable-log-stats"]
     variant = ENGINE_SYSTEMS[system]
     return [sys.executable, "-m", "brew.cli", "serve", "--engine", variant.kind.value, "--model", str(model),
-            "--prompts", str(prompts), *(["--multi-item"] if variant.multi_item else []),
+            "--prompts", str(prompts), "--multi-item", variant.multi_item.value,
             "--port", str(endpoints.port), "--metrics-port", str(endpoints.metrics_port), "--log-level", "warning"]
 
 

@@ -1,0 +1,106 @@
+"""Which way a group is scored: packed (multi-item) or one candidate at a time.
+
+A group is one member's prefix and N candidate suffixes. Multi-item scoring
+packs it into one row (torch) or one vLLM request: the prefix once, then
+every candidate, each candidate seeing only the prefix and itself. The
+other path scores each candidate behind the shared prefix on its own (the
+torch engine's per-group forward passes; vLLM's one request per candidate).
+Both give the same scores (within 1e-4 in fp32); they differ in cost, and
+which one is cheaper depends on the group's shape (docs/design/decisions.md,
+decision 7; the measurements in BENCHMARKS.md, section 2):
+
+- packing saves per-candidate work that does not grow with the prompt: one
+  request, one plan, one read-out instead of N. That saving is per
+  candidate, so a group with few candidates gains little;
+- a packed row attends over the prefix and every candidate at once: when
+  the candidates' tokens outweigh the prefix, the packed row's attention
+  and mask cost more than the per-candidate rows, which share the prefix's
+  keys and values and attend only to them and themselves;
+- a very long row costs length squared in dense attention kernels.
+
+`multi_item` (MultiItemMode) is the engine-wide switch: `off` never packs,
+`on` packs every group that fits a row, `auto` (the default) lets
+PackingRule decide per group. The rule is the same for both engines that
+pack (vllm, torch); its thresholds are settings (`[packing]`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from brew.settings import Settings, setting
+from brew.types import ScoringGroup
+
+
+class MultiItemMode(StrEnum):
+    """How an engine that can pack chooses: never, always, or by the group's shape."""
+
+    OFF = "off"
+    ON = "on"
+    AUTO = "auto"
+
+
+class GroupPath(StrEnum):
+    """The way one group was scored (the label of brew_groups_total)."""
+
+    PACKED = "packed"
+    PER_CANDIDATE = "per_candidate"
+
+
+DEFAULT_MIN_CANDIDATES = 2
+DEFAULT_MIN_PREFIX_SHARE = 0.25
+# Measured on the CPU with the dense SDPA kernel (BENCHMARKS.md, section 2):
+# a group packed alone beat the per-group path up to about 3,000 tokens and
+# lost beyond, where a dense mask's length-squared attention outweighs the
+# saving.
+DEFAULT_MAX_ROW_TOKENS = 3072
+
+
+def prefix_share(group: ScoringGroup) -> float:
+    """The prefix's share of the packed row's tokens: prefix / (prefix + every suffix)."""
+    prefix = len(group.prefix_ids)
+    total = prefix + sum(len(suffix) for suffix in group.suffix_ids)
+    return prefix / total if total else 0.0
+
+
+def row_tokens(group: ScoringGroup) -> int:
+    """Tokens of the group packed in one row: its prefix once, then every suffix."""
+    return len(group.prefix_ids) + sum(len(suffix) for suffix in group.suffix_ids)
+
+
+@dataclass(frozen=True)
+class PackingRule(Settings):
+    """When a group is packed (`[packing]`): the rule of `multi_item = "auto"`.
+
+    With `auto`, a group is packed when it has at least `min_candidates`
+    candidates, its prefix is at least `min_prefix_share` of the packed row's
+    tokens, and the row is at most `max_row_tokens` long; any other group is
+    scored one candidate at a time. With `on`, only `max_row_tokens` applies.
+    With `off`, nothing is packed. The rule is the same on both engines; a
+    packed vLLM group longer than vLLM's model length is also split into
+    runs of candidates that fit it, each behind the prefix.
+    """
+
+    min_candidates: int = setting(DEFAULT_MIN_CANDIDATES, ge=1,
+                                  help="multi_item auto: a group with fewer candidates is scored per candidate")
+    min_prefix_share: float = setting(DEFAULT_MIN_PREFIX_SHARE, ge=0, le=1,
+                                      help="multi_item auto: a group whose prefix is a smaller share of its "
+                                           "packed row's tokens is scored per candidate")
+    max_row_tokens: int = setting(DEFAULT_MAX_ROW_TOKENS, ge=1,
+                                  help="multi_item on or auto: a longer group (prefix plus every candidate) is "
+                                       "scored per candidate")
+
+    def path(self, mode: MultiItemMode, group: ScoringGroup) -> GroupPath:
+        """The way `group` is scored under `mode`."""
+        if mode is MultiItemMode.OFF:
+            return GroupPath.PER_CANDIDATE
+        if row_tokens(group) > self.max_row_tokens:
+            return GroupPath.PER_CANDIDATE
+        if mode is MultiItemMode.ON or self.packs_by_shape(group):
+            return GroupPath.PACKED
+        return GroupPath.PER_CANDIDATE
+
+    def packs_by_shape(self, group: ScoringGroup) -> bool:
+        """`auto`'s test of the group's shape: enough candidates, a prefix that weighs enough."""
+        return group.num_candidates >= self.min_candidates and prefix_share(group) >= self.min_prefix_share
