@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from brew.engines import EngineKind, PackingRule, TorchOptions
+from brew.engines import EngineKind, PackingRule, TorchOptions, engine_variants
 from loadtest.bench.flops import DecoderShape, measure_cuda_matmul_flops, measure_matmul_flops
 from loadtest.bench.scaling.checkpoint import checkpoint_positions, write_checkpoint
-from loadtest.bench.scaling.measure import measure_engine, vllm_cpu_threads
+from loadtest.bench.scaling.measure import measure_engine, threads_by_engine
 from loadtest.bench.scaling.plots import plot_scaling
 from loadtest.bench.scaling.points import ScalingSettings, ScalingSweeps, label_ids_for
 from loadtest.bench.scaling.report import format_report, scaling_json
@@ -28,9 +28,9 @@ def gpu_engines_problem(device: str, engines: tuple[str, ...]) -> str | None:
     """Why these engines cannot be measured on `device`, or None."""
     if not device.startswith("cuda"):
         return None
-    if EngineKind.VLLM.value in engines:
-        return ("--device cuda measures the torch engines (naive, torch, torch-mis); vLLM chooses its own "
-                "device (its GPU build runs on the GPU): leave vllm out of --engines")
+    if any(engine_variants()[name].kind is EngineKind.VLLM for name in engines):
+        return ("--device cuda measures the torch engines (naive, torch, torch-mis, torch-auto); vLLM chooses its "
+                "own device (its GPU build runs on the GPU): leave vllm, vllm-mis and vllm-auto out of --engines")
     if not torch.cuda.is_available():
         return "--device cuda: torch sees no GPU here"
     return None
@@ -44,10 +44,7 @@ async def _measure_and_report(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch_threads = torch.get_num_threads()
-    engine_threads = {
-        kind: vllm_cpu_threads(os.environ, len(os.sched_getaffinity(0))) if kind == EngineKind.VLLM
-        else torch_threads for kind in args.engines
-    }
+    engine_threads = threads_by_engine(args.engines, torch_threads, os.environ, len(os.sched_getaffinity(0)))
     sweeps = ScalingSweeps(args.candidate_counts, args.history_tokens, args.fixed_history, args.fixed_candidates)
     settings = ScalingSettings(sweeps, args.repeats, args.seed, args.suffix_tokens, args.max_prompt_tokens)
     peaks = {}

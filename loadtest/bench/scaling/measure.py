@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from brew.engines.multi_item_rule import PackingRule
@@ -29,6 +29,17 @@ def point_flops(shape: DecoderShape, point: ScalingPoint, suffix_tokens: int) ->
     suffixes = [suffix_tokens] * point.candidates
     return (shared_group_flops(shape, point.history_tokens, suffixes),
             naive_group_flops(shape, point.history_tokens, suffixes))
+
+
+def threads_by_engine(engines: Sequence[str], torch_threads: int, environ: Mapping[str, str],
+                      cpus: int) -> dict[str, int]:
+    """The threads each engine variant computes on (vllm, vllm-mis, vllm-auto:
+    vLLM's CPU worker's; the torch ones: torch's), for its share of peak."""
+    from brew.engines import EngineKind, engine_variants
+
+    variants = engine_variants()
+    return {name: vllm_cpu_threads(environ, cpus) if variants[name].kind is EngineKind.VLLM else torch_threads
+            for name in engines}
 
 
 def vllm_cpu_threads(environ: Mapping[str, str], cpus: int) -> int:
