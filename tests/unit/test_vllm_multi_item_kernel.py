@@ -56,6 +56,31 @@ def test_kernel_equals_dense_masked_attention_from_any_step_start(seed, heads, k
     assert torch.allclose(out, expected, atol=1e-5), (out - expected).abs().max()
 
 
+@pytest.mark.parametrize("seed", range(20))
+@pytest.mark.parametrize("heads,kv_heads", [(2, 2), (4, 2)])
+def test_a_step_from_the_first_token_plans_no_prefix_mask_and_equals_dense_attention(seed, heads, kv_heads):
+    """From logical index 0 the prefix rows are plain causal: SDPA's `is_causal`, no (rows x keys) mask."""
+    rows = rows_of(seed, plain=seed % 10 == 9)
+    context = rows.shape[1]
+    generator = torch.Generator().manual_seed(seed)
+    query = torch.randn(context, heads, HEAD, generator=generator)
+    keys = torch.randn(kv_heads, context, HEAD, generator=generator)
+    values = torch.randn(kv_heads, context, HEAD, generator=generator)
+    plan = plan_request(0, rows[1], rows[2])
+    assert plan.prefix_rows is not None and plan.prefix_rows[0] == 0 and plan.prefix_bias is None
+    out = torch.full_like(query, float("nan"))
+    attend(plan, query, keys, values, HEAD**-0.5, out)
+    expected = dense_reference(query, keys, values, 0, rows[1], rows[2], HEAD**-0.5)
+    assert torch.allclose(out, expected, atol=1e-5), (out - expected).abs().max()
+
+
+def test_a_step_starting_inside_the_prefix_masks_its_prefix_rows():
+    rows = layout_rows(parse(pack([1] * 40, [[2, 2]], random.Random(0))))
+    plan = plan_request(32, rows[1, 32:], rows[2, 32:])
+    assert plan.prefix_rows == (0, 8) and plan.prefix_context == 40
+    assert plan.prefix_bias is not None and plan.prefix_bias.shape == (8, 40)
+
+
 def test_a_plan_sorts_tokens_into_prefix_candidate_blocks_and_isolated_tokens():
     layout = parse(pack([1, 1, 1], [[2, 2], [], [2]], random.Random(0)))
     rows = layout_rows(layout)

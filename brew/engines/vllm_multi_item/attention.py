@@ -15,6 +15,18 @@ request; on GPUs a fused paged kernel with a mask (FlexAttention's
 `mask_mod` over the block table, FlashInfer's custom masks) would be the fast
 path, and is not written here.
 
+The cache is read and written as one row per slot (`token_rows`: slots x
+kv_heads x 2 * head_size, slot = block * block_size + offset), a view of the
+token-major layout this backend asks for: the KV write is one `index_copy_`
+of the step's (key | value) rows, and the gather is one `index_select` of the
+request's whole blocks, viewed (kv_heads, context, head) without a further
+copy (the matmuls take that stride as it is). Indexing the logical
+(blocks, kv_heads, block_size, 2 * head_size) view with a block and an
+offset tensor instead took two scattered writes per layer and two copies
+per gather. A cache that is not stored token-major (a layout fixed by the
+configuration, padded or block-outermost pages) is indexed through the
+logical view, as before; the result is the same.
+
 Facts of vLLM 0.32 relied on (read in its source):
 - `Attention.forward` calls `do_kv_cache_update` before `forward` when the
   backend's `forward_includes_kv_cache_update` is False, with the step's
@@ -23,7 +35,17 @@ Facts of vLLM 0.32 relied on (read in its source):
 - The per-layer cache handed to the backend is the logical view
   (blocks, kv_heads, block_size, 2 * head_size), keys in the first half of
   the last axis (as vllm/v1/attention/backends/flex_attention.py reads it);
-  `supported_kv_cache_layouts` picks its physical order.
+  `supported_kv_cache_layouts` picks its physical order
+  (vllm/v1/kv_cache_layout.py: `KVCacheLayout.LBNHC` stores each layer's
+  blocks as (blocks, block_size, kv_heads, 2 * head_size)), unless the cache
+  config already names a layout (`resolve_kv_cache_layout` in
+  vllm/v1/attention/backends/utils.py). The view is built with the tensor's
+  own block stride (`create_kv_cache_views` in vllm/v1/kv_cache_interface.py),
+  which equals one page for layer-outermost tensors and is larger for
+  padded or block-outermost ones: `token_rows` checks the strides and never
+  copies.
+- `slot_mapping` holds block * block_size + offset in the cache's (kernel)
+  block size, -1 for a token that is not stored; a step's slots are distinct.
 - `CommonAttentionMetadata`: `query_start_loc_cpu`, `seq_lens` (context
   length including this step's tokens), `block_table_tensor`, `slot_mapping`;
   a request's logical index of its first scheduled token is
@@ -116,13 +138,34 @@ class MultiItemAttentionImpl(AttentionImpl[MultiItemAttentionMetadata]):
 
     def do_kv_cache_update(self, layer: torch.nn.Module, key: torch.Tensor, value: torch.Tensor,
                            kv_cache: torch.Tensor, slot_mapping: torch.Tensor) -> None:
-        block_size = kv_cache.shape[2]
-        slots = slot_mapping[: key.shape[0]].long()
-        written = slots >= 0  # vLLM pads with slot -1: tokens that are not stored
-        slots = slots[written]
-        blocks, offsets = slots // block_size, slots % block_size
-        kv_cache[blocks, :, offsets, : self.head_size] = key[: written.shape[0]][written].to(kv_cache.dtype)
-        kv_cache[blocks, :, offsets, self.head_size:] = value[: written.shape[0]][written].to(kv_cache.dtype)
+        count = min(key.shape[0], slot_mapping.shape[0])
+        slots = slot_mapping[:count].long()
+        # (tokens, kv_heads, 2 * head): one cache row per token
+        entries = torch.cat((key[:count], value[:count]), dim=-1).to(kv_cache.dtype)
+        if bool((slots < 0).any()):  # vLLM pads with slot -1: tokens that are not stored
+            written = slots >= 0
+            slots, entries = slots[written], entries[written]
+        rows = token_rows(kv_cache)
+        if rows is not None:
+            rows.index_copy_(0, slots, entries)
+        else:
+            block_size = kv_cache.shape[2]
+            kv_cache[slots // block_size, :, slots % block_size] = entries
+
+    def context(self, kv_cache: torch.Tensor, blocks: torch.Tensor,
+                seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (kv_heads, seq_len, head_size) of the first `seq_len`
+        tokens stored in these blocks (int64, in the request's order)."""
+        rows = token_rows(kv_cache)
+        if rows is not None:
+            block_size = kv_cache.shape[2]
+            # (blocks, block_size, kv_heads, 2 * head) -> (kv_heads, context, 2 * head), a strided view
+            gathered = rows.view(-1, block_size, *rows.shape[1:]).index_select(0, blocks)
+            context = gathered.flatten(0, 1)[:seq_len].transpose(0, 1)
+        else:
+            # (blocks, kv_heads, block_size, 2 * head) -> (kv_heads, context, 2 * head)
+            context = kv_cache[blocks].transpose(0, 1).reshape(self.num_kv_heads, -1, 2 * self.head_size)[:, :seq_len]
+        return context[..., : self.head_size], context[..., self.head_size:]
 
     def _plans(self, metadata: MultiItemAttentionMetadata) -> list[RequestPlan]:
         if not metadata.plans:
@@ -146,13 +189,21 @@ class MultiItemAttentionImpl(AttentionImpl[MultiItemAttentionMetadata]):
             if end == start:
                 continue
             num_blocks = -(-seq_len // block_size)
-            blocks = attn_metadata.block_table[request, :num_blocks].long()
-            # (blocks, kv_heads, block_size, 2 * head) -> (kv_heads, context, 2 * head)
-            context = kv_cache[blocks].transpose(0, 1).reshape(self.num_kv_heads, -1, 2 * self.head_size)[:, :seq_len]
-            keys = context[..., : self.head_size].to(query.dtype)
-            values = context[..., self.head_size:].to(query.dtype)
-            attend(plan, query[start:end], keys, values, self.scale, output[start:end])
+            keys, values = self.context(kv_cache, attn_metadata.block_table[request, :num_blocks].long(), seq_len)
+            attend(plan, query[start:end], keys.to(query.dtype), values.to(query.dtype), self.scale,
+                   output[start:end])
         return output
+
+
+def token_rows(kv_cache: torch.Tensor) -> torch.Tensor | None:
+    """The per-layer cache as one row per slot, (blocks * block_size, kv_heads,
+    2 * head_size), a view; None when the cache is not stored token-major with
+    dense pages (the view would need a copy, and writes to it would be lost)."""
+    blocks, heads, block_size, width = kv_cache.shape
+    tokens = kv_cache.transpose(1, 2)  # (blocks, block_size, kv_heads, 2 * head)
+    if not tokens.is_contiguous():
+        return None
+    return tokens.view(blocks * block_size, heads, width)
 
 
 class MultiItemAttentionBackend(AttentionBackend):

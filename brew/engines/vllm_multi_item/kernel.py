@@ -6,14 +6,22 @@ model that made attention cost more than the rest of the model. So each
 engine step is planned once (`plan_request`, from the step's per-token rows
 of `layout.layout_rows`) and every layer then runs three parts:
 
-- prefix tokens: causal attention over the prefix (SDPA with a mask, since a
-  chunk may start inside the prefix);
+- prefix tokens: causal attention over the prefix, one SDPA call: plain
+  `is_causal` when the step starts at the prompt's first token, else with an
+  additive mask (a chunk or a cache hit may start inside the prefix, and
+  SDPA's `is_causal` aligns the diagonal top-left);
 - candidate blocks, batched (one row per block, padded to the longest):
   scores against the visible prefix and against the block's own tokens up to
   each query, one softmax over both, then the weighted values;
 - nonce and trailer tokens see only themselves: their output is their value.
 
 Plain torch (matmul and softmax), so it runs wherever vLLM's tensors live.
+SDPA gets 4-D (batch, heads, tokens, head) inputs: with 3-D ones torch 2.13's
+CPU dispatch skips its fused kernel (`_scaled_dot_product_flash_attention_for_cpu`)
+for the unfused math path, which builds the whole (queries x keys) score
+matrix; on a 1500-token prefix that took 4.7 times as long as the fused
+kernel with `is_causal`, 2.7 times as long as the fused kernel with the mask
+(loadtest/bench/mis_kernel.py).
 Keys and values are the request's whole context (cached and new tokens),
 one row per logical index; queries are this step's tokens, starting at
 logical index `first`.
@@ -43,7 +51,10 @@ class RequestPlan:
     """What one request's step attends to; the same for every layer."""
 
     prefix_rows: tuple[int, int] | None  # rows [from, to) of prefix tokens in this step
-    prefix_bias: torch.Tensor | None  # (rows, keys) additive causal mask for them
+    prefix_context: int  # they attend to keys [0, prefix_context)
+    # (rows, keys) additive causal mask for them; None when their queries start
+    # at logical index 0 (then rows == keys and the mask is SDPA's `is_causal`)
+    prefix_bias: torch.Tensor | None
     isolated_rows: torch.Tensor  # rows of tokens that see only themselves
     candidates: CandidateBatch | None
 
@@ -72,13 +83,16 @@ def plan_request(first: int, visible_prefix: torch.Tensor, block_start: torch.Te
             isolated.append(begin)
         else:
             blocks.append((begin, end, lo, visible[begin]))
-    prefix_bias = None
+    prefix_bias, prefix_context = None, 0
     if prefix_rows is not None:
-        queries = torch.arange(first + prefix_rows[0], first + prefix_rows[1], device=device)
-        keys = torch.arange(first + prefix_rows[1], device=device)
-        prefix_bias = _bias(keys[None, :] <= queries[:, None])
+        prefix_context = first + prefix_rows[1]
+        if first + prefix_rows[0] > 0:
+            queries = torch.arange(first + prefix_rows[0], prefix_context, device=device)
+            keys = torch.arange(prefix_context, device=device)
+            prefix_bias = _bias(keys[None, :] <= queries[:, None])
     context_len = first + len(starts)
-    return RequestPlan(prefix_rows, prefix_bias, torch.tensor(isolated, dtype=torch.long, device=device),
+    return RequestPlan(prefix_rows, prefix_context, prefix_bias,
+                       torch.tensor(isolated, dtype=torch.long, device=device),
                        _candidate_batch(first, context_len, blocks, device) if blocks else None)
 
 
@@ -119,11 +133,11 @@ def attend(plan: RequestPlan, query: torch.Tensor, keys: torch.Tensor, values: t
         values = values.repeat_interleave(heads // kv_heads, dim=0)
     if plan.prefix_rows is not None:
         begin, end = plan.prefix_rows
-        context = plan.prefix_bias.shape[1]
+        context = plan.prefix_context
         attended = torch.nn.functional.scaled_dot_product_attention(
-            query[begin:end].transpose(0, 1), keys[:, :context], values[:, :context],
-            attn_mask=plan.prefix_bias, scale=scale)
-        out[begin:end] = attended.transpose(0, 1).to(out.dtype)
+            query[begin:end].transpose(0, 1)[None], keys[None, :, :context], values[None, :, :context],
+            attn_mask=plan.prefix_bias, is_causal=plan.prefix_bias is None, scale=scale)
+        out[begin:end] = attended[0].transpose(0, 1).to(out.dtype)
     if plan.isolated_rows.numel():
         first = keys.shape[1] - query.shape[0]
         out[plan.isolated_rows] = values[:, first + plan.isolated_rows].transpose(0, 1).to(out.dtype)
