@@ -68,6 +68,9 @@ class EngineSpec:
     description: str
     start: Callable[[EngineStart], Awaitable[ScoringEngine]]
     multi_item: bool = False  # has exact multi-item scoring (candidates packed behind their prefix)
+    # multi_item auto chooses per group (else auto is the per-candidate path:
+    # vLLM runs one kind of model per engine, see brew.engines.vllm_engine)
+    packs_per_group: bool = False
 
 
 ENGINES: dict[EngineKind, EngineSpec] = {
@@ -76,7 +79,7 @@ ENGINES: dict[EngineKind, EngineSpec] = {
         EngineSpec(EngineKind.VLLM, "vLLM's engine core (its own processes) fed by Brew's client, "
                                     "prefix caching (production)", _start_vllm, multi_item=True),
         EngineSpec(EngineKind.TORCH, "transformers, prefix KV computed once per group (reference)", _start_torch,
-                   multi_item=True),
+                   multi_item=True, packs_per_group=True),
         EngineSpec(EngineKind.NAIVE, "one plain forward pass per candidate (baseline)", _start_naive),
     )
 }
@@ -100,9 +103,15 @@ class EngineVariant:
 
 
 def engine_variants() -> dict[str, EngineVariant]:
-    """Every engine kind with multi-item off, and each kind that can pack once more with it on and once auto."""
-    variants = [EngineVariant(kind, mode) for kind, spec in ENGINES.items()
-                for mode in (tuple(MultiItemMode) if spec.multi_item else (MultiItemMode.OFF,))]
+    """Every engine kind with multi-item off; each kind that can pack once more
+    with it on, and once auto where auto chooses per group (elsewhere auto is off)."""
+
+    def modes(spec: EngineSpec) -> tuple[MultiItemMode, ...]:
+        if not spec.multi_item:
+            return (MultiItemMode.OFF,)
+        return tuple(MultiItemMode) if spec.packs_per_group else (MultiItemMode.OFF, MultiItemMode.ON)
+
+    variants = [EngineVariant(kind, mode) for kind, spec in ENGINES.items() for mode in modes(spec)]
     return {variant.name: variant for variant in variants}
 
 
@@ -120,7 +129,9 @@ async def create_engine(
     """Start an engine of `kind` on the checkpoint in `model_dir`.
     `multi_item` (brew.engines.multi_item_rule): off, on (exact multi-item
     scoring for every group that fits `packing.max_row_tokens`) or auto (the
-    groups `packing` packs); auto on an engine that cannot pack is off."""
+    groups `packing` packs); auto on an engine that cannot pack, or cannot
+    choose per group (vLLM, see brew.engines.vllm_engine), is the
+    per-candidate path."""
     kind = EngineKind(kind)
     spec = ENGINES[kind]
     multi_item = MultiItemMode(multi_item)

@@ -35,8 +35,9 @@ class EngineSettings(Settings):
     multi_item: MultiItemMode = setting(
         MultiItemMode.AUTO, top_level=True,
         help="exact multi-item scoring, a member's candidates packed behind their shared context (torch: in few "
-             "forward passes; vllm: one request per member and task): auto packs each group whose shape gains "
-             "from it ([packing]), on packs every group, off none; the same scores either way")
+             "forward passes; vllm: one request per member and task), the same scores either way: on packs every "
+             "group that fits [packing] max_row_tokens, off none, auto each group whose shape gains from it on "
+             "torch and none on vllm (set on there for groups of many candidates)")
     packing: PackingRule = section(PackingRule, help="which groups multi_item packs")
     vllm: VllmOptions = section(VllmOptions, help="how vLLM is started")
     torch: TorchOptions = section(TorchOptions, help="how the torch engine runs its forward passes")

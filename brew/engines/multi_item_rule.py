@@ -20,8 +20,10 @@ decision 7; the measurements in BENCHMARKS.md, section 2):
 
 `multi_item` (MultiItemMode) is the engine-wide switch: `off` never packs,
 `on` packs every group that fits a row, `auto` (the default) lets
-PackingRule decide per group. The rule is the same for both engines that
-pack (vllm, torch); its thresholds are settings (`[packing]`).
+PackingRule decide per group where the engine can choose per group (torch).
+vLLM cannot (one kind of model per engine; brew.engines.vllm_engine says
+why and what it costs), so its `auto` is its per-candidate path. The rule's
+thresholds are settings (`[packing]`).
 """
 
 from __future__ import annotations

@@ -7,13 +7,23 @@ computes it, later ones hit the cache block by block). Each request
 generates one token and asks for the logprobs of exactly the label ids
 (`logprob_token_ids`).
 
-Multi-item (`multi_item` on or auto, EngineSettings.multi_item): vLLM runs
-Brew's pooling model (brew.engines.vllm_multi_item). A group the packing rule
-packs (brew.engines.multi_item_rule) is one pooling request (or one per run
-of its candidates that fits the model's length) holding the prefix and every
-candidate: the same label log-probabilities, one request's cost instead of
-one per candidate. Any other group is one pooling request per candidate, the
-same layout holding one candidate, its prefix served by the prefix cache.
+Multi-item (`multi_item` on, EngineSettings.multi_item): vLLM runs Brew's
+pooling model (brew.engines.vllm_multi_item). A group the packing rule packs
+(brew.engines.multi_item_rule: one that fits `max_row_tokens`) is one pooling
+request (or one per run of its candidates that fits the model's length)
+holding the prefix and every candidate: the same label log-probabilities,
+one request's cost instead of one per candidate. A longer group is one
+pooling request per candidate, the same layout holding one candidate, its
+prefix served by the prefix cache.
+
+`multi_item` auto keeps the per-candidate path here. vLLM runs one kind of
+model per engine (a pooling runner or a generating one), so one engine
+cannot choose per group between a packed request and vLLM's own
+per-candidate requests; and the pooling model's one-candidate requests cost
+about twice vLLM's own (Brew's attention backend gathers each request's
+context from the paged cache in plain torch; BENCHMARKS.md, section 9).
+Packing on vLLM pays only for groups of many candidates (section 9: 2.4x
+at 50, 0.7x at 16 with long histories): set `on` for such a workload.
 
 Facts of vLLM 0.32 this module relies on (read in its source):
 - Logprobs are fp32 full-vocabulary log-softmax of the raw logits: with the
@@ -93,10 +103,9 @@ CPU_BLOCK_SIZE = 32
 
 
 def engine_args(options: VllmOptions, model_dir: str | Path, *, dtype: str, on_cpu: bool,
-                multi_item: MultiItemMode = MultiItemMode.OFF) -> AsyncEngineArgs:
+                pooling: bool = False) -> AsyncEngineArgs:
     """The AsyncEngineArgs for these options; unset ones keep vLLM's defaults.
-    Multi-item on or auto starts vLLM as Brew's pooling model, which scores
-    packed requests and one-candidate requests alike."""
+    `pooling` starts vLLM as Brew's pooling model (multi-item scoring)."""
     settings = asdict(options)
     kv_cache_gib = settings.pop("kv_cache_gib")
     if settings["gpu_memory_utilization"] is None and on_cpu:
@@ -111,9 +120,15 @@ def engine_args(options: VllmOptions, model_dir: str | Path, *, dtype: str, on_c
         # Token ids in, logprobs out: vLLM never needs the tokenizer.
         skip_tokenizer_init=True,
         disable_log_stats=True,
-        **(multi_item_requests.engine_overrides(model_dir) if multi_item is not MultiItemMode.OFF else {}),
+        **(multi_item_requests.engine_overrides(model_dir) if pooling else {}),
         **{name: value for name, value in settings.items() if value is not None},
     )
+
+
+def uses_pooling_model(multi_item: MultiItemMode) -> bool:
+    """Whether vLLM runs Brew's pooling model: only with multi_item on (auto
+    keeps vLLM's per-candidate path, see the module docstring)."""
+    return multi_item is MultiItemMode.ON
 
 
 @functools.lru_cache(maxsize=256)
@@ -134,7 +149,7 @@ class VllmEngine:
         self._llm = llm
         self._client = client
         self._model_name = model_name
-        self._multi_item = MultiItemMode(multi_item)
+        self._pooling = uses_pooling_model(MultiItemMode(multi_item))
         self._packing = packing or PackingRule()
         # Called with each group's path, packed or one request per candidate (metrics).
         self.on_group_path: Callable[[GroupPath], None] | None = None
@@ -146,7 +161,7 @@ class VllmEngine:
         """Start vLLM (tens of seconds on CPU) on a worker thread: AsyncLLM can
         be built outside the event loop."""
         args = engine_args(options or VllmOptions(), model_dir, dtype=dtype, on_cpu=current_platform.is_cpu(),
-                           multi_item=multi_item)
+                           pooling=uses_pooling_model(MultiItemMode(multi_item)))
         llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
         try:
             client = await EngineCoreClient.attach(llm)
@@ -164,7 +179,7 @@ class VllmEngine:
         """The longest prompt of one candidate: vLLM's limit for a prompt that
         generates one token, less what a packed request adds in multi-item
         mode."""
-        if self._multi_item is not MultiItemMode.OFF:
+        if self._pooling:
             return self._client.max_prompt_len(generates=False) - multi_item_requests.OVERHEAD_TOKENS
         return self._client.max_prompt_len(generates=True)
 
@@ -181,7 +196,7 @@ class VllmEngine:
     async def score_batch(self, batch: Sequence[CallerWork]) -> list[CallerOutcome]:
         """Every caller's requests at once; vLLM schedules them into the same
         steps, and a caller that leaves aborts only its own requests."""
-        score = self._score_groups_pooled if self._multi_item is not MultiItemMode.OFF else self._score_groups
+        score = self._score_groups_pooled if self._pooling else self._score_groups
         return await score_callers_concurrently(score, batch)
 
     async def score(self, groups: Sequence[ScoringGroup]) -> list[GroupResult]:
@@ -204,6 +219,9 @@ class VllmEngine:
         message, every group sent before any is awaited, so vLLM schedules
         them into the same steps; any failure or cancellation aborts all."""
         client = self._client
+        if self.on_group_path is not None:
+            for _ in groups:
+                self.on_group_path(GroupPath.PER_CANDIDATE)
         request_ids = [[client.new_request_id() for _ in range(group.num_candidates)] for group in groups]
         async with self._aborted_on_failure([request_id for ids in request_ids for request_id in ids]):
             sent = [
@@ -218,9 +236,10 @@ class VllmEngine:
             return results
 
     async def _score_groups_pooled(self, groups: Sequence[ScoringGroup]) -> list[GroupResult]:
-        """Brew's pooling model: a group the packing rule packs is one vLLM
-        request (per run of candidates that fits the model), any other one
-        request per candidate (the same layout holding one candidate); a
+        """Brew's pooling model: a group the packing rule packs (with
+        multi_item on) is one vLLM request (per run of candidates that fits
+        the model), a longer one one request per candidate (the same layout
+        holding one candidate); a
         group's requests in one engine-core message, all sent before any is
         awaited; aborts as `_score_groups`."""
         client = self._client
@@ -243,7 +262,7 @@ class VllmEngine:
 
     def _runs(self, group: ScoringGroup) -> list[range]:
         """The candidates of each request of a group on the pooling model."""
-        path = self._packing.path(self._multi_item, group)
+        path = self._packing.path(MultiItemMode.ON, group)
         if self.on_group_path is not None:
             self.on_group_path(path)
         if path is GroupPath.PER_CANDIDATE:

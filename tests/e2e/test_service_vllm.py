@@ -1,6 +1,6 @@
 """The gRPC service end to end on the real vLLM engine, per candidate
-(multi_item off) and with the default multi_item auto, which packs the groups
-its rule packs on Brew's pooling model (each started once for this module): the answers agree
+(multi_item off, and auto's path on vLLM) and with multi-item scoring (on)
+(each started once for this module): the answers agree
 with the torch reference, concurrent callers share engine steps, and a
 deadline or a cancellation aborts the request's work inside vLLM instead of
 finishing it in vain.
@@ -29,7 +29,7 @@ PARITY_TOLERANCE = 1e-4
 LARGE = 1024  # distinct candidates: over a second of vLLM CPU work (0.73 s for 600 on 2 idle cores)
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module", params=["off", "auto"], ids=["per-candidate", "auto"])
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=["off", "on"], ids=["per-candidate", "multi-item"])
 async def server(request):
     async with running_server(
         engine="vllm", multi_item=request.param, batching={"collect_window_ms": 10},

@@ -23,7 +23,7 @@ from tiny_model import build_tiny_llama
 from waiting import eventually_async
 
 from brew.engines import EngineKind, create_engine
-from brew.engines.multi_item_rule import GroupPath, MultiItemMode, PackingRule
+from brew.engines.multi_item_rule import GroupPath, MultiItemMode, PackingRule, row_tokens
 from brew.engines.options import TorchOptions, VllmOptions
 from brew.engines.torch_engine import TorchEngine
 from brew.types import GroupResult
@@ -185,21 +185,22 @@ async def test_vllm_multi_item_matches_plain_forward_passes_and_the_per_candidat
 
 @pytest.mark.vllm
 @pytest.mark.asyncio(loop_scope="module")
-async def test_vllm_auto_packs_the_groups_its_rule_packs_and_scores_the_same(vllm_multi_item_engine, reference):
-    """auto on the pooling engine: a packed request for the groups the rule
-    packs, one request per candidate for the others; the same scores."""
+async def test_vllm_packs_the_groups_that_fit_a_row_and_sends_the_rest_per_candidate(
+        vllm_multi_item_engine, reference):
+    """multi_item on: a packed request for each group that fits the rule's
+    row, one pooling request per candidate for a longer one; the same scores."""
     from brew.engines.vllm_engine import VllmEngine
 
-    rule = PackingRule(min_candidates=5, min_prefix_share=0.0)
-    auto = VllmEngine(vllm_multi_item_engine._llm, vllm_multi_item_engine._client, "auto",
-                      multi_item=MultiItemMode.AUTO, packing=rule)
+    rule = PackingRule(max_row_tokens=300)
+    engine = VllmEngine(vllm_multi_item_engine._llm, vllm_multi_item_engine._client, "on",
+                        multi_item=MultiItemMode.ON, packing=rule)
     paths = []
-    auto.on_group_path = paths.append
-    results = await auto.score(GROUPS)
-    # 1 and 4 candidates: one request each; 70 and 9: packed
-    assert paths == [GroupPath.PER_CANDIDATE, GroupPath.PACKED, GroupPath.PACKED, GroupPath.PER_CANDIDATE]
+    engine.on_group_path = paths.append
+    results = await engine.score(GROUPS)
+    assert paths == [GroupPath.PACKED if row_tokens(g) <= 300 else GroupPath.PER_CANDIDATE for g in GROUPS]
+    assert set(paths) == {GroupPath.PACKED, GroupPath.PER_CANDIDATE}
     assert max_gap(results, reference) < PARITY_TOLERANCE
-    assert auto.num_unfinished_requests == 0
+    assert engine.num_unfinished_requests == 0
 
 
 @pytest.mark.vllm

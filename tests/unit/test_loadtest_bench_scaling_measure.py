@@ -26,8 +26,8 @@ def test_on_a_gpu_only_the_torch_engines_are_measured(monkeypatch):
     from loadtest.bench.scaling.command import gpu_engines_problem
 
     assert gpu_engines_problem("cpu", ("vllm", "torch")) is None
-    assert "leave vllm, vllm-mis and vllm-auto out" in gpu_engines_problem("cuda", ("vllm", "torch"))
-    assert "leave vllm" in gpu_engines_problem("cuda", ("vllm-auto",))
+    assert "leave vllm and vllm-mis out" in gpu_engines_problem("cuda", ("vllm", "torch"))
+    assert "leave vllm" in gpu_engines_problem("cuda", ("vllm-mis",))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert "no GPU" in gpu_engines_problem("cuda:0", ("naive", "torch", "torch-mis"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -35,5 +35,5 @@ def test_on_a_gpu_only_the_torch_engines_are_measured(monkeypatch):
 
 
 def test_every_vllm_variant_is_measured_against_vllms_threads():
-    threads = threads_by_engine(["vllm", "vllm-mis", "vllm-auto", "torch", "torch-mis", "naive"], 2, {}, 4)
-    assert threads == {"vllm": 3, "vllm-mis": 3, "vllm-auto": 3, "torch": 2, "torch-mis": 2, "naive": 2}
+    threads = threads_by_engine(["vllm", "vllm-mis", "torch", "torch-mis", "torch-auto", "naive"], 2, {}, 4)
+    assert threads == {"vllm": 3, "vllm-mis": 3, "torch": 2, "torch-mis": 2, "torch-auto": 2, "naive": 2}

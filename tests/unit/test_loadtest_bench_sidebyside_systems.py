@@ -17,7 +17,8 @@ def test_vllms_server_runs_with_brews_vllm_settings(tmp_path):
 
 def test_every_engine_kind_is_a_system_served_by_that_engine(tmp_path):
     # The names BENCHMARKS.md reports; the baselines run last.
-    assert SYSTEMS[:4] == ("brew-vllm", "brew-vllm-mis", "brew-vllm-auto", "brew-torch")
+    # vLLM's auto is its per-candidate path (brew-vllm): no system of its own
+    assert SYSTEMS[:4] == ("brew-vllm", "brew-vllm-mis", "brew-torch", "brew-torch-mis")
     assert SYSTEMS[-2:] == ("vllm-openai", "naive")
     assert {variant.kind for variant in ENGINE_SYSTEMS.values()} == set(EngineKind)
     for system, variant in ENGINE_SYSTEMS.items():
