@@ -22,8 +22,9 @@ cannot choose per group between a packed request and vLLM's own
 per-candidate requests; and the pooling model's one-candidate requests cost
 about twice vLLM's own (Brew's attention backend gathers each request's
 context from the paged cache in plain torch; BENCHMARKS.md, section 9).
-Packing on vLLM pays only for groups of many candidates (section 9: 2.4x
-at 50, 0.7x at 16 with long histories): set `on` for such a workload.
+Packing on vLLM pays only for groups of many candidates (section 9: 1.36x
+the per-candidate path's capacity at 50, 0.75x at 16 with long histories):
+set `on` for such a workload.
 
 Facts of vLLM 0.32 this module relies on (read in its source):
 - Logprobs are fp32 full-vocabulary log-softmax of the raw logits: with the
