@@ -27,13 +27,16 @@ import sys
 from pathlib import Path
 
 from brew import defaults
-from brew.engines.multi_item_rule import DEFAULT_MAX_ROW_TOKENS, DEFAULT_MIN_CANDIDATES, DEFAULT_MIN_PREFIX_SHARE
+from brew.engines.multi_item_rule import PackingRule
 from brew.engines.options import ATTENTION_KERNELS, DEFAULT_MAX_BATCH_TOKENS
+from brew.settings import add_flags
 from loadtest import flags
-from loadtest.bench.scaling.points import DEFAULT_TOKEN_CAPS, SCALING_ENGINES, SUFFIX_TOKENS, ScalingSweeps
+from loadtest.bench.scaling.points import (
+    DEFAULT_TOKEN_CAPS, PACKING_PREFIX, SCALING_ENGINES, SUFFIX_TOKENS, ScalingSweeps,
+)
 from loadtest.bench.sidebyside.systems import SYSTEMS
 from loadtest.flags import (
-    add, int_list, non_negative_float, positive_float, positive_int, rate_list, resolve_defaults, share,
+    add, int_list, non_negative_float, positive_float, positive_int, rate_list, resolve_defaults,
 )
 
 # --- scaling's argument types -------------------------------------------------------
@@ -236,15 +239,9 @@ def _add_scaling(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--threads", type=positive_int, help="torch threads (default: torch's own choice)")
     parser.add_argument("--device", default="cpu",
                         help="where the torch engines run: cpu (default) or cuda[:N] (vLLM picks its own)")
-    parser.add_argument("--max-row-tokens", type=positive_int, default=DEFAULT_MAX_ROW_TOKENS,
-                        help="-mis and -auto: a longer group is scored per candidate "
-                             "(PackingRule.max_row_tokens, default %(default)s)")
-    parser.add_argument("--min-candidates", type=positive_int, default=DEFAULT_MIN_CANDIDATES,
-                        help="-auto: a group with fewer candidates is scored per candidate "
-                             "(PackingRule.min_candidates, default %(default)s)")
-    parser.add_argument("--min-prefix-share", type=share, default=DEFAULT_MIN_PREFIX_SHARE,
-                        help="-auto: a group whose prefix is a smaller share of its packed row is scored per "
-                             "candidate (PackingRule.min_prefix_share, default %(default)s)")
+    # The rule of the -mis and -auto engines: the flags of brew serve's [packing], from its one declaration.
+    add_flags(parser, PackingRule, title="[packing]: which groups the -mis and -auto engines pack",
+              prefix=PACKING_PREFIX)
     parser.add_argument("--max-batch-tokens", type=positive_int, default=DEFAULT_MAX_BATCH_TOKENS,
                         help="torch-mis: tokens of one packed pass, pads included (default %(default)s)")
     parser.add_argument("--attention", choices=ATTENTION_KERNELS, default=None,

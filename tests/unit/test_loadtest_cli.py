@@ -138,3 +138,16 @@ def test_duration_and_out_follow_the_command_when_not_given(tmp_path):
     given = resolve_defaults(build_parser().parse_args(["run", "--rate", "1", "--duration", "3", "--out",
                                                         str(tmp_path)]), "run")
     assert (given.duration, given.out) == (3.0, tmp_path)
+
+
+def test_scalings_packing_flags_are_the_packing_rules_own(capsys):
+    """The [packing] settings of brew serve, from their one declaration; a bad value is refused at once."""
+    from brew.engines.multi_item_rule import PackingRule
+    from brew.settings import from_table, given_flags
+    from loadtest.bench.scaling.points import PACKING_PREFIX
+
+    args = build_parser().parse_args(["scaling", "--out", "x", "--max-row-tokens", "99", "--min-candidates", "4"])
+    assert from_table(PackingRule, given_flags(args, PackingRule, PACKING_PREFIX)) == PackingRule(
+        max_row_tokens=99, min_candidates=4)
+    assert main(["scaling", "--out", "x", "--min-prefix-share", "2"]) == 2
+    assert "min_prefix_share must be in 0..1, got 2.0" in capsys.readouterr().err

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import sys
@@ -15,11 +16,12 @@ from pathlib import Path
 import torch
 
 from brew.engines import EngineKind, PackingRule, TorchOptions, engine_variants
+from brew.settings import from_table, given_flags
 from loadtest.bench.flops import DecoderShape, measure_cuda_matmul_flops, measure_matmul_flops
 from loadtest.bench.scaling.checkpoint import checkpoint_positions, write_checkpoint
 from loadtest.bench.scaling.measure import measure_engine, threads_by_engine
 from loadtest.bench.scaling.plots import plot_scaling
-from loadtest.bench.scaling.points import ScalingSettings, ScalingSweeps, label_ids_for
+from loadtest.bench.scaling.points import PACKING_PREFIX, ScalingSettings, ScalingSweeps, label_ids_for
 from loadtest.bench.scaling.report import format_report, scaling_json
 from loadtest.bench.scaling.results import ScalingResult
 
@@ -41,6 +43,8 @@ async def _measure_and_report(args: argparse.Namespace) -> int:
     if problem:
         print(f"brew loadtest scaling: {problem}", file=sys.stderr)
         return 2
+    # Checked before any measurement: a bad value fails at once (SettingsError, a ValueError).
+    packing = from_table(PackingRule, given_flags(args, PackingRule, PACKING_PREFIX), "[packing]")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch_threads = torch.get_num_threads()
@@ -59,8 +63,6 @@ async def _measure_and_report(args: argparse.Namespace) -> int:
             peaks[threads] = measure_matmul_flops(threads)
 
     torch_options = TorchOptions(max_batch_tokens=args.max_batch_tokens, attention=args.attention)
-    packing = PackingRule(min_candidates=args.min_candidates, min_prefix_share=args.min_prefix_share,
-                          max_row_tokens=args.max_row_tokens)
     positions = checkpoint_positions(sweeps.longest_history + settings.suffix_tokens)
     with tempfile.TemporaryDirectory(prefix="brew-scaling-") as scratch:
         model_dir = write_checkpoint(args.checkpoint_dir or Path(scratch), positions, args.seed, args.model_shape)
@@ -74,8 +76,7 @@ async def _measure_and_report(args: argparse.Namespace) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     report = scaling_json(results, settings, shape, positions, engine_threads, peaks, label_ids, device_label,
-                          {"max_batch_tokens": args.max_batch_tokens, "max_row_tokens": args.max_row_tokens,
-                           "min_candidates": args.min_candidates, "min_prefix_share": args.min_prefix_share,
+                          {"max_batch_tokens": args.max_batch_tokens, **dataclasses.asdict(packing),
                            "attention": args.attention or "sdpa"})
     (args.out / "scaling.json").write_text(json.dumps(report, indent=2) + "\n")
     plot_scaling(results, sweeps, args.out)

@@ -17,6 +17,8 @@ from brew.engines import EngineKind, engine_variants
 from brew.types import ScoringGroup
 
 SUFFIX_TOKENS = 24
+# Where scaling's [packing] flags land in its parsed options ("packing.max_row_tokens", ...).
+PACKING_PREFIX = "packing."
 FIRST_ID = 3  # ids 0-2 are the demo tokenizer's special tokens: random ids avoid them
 SCALING_ENGINES = tuple(engine_variants())  # vllm, torch, torch-mis, naive
 # Keeps a naive call to a few seconds on 2 CPU cores (8 x 4,096 tokens took 3 s).
