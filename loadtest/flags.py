@@ -62,25 +62,24 @@ def resolve_defaults(args: argparse.Namespace, command: str) -> argparse.Namespa
 
 # --- argument types: each says what it expected -------------------------------
 
-def positive_float(text: str) -> float:
+def _number(text: str, holds: Callable[[float], bool], expected: str, unparsed: str = "a number") -> float:
+    """`text` as a float for which `holds` is true; else an error saying what was expected."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {unparsed}, got {text!r}") from None
+    if not holds(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
+
+
+def positive_float(text: str) -> float:
+    return _number(text, lambda value: value > 0, "a positive number")
 
 
 def non_negative_float(text: str) -> float:
     """A number >= 0 (a length of time of 0 skips what it times)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
+    return _number(text, lambda value: value >= 0, "a number >= 0")
 
 
 def _whole_number(text: str, minimum: int) -> int:
@@ -152,13 +151,7 @@ def rate_list(text: str) -> list[float]:
 
 
 def share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a share in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a share in [0, 1], got {text!r}")
-    return value
+    return _number(text, lambda value: 0.0 <= value <= 1.0, "a share in [0, 1]", unparsed="a share in [0, 1]")
 
 
 def even_count(text: str) -> int:

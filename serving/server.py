@@ -147,13 +147,12 @@ class BrewServer:
         await server.start()
         self._server = server
         try:
-            if config.metrics_port:
-                _check_can_listen("/metrics", config.metrics_host, config.metrics_port, "--metrics-port",
-                                  "--metrics-host")
+            # No probe first: the metrics server binds without SO_REUSEPORT, so its own error says why.
             metrics_port = self.metrics.start_http_server(config.metrics_port, config.metrics_host)
-        except BaseException:
+        except OSError as error:
             await self._abandon_start()
-            raise
+            raise _listen_error(error, "/metrics", config.metrics_host, config.metrics_port, "--metrics-port",
+                                "--metrics-host") from None
         self.endpoints = Endpoints(grpc_port=port, metrics_port=metrics_port)
         log.info("listening on %s:%d (health NOT_SERVING until warm); metrics on http://%s:%d/metrics",
                  config.host, port, config.metrics_host, self.endpoints.metrics_port)
@@ -385,10 +384,15 @@ def _check_can_listen(what: str, host: str, port: int, port_flag: str, host_flag
         with socket.create_server((host, port)):
             pass
     except OSError as error:
-        if error.errno == errno.EADDRINUSE:
-            raise PortInUseError(what, host, port, port_flag) from None
-        raise ListenError(f"cannot listen on {host}:{port} for {what}: {error.strerror or error}; "
-                          f"check {host_flag} and {port_flag}") from None
+        raise _listen_error(error, what, host, port, port_flag, host_flag) from None
+
+
+def _listen_error(error: OSError, what: str, host: str, port: int, port_flag: str, host_flag: str) -> ListenError:
+    """The ListenError of a failed bind on `host:port`: the port taken, or the system's reason."""
+    if error.errno == errno.EADDRINUSE:
+        return PortInUseError(what, host, port, port_flag)
+    return ListenError(f"cannot listen on {host}:{port} for {what}: {error.strerror or error}; "
+                       f"check {host_flag} and {port_flag}")
 
 
 def _freeze_startup_objects() -> None:

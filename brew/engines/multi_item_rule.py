@@ -59,16 +59,15 @@ DEFAULT_MIN_PREFIX_SHARE = 0.25
 DEFAULT_MAX_ROW_TOKENS = 3072
 
 
-def prefix_share(group: ScoringGroup) -> float:
-    """The prefix's share of the packed row's tokens: prefix / (prefix + every suffix)."""
-    prefix = len(group.prefix_ids)
-    total = prefix + sum(len(suffix) for suffix in group.suffix_ids)
-    return prefix / total if total else 0.0
-
-
 def row_tokens(group: ScoringGroup) -> int:
     """Tokens of the group packed in one row: its prefix once, then every suffix."""
     return len(group.prefix_ids) + sum(len(suffix) for suffix in group.suffix_ids)
+
+
+def prefix_share(group: ScoringGroup) -> float:
+    """The prefix's share of the packed row's tokens: prefix / (prefix + every suffix)."""
+    total = row_tokens(group)
+    return len(group.prefix_ids) / total if total else 0.0
 
 
 @dataclass(frozen=True)

@@ -197,11 +197,6 @@ class PackingPlan:
         return PackingStats.total([p.stats for p in self.passes])
 
 
-def group_length(group: ScoringGroup) -> int:
-    """Tokens of the whole group in a row: its prefix once, then every suffix."""
-    return row_tokens(group)
-
-
 def piece_length(group: ScoringGroup, piece: RowPiece) -> int:
     return len(group.prefix_ids) + sum(len(group.suffix_ids[c]) for c in piece.candidates)
 
@@ -347,7 +342,7 @@ def plan_passes(
     if max_row_tokens is not None and max_row_tokens < 1:
         raise ValueError(f"max_row_tokens must be at least 1, got {max_row_tokens}")
     if max_row_tokens is None:
-        max_row_tokens = max(map(group_length, groups), default=1)
+        max_row_tokens = max(map(row_tokens, groups), default=1)
     row_limit = min(max_row_tokens, max_batch_tokens)
 
     pieces = [piece for index, group in enumerate(groups) for piece in split_group(index, group, row_limit)]

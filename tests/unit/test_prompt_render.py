@@ -154,13 +154,18 @@ def test_without_a_request_the_tasks_own_example_is_rendered(task, shipped_tasks
     assert render.prepared.group == group
 
 
-def test_a_task_of_another_prompts_directory_renders_its_own_example(write_prompts):
+def job_saved_prompts(write_prompts, item_id: str):
+    """A prompts directory with one task, job_saved, whose own example has one candidate, `item_id`."""
     config = '[labels]\nwords = [" Yes", " No"]\n'
     template = ("{% block context %}task: save\n{% endblock %}{% block history_item %}{{ action }}{% endblock %}"
                 "{% block candidate %}{{ candidate.title }}\nsaves:{% endblock %}")
     example = {"member": {"memberId": "m-1"},
-               "tasks": [{"task": "job_saved", "candidates": [{"itemId": "j-1", "fields": {"title": "analyst"}}]}]}
-    prompts = write_prompts({"examples/job_saved.json": json.dumps(example)}, job_saved=(config, template))
+               "tasks": [{"task": "job_saved", "candidates": [{"itemId": item_id, "fields": {"title": "analyst"}}]}]}
+    return write_prompts({"examples/job_saved.json": json.dumps(example)}, job_saved=(config, template))
+
+
+def test_a_task_of_another_prompts_directory_renders_its_own_example(write_prompts):
+    prompts = job_saved_prompts(write_prompts, "j-1")
     render, _ = render_request_file(prompts, defaults.DEMO_MODEL_DIR, None, "job_saved")
     assert render.prepared.candidate_texts == ("analyst\nsaves:",)
 
@@ -168,12 +173,7 @@ def test_a_task_of_another_prompts_directory_renders_its_own_example(write_promp
 def test_the_command_without_a_request_renders_the_tasks_own_example(write_prompts, capsys):
     """`brew prompts render --prompts DIR --task T`: DIR/examples/T.json, never examples/request.json
     (which has no candidates for a new task)."""
-    config = '[labels]\nwords = [" Yes", " No"]\n'
-    template = ("{% block context %}task: save\n{% endblock %}{% block history_item %}{{ action }}{% endblock %}"
-                "{% block candidate %}{{ candidate.title }}\nsaves:{% endblock %}")
-    example = {"member": {"memberId": "m-1"},
-               "tasks": [{"task": "job_saved", "candidates": [{"itemId": "j-9", "fields": {"title": "analyst"}}]}]}
-    prompts = write_prompts({"examples/job_saved.json": json.dumps(example)}, job_saved=(config, template))
+    prompts = job_saved_prompts(write_prompts, "j-9")
     assert main(["prompts", "render", "--prompts", str(prompts), "--task", "job_saved", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert [c["item_id"] for c in report["candidates"]] == ["j-9"]

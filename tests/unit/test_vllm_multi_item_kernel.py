@@ -39,21 +39,31 @@ def rows_of(seed: int, plain: bool = False) -> torch.Tensor:
     return layout_rows(parse(pack(prefix, candidates, rng)))
 
 
+def random_step(seed: int, context: int, first: int, heads: int, kv_heads: int):
+    """Queries of the step's tokens (from logical index `first`), keys and values of the whole context."""
+    generator = torch.Generator().manual_seed(seed)
+    query = torch.randn(context - first, heads, HEAD, generator=generator)
+    keys = torch.randn(kv_heads, context, HEAD, generator=generator)
+    values = torch.randn(kv_heads, context, HEAD, generator=generator)
+    return query, keys, values
+
+
+def assert_attends_as_dense(plan, query, keys, values, first, visible_prefix, block_start) -> None:
+    out = torch.full_like(query, float("nan"))
+    attend(plan, query, keys, values, HEAD**-0.5, out)
+    expected = dense_reference(query, keys, values, first, visible_prefix, block_start, HEAD**-0.5)
+    assert torch.allclose(out, expected, atol=1e-5), (out - expected).abs().max()
+
+
 @pytest.mark.parametrize("seed", range(40))
 @pytest.mark.parametrize("heads,kv_heads", [(2, 2), (4, 2)])
 def test_kernel_equals_dense_masked_attention_from_any_step_start(seed, heads, kv_heads):
     rows = rows_of(seed, plain=seed % 10 == 9)
-    context = rows.shape[1]
-    generator = torch.Generator().manual_seed(seed)
-    first = random.Random(seed).randint(0, context - 1)
-    query = torch.randn(context - first, heads, HEAD, generator=generator)
-    keys = torch.randn(kv_heads, context, HEAD, generator=generator)
-    values = torch.randn(kv_heads, context, HEAD, generator=generator)
+    first = random.Random(seed).randint(0, rows.shape[1] - 1)
+    query, keys, values = random_step(seed, rows.shape[1], first, heads, kv_heads)
     visible_prefix, block_start = rows[1, first:], rows[2, first:]
-    out = torch.full_like(query, float("nan"))
-    attend(plan_request(first, visible_prefix, block_start), query, keys, values, HEAD**-0.5, out)
-    expected = dense_reference(query, keys, values, first, visible_prefix, block_start, HEAD**-0.5)
-    assert torch.allclose(out, expected, atol=1e-5), (out - expected).abs().max()
+    assert_attends_as_dense(plan_request(first, visible_prefix, block_start), query, keys, values, first,
+                            visible_prefix, block_start)
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -61,17 +71,10 @@ def test_kernel_equals_dense_masked_attention_from_any_step_start(seed, heads, k
 def test_a_step_from_the_first_token_plans_no_prefix_mask_and_equals_dense_attention(seed, heads, kv_heads):
     """From logical index 0 the prefix rows are plain causal: SDPA's `is_causal`, no (rows x keys) mask."""
     rows = rows_of(seed, plain=seed % 10 == 9)
-    context = rows.shape[1]
-    generator = torch.Generator().manual_seed(seed)
-    query = torch.randn(context, heads, HEAD, generator=generator)
-    keys = torch.randn(kv_heads, context, HEAD, generator=generator)
-    values = torch.randn(kv_heads, context, HEAD, generator=generator)
+    query, keys, values = random_step(seed, rows.shape[1], 0, heads, kv_heads)
     plan = plan_request(0, rows[1], rows[2])
     assert plan.prefix_rows is not None and plan.prefix_rows[0] == 0 and plan.prefix_bias is None
-    out = torch.full_like(query, float("nan"))
-    attend(plan, query, keys, values, HEAD**-0.5, out)
-    expected = dense_reference(query, keys, values, 0, rows[1], rows[2], HEAD**-0.5)
-    assert torch.allclose(out, expected, atol=1e-5), (out - expected).abs().max()
+    assert_attends_as_dense(plan, query, keys, values, 0, rows[1], rows[2])
 
 
 def test_a_step_starting_inside_the_prefix_masks_its_prefix_rows():
