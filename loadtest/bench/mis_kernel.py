@@ -55,11 +55,19 @@ class Scenario:
     num_candidates: int
     candidate_len: int
     cached_prefix: bool  # the prefix's full blocks come from the cache (a repeat member)
+    # candidates of candidate_len..candidate_len_max tokens, drawn uniformly (None: all candidate_len)
+    candidate_len_max: int | None = None
 
     @property
     def name(self) -> str:
-        return (f"prefix {self.prefix_len} + {self.num_candidates} x {self.candidate_len}"
+        lengths = (f"{self.candidate_len}-{self.candidate_len_max}" if self.candidate_len_max
+                   else str(self.candidate_len))
+        return (f"prefix {self.prefix_len} + {self.num_candidates} x {lengths}"
                 + (", prefix cached" if self.cached_prefix else ""))
+
+    def candidate_lengths(self, rng: random.Random) -> list[int]:
+        top = self.candidate_len_max or self.candidate_len
+        return [rng.randint(self.candidate_len, top) for _ in range(self.num_candidates)]
 
 
 SCENARIOS = (
@@ -67,6 +75,9 @@ SCENARIOS = (
     Scenario(600, 16, 10, True),
     Scenario(1500, 50, 10, False),
     Scenario(1500, 50, 10, True),
+    # the long-history workload's shape: candidates of 20-45 tokens behind a 600-token prefix
+    Scenario(600, 16, 20, False, 45),
+    Scenario(600, 16, 20, True, 45),
 )
 
 
@@ -140,8 +151,8 @@ def make_step(scenario: Scenario, seed: int = 0) -> Step:
     rng = random.Random(seed)
     generator = torch.Generator().manual_seed(seed)
     ids = pack([5 + rng.randrange(700) for _ in range(scenario.prefix_len)],
-               [[5 + rng.randrange(700) for _ in range(scenario.candidate_len)]
-                for _ in range(scenario.num_candidates)], rng)
+               [[5 + rng.randrange(700) for _ in range(length)] for length in scenario.candidate_lengths(rng)],
+               rng)
     rows = layout_rows(parse(ids))
     seq_len = len(ids)
     first = scenario.prefix_len // BLOCK_SIZE * BLOCK_SIZE if scenario.cached_prefix else 0

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from brew.engines.vllm_multi_item.kernel import attend, plan_request
+from brew.engines.vllm_multi_item.kernel import attend, attend_with_lse, plan_request
 from brew.engines.vllm_multi_item.layout import layout_rows, may_attend, pack, parse, plain_rows
 
 HEAD = 16
@@ -91,3 +91,34 @@ def test_a_plan_sorts_tokens_into_prefix_candidate_blocks_and_isolated_tokens():
     assert plan.prefix_rows == (0, 3)
     assert plan.candidates is not None and plan.candidates.query_valid.sum().item() == 2 + 1 + 1
     assert plan.isolated_rows.numel() == layout.total_len - 3 - 4
+
+
+@pytest.mark.parametrize("empty", [False, True])
+def test_candidate_blocks_skip_the_prefix_bias_only_when_every_block_sees_the_whole_prefix(empty):
+    """An empty candidate is packed as a copy of the prefix's last token, which
+    sees one token less of the prefix: only then do the blocks need a prefix
+    bias, and both ways equal dense attention."""
+    candidates = [[2, 2, 2], [], [2]] if empty else [[2, 2, 2], [2, 2], [2]]
+    rows = layout_rows(parse(pack([1] * 20, candidates, random.Random(0))))
+    plan = plan_request(0, rows[1], rows[2])
+    assert plan.candidates is not None and (plan.candidates.prefix_bias is not None) == empty
+    query, keys, values = random_step(1, rows.shape[1], 0, 2, 2)
+    assert_attends_as_dense(plan, query, keys, values, 0, rows[1], rows[2])
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_attention_with_log_sum_exp_is_the_same_fused_and_in_plain_torch(with_bias):
+    """The candidates' prefix part takes torch's fused CPU kernel on CPU and
+    plain matmuls elsewhere: both give the same output and log-sum-exp."""
+    generator = torch.Generator().manual_seed(3)
+    query, keys, values = (torch.randn(2, n, HEAD, generator=generator) for n in (30, 50, 50))
+    bias = None
+    if with_bias:
+        bias = torch.zeros(30, 50).masked_fill_(torch.rand(30, 50, generator=generator) < 0.3, float("-inf"))
+        bias[:, 0] = 0.0  # every query sees at least one key
+    fused = attend_with_lse(query, keys, values, HEAD**-0.5, bias, fused=True)
+    plain = attend_with_lse(query, keys, values, HEAD**-0.5, bias, fused=False)
+    scores = torch.matmul(query, keys.transpose(1, 2)) * HEAD**-0.5 + (0 if bias is None else bias)
+    assert torch.allclose(fused[1], scores.logsumexp(-1), atol=1e-5)
+    for a, b in zip(fused, plain):
+        assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()

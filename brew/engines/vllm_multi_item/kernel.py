@@ -10,9 +10,15 @@ of `layout.layout_rows`) and every layer then runs three parts:
   `is_causal` when the step starts at the prompt's first token, else with an
   additive mask (a chunk or a cache hit may start inside the prefix, and
   SDPA's `is_causal` aligns the diagonal top-left);
-- candidate blocks, batched (one row per block, padded to the longest):
-  scores against the visible prefix and against the block's own tokens up to
-  each query, one softmax over both, then the weighted values;
+- candidate blocks, in two parts merged by their log-sum-exp (as
+  flash-attention merges the tiles of one row): every candidate query
+  against the prefix it sees, as one attention call over the real queries
+  only (on CPU torch's fused flash kernel, which returns the log-sum-exp
+  and never writes the (queries x prefix) scores to memory), and each
+  block's queries against the block's own tokens up to each query,
+  batched one padded row per block (small: a block's length squared).
+  Padding the prefix part to the longest block, as a first version did,
+  cost as much again as its real rows when candidate lengths vary;
 - nonce and trailer tokens see only themselves: their output is their value.
 
 Plain torch (matmul and softmax), so it runs wherever vLLM's tensors live.
@@ -42,7 +48,9 @@ class CandidateBatch:
     query_valid: torch.Tensor  # (blocks, queries) bool
     own_keys: torch.Tensor  # (blocks, keys): logical index of each own key (padded: 0)
     own_bias: torch.Tensor  # (blocks, queries, keys): 0 where visible, -inf where not
-    prefix_bias: torch.Tensor  # (blocks, 1, prefix): 0 below the block's visible prefix, -inf above
+    # (blocks, 1, prefix): 0 below the block's visible prefix, -inf above;
+    # None when every block sees the whole prefix
+    prefix_bias: torch.Tensor | None
     prefix_len: int  # the longest visible prefix among the blocks
 
 
@@ -115,9 +123,12 @@ def _candidate_batch(first: int, context_len: int, blocks: list[tuple[int, int, 
     # Every query, padding included, sees at least the prefix (blocks here have
     # a visible prefix of at least one token), so no softmax row is all -inf.
     own_visible = (key_index[:, None, :] <= query_index[:, :, None]) & query_valid[:, :, None]
-    prefix_visible = torch.arange(prefix_len, device=device)[None, None, :] < visibles[:, None, None]
+    if all(visible == prefix_len for _, _, _, visible in blocks):
+        prefix_bias = None
+    else:
+        prefix_bias = _bias(torch.arange(prefix_len, device=device)[None, None, :] < visibles[:, None, None])
     return CandidateBatch(query_rows, query_valid, key_index.clamp(max=context_len - 1),
-                          _bias(own_visible), _bias(prefix_visible), prefix_len)
+                          _bias(own_visible), prefix_bias, prefix_len)
 
 
 def attend(plan: RequestPlan, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
@@ -141,21 +152,47 @@ def attend(plan: RequestPlan, query: torch.Tensor, keys: torch.Tensor, values: t
     if plan.isolated_rows.numel():
         first = keys.shape[1] - query.shape[0]
         out[plan.isolated_rows] = values[:, first + plan.isolated_rows].transpose(0, 1).to(out.dtype)
-    batch = plan.candidates
-    if batch is not None:
-        blocks, num_queries = batch.query_rows.shape
-        # (heads, blocks * queries, head)
-        queries = query[batch.query_rows.reshape(-1)].transpose(0, 1)
-        prefix_keys, prefix_values = keys[:, : batch.prefix_len], values[:, : batch.prefix_len]
-        prefix_scores = torch.matmul(queries, prefix_keys.transpose(1, 2)).view(heads, blocks, num_queries, -1)
-        own_keys = keys[:, batch.own_keys]  # (heads, blocks, keys, head)
-        own_values = values[:, batch.own_keys]
-        own_scores = torch.matmul(queries.view(heads, blocks, num_queries, -1), own_keys.transpose(2, 3))
-        scores = torch.cat([prefix_scores * scale + batch.prefix_bias, own_scores * scale + batch.own_bias], dim=-1)
-        weights = scores.softmax(dim=-1)
-        prefix_weights = weights[..., : batch.prefix_len].reshape(heads, blocks * num_queries, -1)
-        attended = torch.matmul(prefix_weights, prefix_values).view(heads, blocks, num_queries, -1)
-        attended += torch.matmul(weights[..., batch.prefix_len:], own_values)
-        valid = batch.query_valid.reshape(-1)
-        rows = batch.query_rows.reshape(-1)[valid]
-        out[rows] = attended.reshape(heads, blocks * num_queries, -1)[:, valid].transpose(0, 1).to(out.dtype)
+    if plan.candidates is not None:
+        _attend_candidates(plan.candidates, query, keys, values, scale, out)
+
+
+def attend_with_lse(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float,
+                    bias: torch.Tensor | None, fused: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention of (heads, queries, head) against (heads, keys, head) with an
+    optional additive (queries, keys) bias: the output and each query's
+    log-sum-exp of its scores, (heads, queries). `fused` (default: on CPU)
+    takes torch's fused CPU kernel, else plain matmuls and softmax."""
+    if query.device.type == "cpu" if fused is None else fused:
+        # torch's fused CPU flash-attention kernel (what SDPA calls on CPU), which
+        # also returns the log-sum-exp; the scores stay in cache-sized tiles
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            query[None], keys[None], values[None], attn_mask=bias, scale=scale)
+        return out[0], lse[0]
+    scores = torch.matmul(query, keys.transpose(1, 2)) * scale
+    if bias is not None:
+        scores = scores + bias
+    lse = scores.logsumexp(dim=-1)
+    return torch.matmul((scores - lse[..., None]).exp(), values), lse
+
+
+def _attend_candidates(batch: CandidateBatch, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                       scale: float, out: torch.Tensor) -> None:
+    heads, head = query.shape[1], query.shape[2]
+    blocks, num_queries = batch.query_rows.shape
+    valid = batch.query_valid.reshape(-1)
+    rows = batch.query_rows.reshape(-1)[valid]  # the real queries' rows in the step, block by block
+    prefix_bias = None
+    if batch.prefix_bias is not None:  # (blocks, 1, prefix) -> (real queries, prefix)
+        prefix_bias = batch.prefix_bias.expand(blocks, num_queries, -1).reshape(blocks * num_queries, -1)[valid]
+    prefix_out, prefix_lse = attend_with_lse(query[rows].transpose(0, 1), keys[:, : batch.prefix_len],
+                                             values[:, : batch.prefix_len], scale, prefix_bias)
+    # each block against its own tokens: (heads, blocks, queries, keys), padded
+    padded = query[batch.query_rows.reshape(-1)].transpose(0, 1).reshape(heads, blocks, num_queries, head)
+    own_scores = torch.matmul(padded * scale, keys[:, batch.own_keys].transpose(2, 3)).add_(batch.own_bias)
+    own_lse = own_scores.logsumexp(dim=-1)  # -inf on padding rows, which are dropped below
+    own_out = torch.matmul((own_scores - own_lse[..., None]).exp(), values[:, batch.own_keys])
+    own_lse = own_lse.reshape(heads, -1)[:, valid]
+    own_out = own_out.reshape(heads, -1, head)[:, valid]
+    lse = torch.logaddexp(prefix_lse, own_lse)
+    attended = prefix_out * (prefix_lse - lse).exp()[..., None] + own_out * (own_lse - lse).exp()[..., None]
+    out[rows] = attended.transpose(0, 1).to(out.dtype)
