@@ -5,7 +5,7 @@ counted by the part of the engine step they fall in.
     python -m loadtest.bench.profile --system brew-vllm-mis --concurrency 4 --out runs/profile/feed50-mis \\
         --tasks feed_engagement=1 --candidates 50 --history 30-50
 
-The server is started as the side-by-side starts it (`sidebyside.systems`),
+Needs py-spy (the `profile` extra). The server is started as the side-by-side starts it (`sidebyside.systems`),
 warmed up with the same load, then loaded again for `--duration` seconds
 with `brew loadtest run --server-pid` (which measures each process's CPU
 per candidate) while py-spy samples every Python process of the server's
@@ -87,8 +87,12 @@ PARTS: tuple[Part, ...] = (
     _part("multi-item attention: KV write", MIS + "attention.py", "MultiItemAttentionImpl.do_kv_cache_update",
           "token_rows"),
     _part("multi-item attention: KV gather", MIS + "attention.py", "MultiItemAttentionImpl.context"),
+    _part("multi-item attention: plan", MIS + "cpu_kernel.py", "CpuStepPlan.build"),
+    _part("multi-item attention: scratch cache write", MIS + "cpu_kernel.py", "CpuStepPlan._write_scratch"),
+    _part("multi-item attention: attend", MIS + "cpu_kernel.py"),
     _part("multi-item attention: attend", MIS + "kernel.py"),
     _part("multi-item attention: per-request loop", MIS + "attention.py"),
+    _part("multi-item attention: per-request loop", MIS + "cpu_kernel.py"),
     _part("multi-item layout rows (positions, rule)", MIS + "model.py"),
     _part("multi-item layout rows (positions, rule)", MIS + "layout.py"),
     _part("vLLM CPU attention (KV write included)", "vllm/v1/attention/backends/cpu_attn.py"),
@@ -213,6 +217,8 @@ def profile_system(system: str, load: Sequence[str], duration: float, warmup: fl
     """Start `system`, load it (`load`: `--rate R` or `--concurrency N`, as
     `brew loadtest run` takes them), sample it; one ProcessProfile per process."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(py_spy).exists():
+        raise SystemExit("py-spy is not installed: pip install -e '.[profile]'")
     port, metrics_port = free_ports(2)
     endpoints = Endpoints(port, metrics_port)
     server = LoggedProcess.start(server_command(system, endpoints, model, prompts), out / "server")

@@ -50,6 +50,7 @@ BREW_VLLM_MODULES = [
     "brew.engines.vllm_core_client",
     "brew.engines.vllm_engine",
     "brew.engines.vllm_multi_item.attention",
+    "brew.engines.vllm_multi_item.cpu_kernel",
     "brew.engines.vllm_multi_item.model",
     "brew.engines.vllm_multi_item.plugin",
     "brew.engines.vllm_multi_item.requests",
@@ -512,6 +513,28 @@ MULTI_ITEM_ATTENTION = (
         lambda: require_attrs("vllm.v1.kv_cache_interface:KVCacheLayout", "LBNHC")),
 )
 
+CPU_ATTN = "vllm.v1.attention.backends.cpu_attn"
+MULTI_ITEM_CPU_KERNEL = (
+    Use("cpu_attention_with_kv_cache", "the step's virtual causal requests in one kernel call",
+        lambda: require_call("vllm._custom_ops:cpu_attention_with_kv_cache", query=None, key_cache=None,
+                             value_cache=None, output=None, query_start_loc=None, seq_lens=None, scale=1.0,
+                             causal=True, alibi_slopes=None, sliding_window=-1, block_table=None, softcap=0.0,
+                             scheduler_metadata=None, s_aux=None)),
+    Use("cpu_attn_get_scheduler_metadata", "made once per step for the virtual requests",
+        lambda: require_call("vllm._custom_ops:cpu_attn_get_scheduler_metadata", num_reqs=1, num_heads=2,
+                             num_kv_heads=2, head_dim=64, seq_lens=None, dtype=None, query_start_loc=None,
+                             causal=True, sliding_window_size=-1, isa="vec", enable_kv_split=False)),
+    Use("cpu_attn_reshape_and_cache", "writes the scratch cache in the kernel's own layout",
+        lambda: require_call("vllm._custom_ops:cpu_attn_reshape_and_cache", None, None, None, None, None, "vec")),
+    Use("_get_attn_isa", "the ISA both ops take, as vLLM's CPU backend picks it",
+        lambda: require_call(f"{CPU_ATTN}:_get_attn_isa", None, 32, 64)),
+    Use("CPUAttentionBackend.get_supported_head_sizes", "which head sizes may take the kernel",
+        lambda: require_call(f"{CPU_ATTN}:CPUAttentionBackend.get_supported_head_sizes")),
+    Use("the CPU backend's cache halves", "key and value caches are the third axis's halves",
+        lambda: require_source(f"{CPU_ATTN}:CPUAttentionBackendImpl.forward",
+                               "key_cache, value_cache = kv_cache.chunk(2, dim=2)")),
+)
+
 MULTI_ITEM_MODEL = (
     Use("Attention attributes", "the layer's backend and impl, and the settings the new impl is built from",
         lambda: (require_sets(f"{LAYER}:Attention.__init__", "attn_backend", "backend", "impl", "num_heads",
@@ -601,6 +624,11 @@ def test_vllm_plugin_uses(use: Use) -> None:
 
 @uses(*MULTI_ITEM_ATTENTION)
 def test_multi_item_attention_uses(use: Use) -> None:
+    use.check()
+
+
+@uses(*MULTI_ITEM_CPU_KERNEL)
+def test_multi_item_cpu_kernel_uses(use: Use) -> None:
     use.check()
 
 

@@ -65,6 +65,10 @@ class RequestPlan:
     prefix_bias: torch.Tensor | None
     isolated_rows: torch.Tensor  # rows of tokens that see only themselves
     candidates: CandidateBatch | None
+    # the candidate blocks as planned: (from row, to row, logical index of the
+    # block's first token, visible prefix length)
+    blocks: tuple[tuple[int, int, int, int], ...] = ()
+    query_len: int = 0  # the step's tokens of this request
 
 
 def _runs(block_start: list[int]) -> list[tuple[int, int]]:
@@ -101,7 +105,8 @@ def plan_request(first: int, visible_prefix: torch.Tensor, block_start: torch.Te
     context_len = first + len(starts)
     return RequestPlan(prefix_rows, prefix_context, prefix_bias,
                        torch.tensor(isolated, dtype=torch.long, device=device),
-                       _candidate_batch(first, context_len, blocks, device) if blocks else None)
+                       _candidate_batch(first, context_len, blocks, device) if blocks else None,
+                       tuple(blocks), len(starts))
 
 
 def _bias(visible: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,90 @@
+"""A multi-item step on vLLM's CPU attention kernel equals the plain-torch kernel.
+
+`cpu_kernel.CpuStepPlan` cuts a step of several requests into virtual
+causal requests over a scratch cache; `kernel.attend`, itself checked
+against dense masked attention (test_vllm_multi_item_kernel.py), is the
+reference, request by request. Steps start anywhere (chunked prefill,
+prefix-cache hits), heads may be grouped, and every layer reuses the plan.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from brew.engines.vllm_multi_item.cpu_kernel import CpuStepPlan, StepRequest, cpu_kernel_available
+from brew.engines.vllm_multi_item.kernel import attend, plan_request
+from brew.engines.vllm_multi_item.layout import layout_rows, pack, parse, plain_rows
+
+HEAD = 64  # a head size vLLM's CPU kernel supports
+
+pytestmark = pytest.mark.skipif(not cpu_kernel_available(torch.device("cpu"), HEAD),
+                                reason="vLLM's CPU build is not installed")
+
+
+def rows_of(rng: random.Random, plain: bool) -> torch.Tensor:
+    if plain:
+        return plain_rows(rng.randint(1, 100))
+    prefix = [1] * rng.randint(1, 90)  # across block boundaries, and not
+    candidates = [[2] * rng.choice([0, 1, rng.randint(1, 40)]) for _ in range(rng.randint(1, 7))]
+    return layout_rows(parse(pack(prefix, candidates, rng)))
+
+
+CACHE_BLOCK = 16  # the paged cache's blocks: not the scratch cache's 32
+
+
+def random_step(seed: int, heads: int, kv_heads: int):
+    """One to three requests, each from a random first token, their queries,
+    and a paged cache (one row per slot) holding their contexts in blocks
+    scattered through it; also each request's context (keys, values)."""
+    rng = random.Random(seed)
+    generator = torch.Generator().manual_seed(seed)
+    free = torch.randperm(64, generator=generator)
+    cache = torch.randn(64 * CACHE_BLOCK, kv_heads, 2 * HEAD, generator=generator)
+    requests, queries, contexts, start, used = [], [], [], 0, 0
+    for index in range(rng.randint(1, 3)):
+        rows = rows_of(rng, plain=(seed + index) % 5 == 4)
+        seq_len = rows.shape[1]
+        first = rng.choice([0, rng.randint(0, seq_len - 1)])
+        count = -(-seq_len // CACHE_BLOCK)
+        blocks, used = free[used: used + count], used + count
+        request = StepRequest(plan_request(first, rows[1, first:], rows[2, first:]), start, seq_len, blocks)
+        entries = cache[request.slots(torch.arange(seq_len), CACHE_BLOCK)]  # (seq_len, kv_heads, 2 * head)
+        contexts.append((entries[..., :HEAD].transpose(0, 1), entries[..., HEAD:].transpose(0, 1)))
+        queries.append(torch.randn(seq_len - first, heads, HEAD, generator=generator))
+        requests.append(request)
+        start += seq_len - first
+    return requests, queries, contexts, cache
+
+
+@pytest.mark.parametrize("seed", range(30))
+@pytest.mark.parametrize("heads,kv_heads", [(2, 2), (4, 2)])
+def test_a_step_on_vllms_cpu_kernel_equals_the_plain_torch_kernel_in_every_layer(seed, heads, kv_heads):
+    requests, queries, contexts, cache = random_step(seed, heads, kv_heads)
+    expected = []
+    for request, query, (keys, values) in zip(requests, queries, contexts):
+        out = torch.full_like(query, float("nan"))
+        attend(request.plan, query, keys, values, HEAD**-0.5, out)
+        expected.append(out)
+    step = CpuStepPlan.build(requests, CACHE_BLOCK)
+    for _layer in range(2):  # the second layer reuses the plan and the scratch cache
+        out = torch.full_like(torch.cat(queries), float("nan"))
+        step.attend(torch.cat(queries), cache, HEAD**-0.5, out)
+        assert torch.allclose(out, torch.cat(expected), atol=1e-5), (out - torch.cat(expected)).abs().max()
+
+
+def test_requests_without_tokens_in_the_step_are_skipped():
+    requests, queries, _, cache = random_step(1, 2, 2)
+    no_rows = torch.zeros(0, dtype=torch.long)
+    empty = StepRequest(plan_request(5, no_rows, no_rows), requests[0].query_start, 5, torch.tensor([60]))
+    step = CpuStepPlan.build([empty, *requests], CACHE_BLOCK)
+    out = torch.full_like(torch.cat(queries), float("nan"))
+    step.attend(torch.cat(queries), cache, HEAD**-0.5, out)
+    assert not out.isnan().any()
+
+
+def test_only_head_sizes_the_kernel_supports_take_it():
+    assert not cpu_kernel_available(torch.device("cpu"), 8)
+    assert not cpu_kernel_available(torch.device("meta"), HEAD)
