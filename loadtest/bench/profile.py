@@ -47,6 +47,7 @@ SAMPLE_HZ = 100
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "brew" / "demo" / "brew-demo"
 DEFAULT_PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 SERVER = "server"  # host_cost.json's label of the root process (brew serve)
+PROCESSES = "processes.json"  # pid -> label of each process sampled
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,8 @@ def _python_processes(root: int) -> list[int]:
 def profile_system(system: str, load: Sequence[str], duration: float, warmup: float, workload: Sequence[str],
                    out: Path, model: Path, prompts: Path) -> list[ProcessProfile]:
     """Start `system`, load it (`load`: `--rate R` or `--concurrency N`, as
-    `brew loadtest run` takes them), sample it; one ProcessProfile per process."""
+    `brew loadtest run` takes them), sample it into `out`; one ProcessProfile
+    per process."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
         raise SystemExit("py-spy is not installed: pip install -e '.[profile]'")
@@ -235,12 +237,22 @@ def profile_system(system: str, load: Sequence[str], duration: float, warmup: fl
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                  for pid in pids}
         labels = {pid: SERVER if pid == server.process.pid else command_name(pid) for pid in pids}
+        (out / PROCESSES).write_text(json.dumps({str(pid): label for pid, label in labels.items()}, indent=2),
+                                     encoding="utf-8")
         for spy in spies.values():
             spy.wait()
         if loader.wait() != 0:
             raise RuntimeError(f"the load generator failed; see {out / 'load'}")
     finally:
         server.stop()
+    return read_profiles(out)
+
+
+def read_profiles(out: Path) -> list[ProcessProfile]:
+    """The profiles of a run's directory: its samples (py-spy-PID.txt), the
+    processes they are of (processes.json) and their CPU per candidate over
+    the load (load/host_cost.json)."""
+    labels = json.loads((out / PROCESSES).read_text(encoding="utf-8"))
     cost = json.loads((out / "load" / "host_cost.json").read_text(encoding="utf-8"))["cpu_s_per_candidate"]
     profiles = []
     for pid, label in labels.items():
@@ -252,12 +264,19 @@ def profile_system(system: str, load: Sequence[str], duration: float, warmup: fl
     return profiles
 
 
+def throughput_line(out: Path) -> str:
+    """What the load got: candidates scored per second and p99 latency."""
+    summary = json.loads((out / "load" / "summary.json").read_text(encoding="utf-8"))
+    return (f"load: {summary['throughput']['candidates_per_s']:.1f} candidates/s scored OK, "
+            f"p99 {summary['latency_ms']['from_sent']['p99']:.1f} ms (from send)\n")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest.bench.profile", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--system", required=True, choices=sorted(ENGINE_SYSTEMS),
+    parser.add_argument("--system", choices=sorted(ENGINE_SYSTEMS),
                         help="the Brew system to start and profile (as in sidebyside --systems)")
-    load = parser.add_mutually_exclusive_group(required=True)
+    load = parser.add_mutually_exclusive_group()
     load.add_argument("--rate", type=float, help="requests per second, open loop")
     load.add_argument("--concurrency", type=int,
                       help="closed loop: this many callers, each sending when its last answer arrives (saturation)")
@@ -266,11 +285,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS)
     parser.add_argument("--out", type=Path, required=True, help="directory for the samples, logs and report")
+    parser.add_argument("--report", action="store_true",
+                        help="measure nothing: count --out's samples again (after the parts changed)")
     args, workload = parser.parse_known_args(argv)
-    load = ["--rate", str(args.rate)] if args.rate is not None else ["--concurrency", str(args.concurrency)]
-    profiles = profile_system(args.system, load, args.duration, args.warmup, workload, args.out,
-                              args.model, args.prompts)
-    text = report(profiles)
+    if not args.report:
+        if args.system is None or (args.rate is None and args.concurrency is None):
+            parser.error("--system and one of --rate or --concurrency are required (or --report)")
+        load = ["--rate", str(args.rate)] if args.rate is not None else ["--concurrency", str(args.concurrency)]
+        profile_system(args.system, load, args.duration, args.warmup, workload, args.out, args.model, args.prompts)
+    text = throughput_line(args.out) + "\n" + report(read_profiles(args.out))
     (args.out / "profile.md").write_text(text, encoding="utf-8")
     print(text)
 

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from loadtest.bench.profile import OTHER, ProcessProfile, parse_raw, part_of, report, shares
+import json
+
+from loadtest.bench.profile import (
+    OTHER,
+    ProcessProfile,
+    parse_raw,
+    part_of,
+    read_profiles,
+    report,
+    shares,
+    throughput_line,
+)
 
 MIS = "/x/brew/engines/vllm_multi_item"
 RUNNER = "/v/vllm/v1/worker/gpu_model_runner.py"
@@ -36,3 +47,17 @@ def test_shares_sum_to_one_and_the_report_gives_ms_per_candidate_from_the_proces
     text = report([ProcessProfile("VLLM::Worker", 16, 2.0, counted)])
     assert "**VLLM::Worker** (16 samples, 2.000 ms CPU per candidate)" in text
     assert "| multi-item attention: attend | 37.5% | 0.750 |" in text
+
+
+def test_a_run_directory_is_read_back_with_its_processes_costs_and_throughput(tmp_path):
+    (tmp_path / "load").mkdir()
+    (tmp_path / "py-spy-7.txt").write_text(RAW, encoding="utf-8")
+    (tmp_path / "processes.json").write_text(json.dumps({"7": "VLLM::Worker", "8": "server"}), encoding="utf-8")
+    (tmp_path / "load" / "host_cost.json").write_text(
+        json.dumps({"cpu_s_per_candidate": {"VLLM::Worker": 0.002}}), encoding="utf-8")
+    (tmp_path / "load" / "summary.json").write_text(json.dumps(
+        {"throughput": {"candidates_per_s": 123.4}, "latency_ms": {"from_sent": {"p99": 56.7}}}), encoding="utf-8")
+    worker, server = read_profiles(tmp_path)
+    assert (worker.label, worker.samples, worker.cpu_ms_per_candidate) == ("VLLM::Worker", 16, 2.0)
+    assert (server.samples, server.cpu_ms_per_candidate, server.shares) == (0, None, {})
+    assert throughput_line(tmp_path).startswith("load: 123.4 candidates/s scored OK, p99 56.7 ms")
