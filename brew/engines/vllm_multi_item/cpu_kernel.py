@@ -50,6 +50,7 @@ vllm/v1/attention/backends/cpu_attn.py and vllm/_custom_ops.py):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -63,7 +64,12 @@ BLOCK_SIZE = 32  # scratch cache blocks; a block size vLLM's CPU kernels support
 def cpu_kernel_available(device: torch.device, head_size: int) -> bool:
     """Whether vLLM's CPU attention kernel is here (vLLM's CPU build) for
     tensors on `device` and this head size (it supports a fixed list)."""
-    if device.type != "cpu":
+    return _cpu_kernel_takes(device.type, head_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_kernel_takes(device_type: str, head_size: int) -> bool:
+    if device_type != "cpu":
         return False
     from vllm import _custom_ops  # noqa: F401  (loads vLLM's compiled ops into torch.ops._C)
     from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
