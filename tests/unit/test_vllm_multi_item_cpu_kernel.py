@@ -88,3 +88,34 @@ def test_requests_without_tokens_in_the_step_are_skipped():
 def test_only_head_sizes_the_kernel_supports_take_it():
     assert not cpu_kernel_available(torch.device("cpu"), 8)
     assert not cpu_kernel_available(torch.device("meta"), HEAD)
+
+
+def test_requests_behind_the_same_cached_prefix_share_its_scratch_blocks():
+    """One candidate per request, the group's prefix in the same cache blocks
+    (a prefix-cache hit): its whole blocks are written to the scratch cache
+    once, and every request still attends as alone."""
+    rng, generator = random.Random(5), torch.Generator().manual_seed(5)
+    cache = torch.randn(64 * CACHE_BLOCK, 2, 2 * HEAD, generator=generator)
+    prefix = [1] * 70  # four whole blocks of 16, then six tokens
+    shared = [3, 9, 12, 20]
+    requests, queries, contexts, start = [], [], [], 0
+    for index in range(3):
+        rows = layout_rows(parse(pack(prefix, [[2] * (5 + index)], rng)))
+        seq_len, first = rows.shape[1], 64  # the whole prefix blocks are cached
+        blocks = torch.tensor(shared + [30 + 4 * index + k for k in range(-(-seq_len // CACHE_BLOCK) - 4)])
+        request = StepRequest(plan_request(first, rows[1, first:], rows[2, first:]), start, seq_len, blocks)
+        entries = cache[request.slots(torch.arange(seq_len), CACHE_BLOCK)]
+        contexts.append((entries[..., :HEAD].transpose(0, 1), entries[..., HEAD:].transpose(0, 1)))
+        queries.append(torch.randn(seq_len - first, 2, HEAD, generator=generator))
+        requests.append(request)
+        start += seq_len - first
+    step = CpuStepPlan.build(requests, CACHE_BLOCK)
+    # 64 shared tokens in two scratch blocks of 32, once; then per request its own blocks
+    assert int((step.scratch_slots < 2 * 32).sum()) == 64
+    out = torch.full_like(torch.cat(queries), float("nan"))
+    step.attend(torch.cat(queries), cache, HEAD**-0.5, out)
+    for request, query, (keys, values) in zip(requests, queries, contexts):
+        expected = torch.full_like(query, float("nan"))
+        attend(request.plan, query, keys, values, HEAD**-0.5, expected)
+        got = out[request.query_start: request.query_start + len(query)]
+        assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()

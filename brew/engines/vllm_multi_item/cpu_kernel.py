@@ -139,28 +139,46 @@ class CpuStepPlan:
             seq_lens.append(seq_len)
             tables.append(table)
 
+        # scratch block of each whole block of context already written this step,
+        # by its cache slots: requests behind the same cached prefix share them
+        written: dict[tuple[int, ...], int] = {}
+
+        def write(logical: torch.Tensor, scratch_block: int, request: StepRequest) -> None:
+            cache_slots.append(request.slots(logical, block_size))
+            scratch_slots.append(scratch_block * BLOCK_SIZE + torch.arange(len(logical)))
+
+        def shared_blocks(request: StepRequest, length: int) -> list[int]:
+            """Scratch blocks holding the request's context [0, length)."""
+            blocks = []
+            for start in range(0, length, BLOCK_SIZE):
+                logical = torch.arange(start, min(start + BLOCK_SIZE, length))
+                key = tuple(request.slots(logical, block_size).tolist()) if len(logical) == BLOCK_SIZE else None
+                if key is not None and key in written:
+                    blocks.append(written[key])
+                    continue
+                (block,) = new_blocks(len(logical))
+                write(logical, block, request)
+                if key is not None:
+                    written[key] = block
+                blocks.append(block)
+            return blocks
+
         for request in requests:
             plan, first, base = request.plan, request.first, request.query_start
             visibles = [visible for _, _, _, visible in plan.blocks]
-            shared_len = max([plan.prefix_context, *(v - v % BLOCK_SIZE for v in visibles)])
-            shared = new_blocks(shared_len)
-            context: list[int] = list(range(shared_len))
-            slots: list[int] = [shared[i // BLOCK_SIZE] * BLOCK_SIZE + i % BLOCK_SIZE for i in range(shared_len)]
+            shared = shared_blocks(request, max([plan.prefix_context, *(v - v % BLOCK_SIZE for v in visibles)]))
             if plan.prefix_rows is not None:
                 begin, end = plan.prefix_rows
                 add(range(base + begin, base + end), plan.prefix_context,
                     shared[: -(-plan.prefix_context // BLOCK_SIZE)])
             for begin, end, lo, visible in plan.blocks:
                 aligned = visible - visible % BLOCK_SIZE
-                own = [*range(aligned, visible), *range(lo, first + end)]
+                own = torch.tensor([*range(aligned, visible), *range(lo, first + end)], dtype=torch.long)
                 blocks = new_blocks(len(own))
-                context.extend(own)
-                slots.extend(blocks[i // BLOCK_SIZE] * BLOCK_SIZE + i % BLOCK_SIZE for i in range(len(own)))
+                for index, block in enumerate(blocks):
+                    write(own[index * BLOCK_SIZE: (index + 1) * BLOCK_SIZE], block, request)
                 add(range(base + begin, base + end), visible + first + end - lo,
                     shared[: aligned // BLOCK_SIZE] + blocks)
-            if context:
-                cache_slots.append(request.slots(torch.tensor(context, dtype=torch.long), block_size))
-                scratch_slots.append(torch.tensor(slots, dtype=torch.long))
             if plan.isolated_rows.numel():
                 isolated_rows.append(plan.isolated_rows.cpu() + base)
                 isolated_slots.append(request.slots(plan.isolated_rows.cpu() + first, block_size))
