@@ -158,6 +158,10 @@ class ServerConfig(EngineSettings):
     port: int = setting(50051, **PORT, help="gRPC port")
     metrics_host: str = setting("127.0.0.1", help="Prometheus /metrics listen address")
     metrics_port: int = setting(9400, **PORT, help="Prometheus /metrics port")
+    http_port: int | None = setting(None, **PORT, help="HTTP/JSON API port on --host, beside gRPC: the same service "
+                                                       "(serving/http; OpenAPI at /docs; not set: no HTTP)")
+    rerank_task: str = setting("rerank", help="the task POST /v1/rerank scores with when the request's model "
+                                              "field names none")
     reuse_port: bool = setting(False, help="share the gRPC port with other processes (SO_REUSEPORT): only for "
                                            "a deliberate set of identical servers; off, a taken port is an error")
     slo_ms: float = setting(500.0, gt=0, help="latency SLO; the latency histograms get a bucket here")
@@ -190,6 +194,8 @@ class ServerConfig(EngineSettings):
             yield f"prompts {self.prompts} is not a directory; pass --prompts DIR"
         if self.port and self.port == self.metrics_port and self.host == self.metrics_host:
             yield f"port and metrics_port are both {self.port}; give metrics its own port"
+        if self.http_port and self.http_port == self.port:
+            yield f"port and http_port are both {self.port}; give HTTP its own port"
         if (self.tls_cert is None) != (self.tls_key is None):
             yield "TLS needs both tls_cert and tls_key (or neither)"
         for name in ("tls_cert", "tls_key"):
