@@ -50,8 +50,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def json_answer(model: BaseModel) -> Response:
-    return Response(model.model_dump_json(), media_type="application/json")
+def json_answer(model: BaseModel, exclude_none: bool = False) -> Response:
+    return Response(model.model_dump_json(exclude_none=exclude_none), media_type="application/json")
 
 
 def create_app(service: ScoringService, config: ServerConfig, registry: CollectorRegistry,
@@ -108,7 +108,7 @@ def create_app(service: ScoringService, config: ServerConfig, registry: Collecto
         shape = RequestShape("", ((task, len(body.documents)),), 0)
         response = await until_disconnected(request, service.score(
             shape, lambda: rerank.score_request(body, task, ""), deadline_of(request)))
-        return json_answer(rerank.rerank_response(body, response))
+        return json_answer(rerank.rerank_response(body, response), exclude_none=True)  # no document: no key
 
     @app.get("/health", tags=["probes"], summary="200 while serving, else 503 with the reason")
     async def health() -> Response:
