@@ -16,7 +16,9 @@ import asyncio
 import json
 import math
 import shutil
+import socket
 import subprocess
+import sys
 
 import grpc
 import httpx
@@ -284,3 +286,23 @@ def test_any_body_gets_2xx_or_4xx(http, path, body):
 def test_the_server_still_serves_after_the_fuzzing(http, raw):
     assert http.get("/health").status_code == 200
     assert http.post("/v1/score", json=raw).status_code == 200
+
+
+# --- the load generator over HTTP ------------------------------------------------------------------------
+
+
+def test_the_load_generator_drives_the_http_api(server, tmp_path):
+    out = tmp_path / "run"
+    completed = subprocess.run(
+        [sys.executable, "-m", "loadtest", "run", "--protocol", "http", "--target", server.http_url.split("//")[1],
+         "--metrics-url", server.metrics_url, "--rate", "4", "--arrivals", "fixed", "--duration", "2",
+         "--candidates", "4", "--history", "2-4", "--timeout", "60", "--seed", "0", "--no-progress", "--no-plots",
+         "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    assert "over HTTP" in completed.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["run"]["protocol"] == "http"
+    assert summary["requests"] == {"total": 8, "sent": 8, "ok": 8, "client_rejected": 0}
+    assert summary["server"]["requests"] == {"OK": 8}  # the server saw the same run, counted as gRPC's are
+    records = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
+    assert {r["replica"] for r in records} == {f"{socket.gethostname()}:{server.port}"}
