@@ -156,7 +156,8 @@ def _add_serve_parser(commands: argparse._SubParsersAction) -> None:  # type: ig
     serve.set_defaults(run=_serve)
 
 
-PER_REPLICA_FLAGS = {"port": "--port", "metrics_port": "--metrics-port", "replica_name": "--replica-name"}
+PER_REPLICA_FLAGS = {"port": "--port", "metrics_port": "--metrics-port", "replica_name": "--replica-name",
+                     "http_port": "--http-port"}
 
 
 def _cluster(args: argparse.Namespace) -> int:
@@ -168,8 +169,9 @@ def _cluster(args: argparse.Namespace) -> int:
     serve = build_parser().parse_args(["serve", *args.serve_args])  # brew serve's own checks and messages
     per_replica = [flag for name, flag in PER_REPLICA_FLAGS.items() if getattr(serve, name) is not None]
     if per_replica:
-        print(f"brew cluster: {', '.join(per_replica)}: set per replica by the cluster; use --first-replica-port "
-              "and --first-replica-metrics-port (callers use --envoy-port)", file=sys.stderr)
+        print(f"brew cluster: {', '.join(per_replica)}: set per replica by the cluster; use --first-replica-port, "
+              "--first-replica-metrics-port and --first-replica-http-port (callers use --envoy-port and "
+              "--envoy-http-port)", file=sys.stderr)
         return 2
     from brew.settings import given_flags
     from serving.config import ClusterConfig
