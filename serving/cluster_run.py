@@ -156,7 +156,7 @@ class ClusterRun:
             started = time.monotonic()
             process = await self._start(replica.name, replica.command, replica.env)
             http = f", HTTP {replica.host}:{replica.http_port}" if replica.http_port is not None else ""
-            say(f"replica {replica.name} (pid {process.pid}): gRPC {replica.target}{http}, metrics {replica.metrics_url}"
+            say(f"replica {replica.name} (pid {process.pid}): gRPC {replica.target}, metrics {replica.metrics_url}{http}"
                 + "".join(f", {key}={value}" for key, value in replica.env.items()))
             if await self._stopped_first(process):
                 await self._stop(process, self.plan.grace_seconds + STOP_MARGIN_SECONDS)
