@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException
 from brew.errors import BrewError, InvalidRequestError
 from serving.config import ServerConfig
 from serving.http import native, rerank, sglang, vllm
-from serving.http.edge import ClientDisconnected, Edge, deadline_of, until_disconnected
+from serving.http.edge import ClientDisconnected, Edge, JsonRoute, deadline_of, until_disconnected
 from serving.http.errors import error_body, error_response, status_for
 from serving.http.openai import check_model
 from serving.limits import RequestShape
@@ -59,6 +59,7 @@ def create_app(service: ScoringService, config: ServerConfig, registry: Collecto
     """The API over `service`, behind the edge (size, token, replica header)."""
     app = FastAPI(title="Brew", summary="LLM ranking-as-text: score candidates by label-token probabilities.",
                   version="1", docs_url="/docs", redoc_url=None)
+    app.router.route_class = JsonRoute
     _add_error_handlers(app, service)
     app.add_middleware(Edge, max_body_bytes=config.max_message_bytes, token=config.auth_token,
                        replica_name=replica_name)

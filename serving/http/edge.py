@@ -13,6 +13,11 @@ a wrapped `receive` and `send`), in front of the application:
   read pass the limit (a chunked body);
 - a body that says it is not JSON is refused 415.
 
+`JsonRoute` parses every JSON body as the routes read it, refusing text
+that is not valid Unicode (an escaped unpaired surrogate, `\\ud800`, which
+JSON's grammar allows and UTF-8 cannot carry): such text would otherwise
+fail deep in a tokenizer or an encoder as a server error.
+
 `deadline_of` reads a request's deadline from `x-request-timeout` (seconds);
 `until_disconnected` runs the service call and cancels it when the client
 goes away, so the dispatcher abandons its engine work (DESIGN: a caller that
@@ -24,13 +29,15 @@ from __future__ import annotations
 import asyncio
 import email.message
 import hmac
+import json
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from http import HTTPStatus
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Request, Response
+from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from brew.errors import InvalidRequestError
@@ -41,6 +48,47 @@ OPEN_PATHS = frozenset({"/health", "/live", "/metrics"})
 TIMEOUT_HEADER = "x-request-timeout"
 
 T = TypeVar("T")
+
+
+class _JsonRequest(Request):
+    """A request whose JSON body is checked for text UTF-8 cannot carry."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            value = json.loads(body)
+            # Only an escape can make a lone surrogate (raw bytes must be UTF-8): look when there is one.
+            if (b"\\ud" in body or b"\\uD" in body) and not _valid_unicode(value):
+                raise HTTPException(HTTPStatus.BAD_REQUEST, "the body's text is not valid Unicode: it escapes an "
+                                                            "unpaired surrogate (\\ud800-\\udfff); send UTF-8 text")
+            self._json = value
+        return self._json
+
+
+def _valid_unicode(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_valid_unicode(k) and _valid_unicode(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_valid_unicode(item) for item in value)
+    return True
+
+
+class JsonRoute(APIRoute):
+    """FastAPI's route, reading its JSON body through _JsonRequest."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            return await handler(_JsonRequest(request.scope, request.receive))
+
+        return route
 
 
 class ClientDisconnected(Exception):

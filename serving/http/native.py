@@ -7,9 +7,9 @@ scores over gRPC and over HTTP.
 
 The shape the service checks first (tasks, candidate counts, history length)
 is read from the parsed JSON, tolerating any type, in O(tasks); the JSON is
-converted to the proto message, and on to the domain request, in the
-service's decode step, off the event loop, where a field of the wrong type
-is named (InvalidRequestError).
+read into the domain request in the service's decode step, off the event
+loop (brew.wire_json: as protobuf reads it, a field of the wrong type named
+by protobuf's own message).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from typing import Any
 from google.protobuf import json_format
 
 from brew.errors import InvalidRequestError
-from brew.types import ScoreRequest, ScoreResponse
-from brew.v1 import ranking_pb2 as pb
 from brew.tasks import TaskRegistry
-from brew.wire import list_tasks_response, request_from_proto, response_to_proto
+from brew.types import ScoreRequest, ScoreResponse
+from brew.wire import list_tasks_response, response_to_proto
+from brew.wire_json import request_from_json
 from serving.limits import RequestShape
 
 
@@ -43,14 +43,7 @@ def request_shape(body: Any) -> RequestShape:
 
 
 def decoder(body: Mapping[str, Any]) -> Callable[[], ScoreRequest]:
-    def decode() -> ScoreRequest:
-        try:
-            message = json_format.ParseDict(body, pb.ScoreCandidatesRequest())
-        except (json_format.ParseError, ValueError, TypeError) as error:
-            raise InvalidRequestError(f"request JSON does not match brew.v1.ScoreCandidatesRequest: {error}") from None
-        return request_from_proto(message)
-
-    return decode
+    return lambda: request_from_json(body)
 
 
 def response_json(response: ScoreResponse) -> dict[str, Any]:

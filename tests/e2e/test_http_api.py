@@ -276,6 +276,7 @@ bodies = (raw_fields.map(lambda d: json.dumps(d).encode()) | values.map(lambda v
 @example(path="/generative_scoring", body=json.dumps({"query": [1] * 4000, "items": [[2]], "label_token_ids": [1]}).encode())
 @example(path="/v1/rerank", body=b'{"query": "q", "documents": []}')
 @example(path="/v1/brew/score", body=b"\xff\xfe")
+@example(path="/generative_scoring", body=b'{"query": "\\ud800", "items": ["a"], "label_token_ids": [1], "request_id": "\\udfff"}')
 def test_any_body_gets_2xx_or_4xx(http, path, body):
     reply = http.post(path, content=body, headers={"content-type": "application/json"})
     assert 200 <= reply.status_code < 500, (reply.status_code, reply.text)

@@ -130,3 +130,12 @@ def test_a_bearer_token_guards_everything_but_the_probes(parts):
         assert client.get("/live").status_code == 200 and client.get("/metrics").status_code == 200
         # Past the edge: the service answers (not serving yet).
         assert client.post("/v1/score", json=RAW, headers={"authorization": "Bearer s3cret"}).status_code == 503
+
+
+def test_text_utf8_cannot_carry_is_refused_before_any_work(serving):
+    lone = b'{"query": "a\\ud800", "items": ["x"], "label_token_ids": [1]}'
+    for path in ("/v1/score", "/generative_scoring", "/v1/brew/score"):
+        reply = serving.post(path, content=lone, headers={"content-type": "application/json"})
+        assert reply.status_code == 400 and "unpaired surrogate" in reply.json()["message"], (path, reply.text)
+    paired = b'{"query": "a \\ud83d\\ude00", "items": ["x"], "label_token_ids": [392, 391]}'  # an emoji, escaped
+    assert serving.post("/v1/score", content=paired, headers={"content-type": "application/json"}).status_code == 200
