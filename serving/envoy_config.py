@@ -98,6 +98,10 @@ MAX_EJECTION_PERCENT = 50
 RETRY_ON = "unavailable,connect-failure,refused-stream,reset"
 HTTP_RETRY_ON = "connect-failure,refused-stream,reset,retriable-status-codes"
 HTTP_RETRIABLE_STATUS_CODES = (503,)
+# Envoy closes an idle HTTP/1.1 connection to a replica before the replica
+# does (serving.http.server.KEEP_ALIVE_SECONDS, 30), so it never sends a
+# request down a connection the replica is closing.
+HTTP_UPSTREAM_IDLE_SECONDS = 20.0
 RETRY_BUDGET_PERCENT = 25.0
 MIN_RETRY_CONCURRENCY = 8
 DNS_REFRESH_SECONDS = 5.0
@@ -203,8 +207,10 @@ def _replica_cluster(name: str, lb_policy: str, cluster: ClusterConfig, replicas
         "lb_policy": lb_policy,
         "connect_timeout": "1s",
         "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-            _TYPE: _HTTP_OPTIONS, "explicit_http_config": (
-                {"http_protocol_options": {}} if http else {"http2_protocol_options": {}})}},
+            _TYPE: _HTTP_OPTIONS,
+            "explicit_http_config": {"http_protocol_options": {}} if http else {"http2_protocol_options": {}},
+            **({"common_http_protocol_options": {"idle_timeout": duration(HTTP_UPSTREAM_IDLE_SECONDS)}}
+               if http else {})}},
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
             {"endpoint": {"address": _socket(host, port)}} for host, port in replicas]}]},
         "health_checks": [{

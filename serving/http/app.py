@@ -73,9 +73,8 @@ def create_app(service: ScoringService, config: ServerConfig, registry: Collecto
     async def brew_score(request: Request, body: dict[str, Any] = Body(
             ..., description="brew.v1.ScoreCandidatesRequest in the proto's JSON mapping (examples/request.json)")
                          ) -> Response:
-        deadline = deadline_of(request)
-        response = await until_disconnected(request, service.score(native.request_shape(body), native.decoder(body), deadline))
-        return JSONResponse(native.response_json(response))
+        scoring = service.score(native.request_shape(body), native.decoder(body), deadline_of(request))
+        return JSONResponse(native.response_json(await until_disconnected(request, scoring)))
 
     @app.get("/v1/brew/tasks", tags=["brew"], summary="The loaded tasks (brew.v1.ListTasksResponse)")
     async def brew_tasks() -> Response:

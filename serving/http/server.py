@@ -20,6 +20,10 @@ from fastapi import FastAPI
 
 from serving.errors import ListenError
 
+# How long an idle keep-alive connection stays open (Envoy's upstream idle
+# timeout, serving.envoy_config, is shorter).
+KEEP_ALIVE_SECONDS = 30
+
 
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket on host:port (OSError if it cannot be had)."""
@@ -44,7 +48,7 @@ class HttpServer:
         config = uvicorn.Config(
             app, lifespan="off", http="httptools", loop="none", log_level="warning", access_log=False,
             ssl_certfile=str(tls_cert) if tls_cert else None, ssl_keyfile=str(tls_key) if tls_key else None,
-            server_header=False, timeout_keep_alive=30,
+            server_header=False, timeout_keep_alive=KEEP_ALIVE_SECONDS,
         )
         config.load()
         self._server = uvicorn.Server(config)

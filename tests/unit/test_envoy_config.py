@@ -23,6 +23,7 @@ from serving.envoy_config import (
     to_json,
     to_yaml,
 )
+from serving.http.server import KEEP_ALIVE_SECONDS
 
 LOCAL = [("127.0.0.1", 50061), ("127.0.0.1", 50062)]
 LOCAL_HTTP = [("127.0.0.1", 8081), ("127.0.0.1", 8082)]
@@ -188,6 +189,8 @@ def test_the_http_api_gets_the_same_affinity_health_on_http_and_retries_of_503()
         assert check["http_health_check"] == {"path": "/health"} and "grpc_health_check" not in check
         options = upstream["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
         assert options["explicit_http_config"] == {"http_protocol_options": {}}  # HTTP/1.1: uvicorn
+        idle = float(options["common_http_protocol_options"]["idle_timeout"].rstrip("s"))
+        assert idle < KEEP_ALIVE_SECONDS  # Envoy lets a connection go before the replica does
         assert upstream["outlier_detection"] == cluster(config, AFFINITY_CLUSTER)["outlier_detection"]
     assert cluster(config, HTTP_AFFINITY_CLUSTER)["lb_policy"] == cluster(config, AFFINITY_CLUSTER)["lb_policy"]
     with pytest.raises(ValueError, match="HTTP addresses"):
