@@ -50,8 +50,9 @@ REFUSED = grpc.StatusCode.RESOURCE_EXHAUSTED.name
 
 class Scorer(Protocol):
     """What the runners call: ServedScorer, loadtest.http_client, loadtest.bench.vllm_http,
-    or a fake in tests. Failures raise grpc.aio.AioRpcError or ScoringFailed; an answer that
-    is a serving.client.Served names the replica that gave it."""
+    or a fake in tests. Failures raise grpc.aio.AioRpcError or ScoringFailed; an answer
+    with a `replica` (serving.client.Served, loadtest.http_client.HttpAnswer) names the
+    replica that gave it."""
 
     async def score(self, request: pb.ScoreCandidatesRequest, timeout: float) -> object: ...
 
@@ -129,7 +130,7 @@ async def call_outcome(scorer: Scorer, request: pb.ScoreCandidatesRequest, timeo
         return Outcome(error.code().name, error_replica(error))
     except ScoringFailed as error:
         return Outcome(error.status, error.replica)
-    return Outcome(OK, answer.replica if isinstance(answer, Served) else None)
+    return Outcome(OK, getattr(answer, "replica", None))
 
 
 def _progress(total: int | None, mode: str, enabled: bool) -> tqdm:  # type: ignore[type-arg]

@@ -70,7 +70,7 @@ class VllmScoringScorer(HttpScorer):
     async def _score_task(self, prepared: PreparedTask, timeout: float) -> list[float]:
         body = json.dumps(scoring_payload(prepared, self.model)).encode()
         reply = await self.post("/generative_scoring", body, timeout)
-        return [item["score"] for item in sorted(reply.json()["data"], key=lambda d: d["index"])]
+        return [item["score"] for item in sorted(reply.body["data"], key=lambda d: d["index"])]
 
     async def score(self, request: pb.ScoreCandidatesRequest, timeout: float) -> list[list[float]]:
         """Scores per task, in request order; ScoringFailed on an error or the deadline."""

@@ -1,14 +1,18 @@
-"""The load generator's HTTP client against a fake transport (httpx.MockTransport):
-what it sends (the request's JSON mapping, its deadline and member as
-headers, the token) and how each answer is recorded, in gRPC's status names
-so both transports are summarized by the same code. No server."""
+"""The load generator's HTTP client against a small aiohttp server on
+localhost that answers as told: what it sends (the request's JSON mapping,
+its deadline and member as headers, the token) and how each answer is
+recorded, in gRPC's status names so both transports are summarized by the
+same code. Milliseconds; no Brew server."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator, Callable
 
-import httpx
 import pytest
+import pytest_asyncio
+from aiohttp import web
 
 from brew.v1 import ranking_pb2 as pb
 from loadtest.http_client import BrewHttpScorer, status_name
@@ -16,48 +20,65 @@ from loadtest.runner import OK, ScoringFailed, call_outcome
 
 REQUEST = pb.ScoreCandidatesRequest(request_id="r1", member=pb.Member(member_id="m ü"), tasks=[
     pb.TaskCandidates(task="job_apply", candidates=[pb.Item(item_id="j1")])])
+ANSWER = {"requestId": "r1", "model": "brew-demo", "results": [{"task": "job_apply", "scores": [
+    {"itemId": "j1", "score": 0.25}]}]}
 
 
-def scorer_answering(answer, seen: list[httpx.Request], **options) -> BrewHttpScorer:  # type: ignore[no-untyped-def]
-    def handle(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return answer(request)
+class Peer:
+    """What the server saw, and how it answers (`answer(request) -> web.Response`)."""
 
-    return BrewHttpScorer("http://replica:8080", transport=httpx.MockTransport(handle), **options)
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dict[str, str], bytes]] = []
+        self.answer: Callable[[web.Request], web.Response] = lambda r: web.json_response(ANSWER)
+        self.url = ""
+
+
+@pytest_asyncio.fixture
+async def peer() -> AsyncIterator[Peer]:
+    peer = Peer()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        peer.seen.append((request.path, dict(request.headers), await request.read()))
+        answer = peer.answer(request)
+        return await answer if asyncio.iscoroutine(answer) else answer
+
+    app = web.Application()
+    app.router.add_route("*", "/{path:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    peer.url = f"http://127.0.0.1:{port}"
+    yield peer
+    await runner.cleanup()
 
 
 @pytest.mark.asyncio
-async def test_a_request_goes_as_its_json_mapping_with_deadline_member_and_token():
-    seen: list[httpx.Request] = []
-    answer = {"requestId": "r1", "model": "brew-demo", "results": [{"task": "job_apply", "scores": [
-        {"itemId": "j1", "score": 0.25}]}]}
-    scorer = scorer_answering(lambda r: httpx.Response(200, json=answer, headers={"x-brew-replica": "a:1"}),
-                              seen, token="t0k")
-    async with scorer:
-        served = await scorer.score(REQUEST, timeout=1.5)
+async def test_a_request_goes_as_its_json_mapping_with_deadline_member_and_token(peer):
+    peer.answer = lambda r: web.json_response(ANSWER, headers={"x-brew-replica": "a:1"})
+    async with BrewHttpScorer(peer.url, token="t0k") as scorer:
+        await scorer.wait_until_ready(5)
+        answer = await scorer.score(REQUEST, timeout=1.5)
         assert (await call_outcome(scorer, REQUEST, 1.0)).status == OK
-    sent = seen[0]
-    assert sent.url.path == "/v1/brew/score"
-    assert json.loads(sent.content)["requestId"] == "r1"
-    assert sent.headers["x-request-timeout"] == "1.5"
-    assert sent.headers["x-brew-member"] == "m %C3%BC"  # serving.replica.member_header_value
-    assert sent.headers["authorization"] == "Bearer t0k"
-    assert sent.headers["content-type"] == "application/json"
-    assert served.replica == "a:1" and served.response.results[0].scores[0].score == 0.25
+    scored = [(headers, body) for path, headers, body in peer.seen if path == "/v1/brew/score"]
+    assert [headers["x-request-timeout"] for headers, _ in scored] == ["1.5", "1"]
+    headers, body = scored[0]
+    assert json.loads(body)["requestId"] == "r1"
+    assert headers["x-brew-member"] == "m %C3%BC"  # serving.replica.member_header_value
+    assert headers["Authorization"] == "Bearer t0k" and headers["Content-Type"] == "application/json"
+    assert answer.replica == "a:1" and answer.body == ANSWER
 
 
 @pytest.mark.asyncio
-async def test_failures_are_recorded_in_grpcs_names_with_their_replica():
-    seen: list[httpx.Request] = []
-    scorer = scorer_answering(lambda r: httpx.Response(429, json={"message": "full"},
-                                                       headers={"x-brew-replica": "b:2"}), seen,
-                              member_header=False)
-    async with scorer:
+async def test_failures_are_recorded_in_grpcs_names_with_their_replica(peer):
+    peer.answer = lambda r: web.json_response({"message": "full"}, status=429, headers={"x-brew-replica": "b:2"})
+    async with BrewHttpScorer(peer.url, member_header=False) as scorer:
         with pytest.raises(ScoringFailed) as raised:
             await scorer.score(REQUEST, timeout=1.0)
         outcome = await call_outcome(scorer, REQUEST, 1.0)
     assert raised.value.status == "RESOURCE_EXHAUSTED" and raised.value.replica == "b:2"
-    assert "x-brew-member" not in seen[0].headers
+    assert "x-brew-member" not in peer.seen[0][1]
     assert (outcome.status, outcome.replica) == ("RESOURCE_EXHAUSTED", "b:2")
 
 
@@ -69,13 +90,13 @@ def test_status_names(code, name):
 
 
 @pytest.mark.asyncio
-async def test_a_dead_server_is_unavailable_and_a_slow_one_past_its_deadline():
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused", request=request)
+async def test_a_slow_server_is_past_the_deadline_and_a_dead_one_unavailable(peer):
+    async def stall(request: web.Request) -> web.Response:
+        await asyncio.sleep(1.5)  # past the 0.05 s deadline and the client's slack
+        return web.json_response(ANSWER)
 
-    def stall(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("slow", request=request)
-
-    for answer, status in ((refuse, "UNAVAILABLE"), (stall, "DEADLINE_EXCEEDED")):
-        async with scorer_answering(answer, []) as scorer:
-            assert (await call_outcome(scorer, REQUEST, 1.0)).status == status
+    peer.answer = stall
+    async with BrewHttpScorer(peer.url) as scorer:
+        assert (await call_outcome(scorer, REQUEST, 0.05)).status == "DEADLINE_EXCEEDED"
+    async with BrewHttpScorer("http://127.0.0.1:9") as scorer:  # the discard port: nothing listens
+        assert (await call_outcome(scorer, REQUEST, 1.0)).status == "UNAVAILABLE"
