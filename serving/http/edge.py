@@ -181,23 +181,26 @@ def deadline_of(request: Request) -> float | None:
 
 
 async def until_disconnected(request: Request, call: Awaitable[T]) -> T:
-    """`call`'s result; if the client disconnects first, `call` is cancelled
-    (and with it the request's engine work) and ClientDisconnected raised."""
-    work = asyncio.ensure_future(call)
-    watch = asyncio.ensure_future(_disconnect(request.receive))
+    """`call`'s result, awaited in this task; if the client disconnects
+    first, this task is cancelled (and with it the request's engine work)
+    and ClientDisconnected raised. One watcher task per request, no more."""
+    me = asyncio.current_task()
+    assert me is not None
+    gone = asyncio.Event()
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass  # the body was read already: the next message is the disconnect
+        gone.set()
+        me.cancel()
+
+    watcher = asyncio.create_task(watch())
     try:
-        await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
+        return await call
+    except asyncio.CancelledError:
+        if not gone.is_set():
+            raise
+        me.uncancel()
+        raise ClientDisconnected("the client disconnected; its work was abandoned") from None
     finally:
-        if not work.done():
-            work.cancel()
-            await asyncio.gather(work, return_exceptions=True)
-        watch.cancel()
-    if work.cancelled():
-        raise ClientDisconnected("the client disconnected; its work was abandoned")
-    return work.result()
-
-
-async def _disconnect(receive: Receive) -> None:
-    """Until the server reports the client gone (the body was read already)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
+        watcher.cancel()
