@@ -20,8 +20,8 @@ fail deep in a tokenizer or an encoder as a server error.
 
 `deadline_of` reads a request's deadline from `x-request-timeout` (seconds);
 `until_disconnected` runs the service call and cancels it when the client
-goes away, so the dispatcher abandons its engine work (DESIGN: a caller that
-leaves aborts its work).
+goes away, so the dispatcher abandons its engine work (docs/design/
+decisions.md, decision 6: a caller that leaves aborts its work).
 """
 
 from __future__ import annotations
