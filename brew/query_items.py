@@ -11,11 +11,19 @@ end of each `query + item`.
 Tokenization follows the peers' own rule: the query (text) is tokenized with
 the tokenizer's special tokens (`add_special_tokens`, as the model's
 tokenizer defines them), each item without, and the two are concatenated as
-ids, never as text. With `item_first` the prompt is `item + query`: the items
-then share no prefix, and the group has an empty one.
+ids, never as text. With `item_first` the prompt is `item + query`.
+
+Every engine takes groups whose prefix and candidate suffixes are not empty
+(the verbalizer's groups always are; vLLM's multi-item path needs it). So
+when the query is empty, an item is, or the items come first, the prompts'
+longest common prefix is the group's (each suffix keeping a token at least),
+and when they share no first token each prompt is a group of its own, split
+before its last token. A prompt is the same ids whichever way it is split,
+so its score is too.
 
 A prompt the model cannot take is refused, naming the item, where the peers
 would cut it short: a truncated prompt would be scored at the wrong place.
+So is a prompt of a single token, which no split can give a prefix.
 """
 
 from __future__ import annotations
@@ -65,9 +73,11 @@ class QueryItemsResponse:
         return sum(item.cached_tokens for item in self.items)
 
 
-def query_items_group(request: QueryItemsRequest, tokenizer: PromptTokenizer, max_model_len: int) -> ScoringGroup:
-    """The request as one scoring group; InvalidRequestError naming the field
-    (`label_token_ids[2]`, `items[4]`) for anything the model cannot score."""
+def query_items_groups(request: QueryItemsRequest, tokenizer: PromptTokenizer,
+                       max_model_len: int) -> list[ScoringGroup]:
+    """The request as scoring groups whose candidates, in order, are its
+    items; InvalidRequestError naming the field (`label_token_ids[2]`,
+    `items[4]`) for anything the model cannot score."""
     vocab = tokenizer.vocab_size
     if not request.label_ids:
         raise InvalidRequestError("label_token_ids is empty; give at least one token id")
@@ -82,19 +92,34 @@ def query_items_group(request: QueryItemsRequest, tokenizer: PromptTokenizer, ma
     encoded = iter(tokenizer.encode_many(texts))
     items = [tuple(next(encoded)) if isinstance(item, str) else _check_ids(item, vocab, f"items[{index}]")
              for index, item in enumerate(request.items)]
-    if request.item_first:
-        prefix, suffixes = (), tuple(item + query for item in items)
-    else:
-        prefix, suffixes = query, tuple(items)
-    for index, suffix in enumerate(suffixes):
-        length = len(prefix) + len(suffix)
-        if not length:
-            raise InvalidRequestError(f"items[{index}]: the query and the item are both empty; nothing to score")
+    prompts = [item + query if request.item_first else query + item for item in items]
+    for index, prompt in enumerate(prompts):
+        if len(prompt) < 2:
+            raise InvalidRequestError(f"items[{index}]: query and item make a prompt of {len(prompt)} token(s); "
+                                      f"a score is read after a prefix, so a prompt needs two tokens at least")
         # One position stays free: the engine reads the logits of the next token.
-        if length >= max_model_len:
-            raise PromptTooLongError(f"items[{index}]: query and item make a prompt of {length} tokens; the "
-                                     f"model accepts fewer than {max_model_len}; shorten them")
-    return ScoringGroup(prefix, suffixes, request.label_ids)
+        if len(prompt) >= max_model_len:
+            raise PromptTooLongError(f"items[{index}]: query and item make a prompt of {len(prompt)} tokens; "
+                                     f"the model accepts fewer than {max_model_len}; shorten them")
+    labels = request.label_ids
+    if not request.item_first and query and all(items):
+        return [ScoringGroup(query, tuple(items), labels)]
+    shared = min(_common_prefix_length(prompts), min(len(prompt) for prompt in prompts) - 1)
+    if shared:
+        return [ScoringGroup(prompts[0][:shared], tuple(prompt[shared:] for prompt in prompts), labels)]
+    return [ScoringGroup(prompt[:-1], (prompt[-1:],), labels) for prompt in prompts]
+
+
+def _common_prefix_length(prompts: Sequence[tuple[int, ...]]) -> int:
+    first = prompts[0]
+    length = len(first)
+    for prompt in prompts[1:]:
+        length = min(length, len(prompt))
+        for position in range(length):
+            if prompt[position] != first[position]:
+                length = position
+                break
+    return length
 
 
 def _check_ids(ids: Sequence[int], vocab: int, field: str) -> tuple[int, ...]:

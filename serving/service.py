@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Protocol, TypeVar
 
-from brew.query_items import QueryItemsRequest, QueryItemsResponse, query_items_group
+from brew.query_items import QueryItemsRequest, QueryItemsResponse, query_items_groups
 from brew.ranker import Ranker, assemble_response
 from brew.tasks import TaskRegistry
 from brew.types import GroupResult, ScoreRequest, ScoreResponse, ScoringGroup
@@ -85,7 +85,7 @@ class _TaskWork:
 
 
 class _QueryItemsWork:
-    """A raw query/items request: one group, tokenized as brew.query_items says."""
+    """A raw query/items request: its groups, tokenized and split as brew.query_items says."""
 
     def __init__(self, decode: Callable[[], QueryItemsRequest]) -> None:
         self._decode = decode
@@ -94,16 +94,15 @@ class _QueryItemsWork:
     def prepare(self, ranker: Ranker) -> list[ScoringGroup]:
         self._request = self._decode()
         verbalizer = ranker.verbalizer
-        return [query_items_group(self._request, verbalizer.tokenizer, verbalizer.max_model_len)]
+        return query_items_groups(self._request, verbalizer.tokenizer, verbalizer.max_model_len)
 
     def assemble(self, ranker: Ranker, results: list[GroupResult], prepare_seconds: float,
                  engine_seconds: float) -> QueryItemsResponse:
         assert self._request is not None
-        (result,) = results
-        if len(result.candidates) != len(self._request.items):
-            raise RuntimeError(f"engine returned {len(result.candidates)} results for "
-                               f"{len(self._request.items)} items")
-        return QueryItemsResponse(self._request.request_id, ranker.model_name, result.candidates,
+        items = tuple(candidate for result in results for candidate in result.candidates)  # groups in item order
+        if len(items) != len(self._request.items):
+            raise RuntimeError(f"engine returned {len(items)} results for {len(self._request.items)} items")
+        return QueryItemsResponse(self._request.request_id, ranker.model_name, items,
                                   prepare_seconds=prepare_seconds, engine_seconds=engine_seconds)
 
 

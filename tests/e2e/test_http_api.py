@@ -99,24 +99,27 @@ def test_the_native_api_gives_the_scores_grpc_gives(server, http):
 
 
 def test_v1_score_on_token_ids_equals_the_naive_engine(http, raw):
-    naive = asyncio.run(_naive_logprobs(raw))
-    for softmax in (False, True):
-        reply = http.post("/v1/score", json={**raw, "apply_softmax": softmax})
-        assert reply.status_code == 200, reply.text
-        body = reply.json()
-        assert (body["object"], body["model"]) == ("scoring", "brew-demo")
-        assert body["usage"]["prompt_tokens"] == sum(len(raw["query"]) + len(item) for item in raw["items"])
-        expected = [label_probabilities(lp) if softmax else [math.exp(v) for v in lp] for lp in naive]
-        assert len(body["scores"]) == len(raw["items"])
-        for got, want in zip(body["scores"], expected):
-            assert got == pytest.approx(list(want), abs=NAIVE_TOLERANCE)
+    for item_first in (False, True):
+        naive = asyncio.run(_naive_logprobs(raw, item_first))
+        for softmax in (False, True):
+            reply = http.post("/v1/score", json={**raw, "apply_softmax": softmax, "item_first": item_first})
+            assert reply.status_code == 200, reply.text
+            body = reply.json()
+            assert (body["object"], body["model"]) == ("scoring", "brew-demo")
+            assert body["usage"]["prompt_tokens"] == sum(len(raw["query"]) + len(item) for item in raw["items"])
+            expected = [label_probabilities(lp) if softmax else [math.exp(v) for v in lp] for lp in naive]
+            assert len(body["scores"]) == len(raw["items"])
+            for got, want in zip(body["scores"], expected):
+                assert got == pytest.approx(list(want), abs=NAIVE_TOLERANCE), (item_first, softmax)
 
 
-async def _naive_logprobs(raw: dict) -> list[tuple[float, ...]]:
+async def _naive_logprobs(raw: dict, item_first: bool) -> list[tuple[float, ...]]:
+    """The naive engine's label log-probabilities of each prompt, whole, behind no prefix."""
+    query, items = raw["query"], raw["items"]
+    prompts = [item + query if item_first else query + item for item in items]
     engine = await NaiveTorchEngine.start(defaults.DEMO_MODEL_DIR)
     try:
-        group = ScoringGroup(tuple(raw["query"]), tuple(tuple(item) for item in raw["items"]),
-                             tuple(raw["label_token_ids"]))
+        group = ScoringGroup((), tuple(tuple(p) for p in prompts), tuple(raw["label_token_ids"]))
         (result,) = await engine.score([group])
     finally:
         await engine.close()
@@ -215,7 +218,9 @@ def test_a_client_that_disconnects_cancels_its_work(server, http):
     # Over a second of torch engine work on CPU (tests/e2e/test_serve_command.py), under MAX_MESSAGE_BYTES.
     body = _json_of(job_request(300, "leaves"))
     with pytest.raises(httpx.TimeoutException):
-        httpx.post(f"{server.http_url}/v1/brew/score", json=body, timeout=0.3, headers={"x-request-timeout": "120"})
+        # Sent in full (a busy machine may take a while), then given up on while it is scored.
+        httpx.post(f"{server.http_url}/v1/brew/score", json=body, headers={"x-request-timeout": "120"},
+                   timeout=httpx.Timeout(30.0, read=0.3))
     eventually(lambda: scrape(server).value("brew_requests_total", status="CANCELLED"), equals=cancelled + 1,
                timeout=60)
     assert http.get("/health").status_code == 200
