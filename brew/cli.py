@@ -3,7 +3,7 @@
     brew score --request examples/request.json [--engine vllm|torch|naive] [--model DIR]
     brew eval [--task T] [--engine torch|vllm|naive]
     brew train-demo [--out DIR]
-    brew serve [--config FILE] [--engine vllm|torch|naive] [--port N] [--metrics-port N] ...
+    brew serve [--config FILE] [--engine vllm|torch|naive] [--port N] [--http-port N] [--metrics-port N] ...
     brew cluster [--replicas N] [--envoy-port N] [--print-envoy-config] [brew serve flags] ...
     brew prompts render --task T [--request FILE] [--json]
     brew prompts lint [--prompts DIR] [--model DIR]
@@ -142,8 +142,10 @@ def _add_serve_parser(commands: argparse._SubParsersAction) -> None:  # type: ig
     from serving.config import ServerConfig
 
     serve = commands.add_parser(
-        "serve", help="run the gRPC RankingService (flags override the --config TOML file)",
-        description="Run brew.v1.RankingService. Settings come from --config (TOML: top-level engine settings, "
+        "serve", help="run the gRPC RankingService, and the HTTP/JSON API with --http-port (flags override "
+                      "the --config TOML file)",
+        description="Run brew.v1.RankingService (and with --http-port the same service over HTTP/JSON: "
+                    "docs/serving.md). Settings come from --config (TOML: top-level engine settings, "
                     "[server] for the rest of the first group below, one table per [section]), then these "
                     "flags; a flag left out keeps the file's value or the default shown.",
     )
@@ -156,7 +158,8 @@ def _add_serve_parser(commands: argparse._SubParsersAction) -> None:  # type: ig
     serve.set_defaults(run=_serve)
 
 
-PER_REPLICA_FLAGS = {"port": "--port", "metrics_port": "--metrics-port", "replica_name": "--replica-name"}
+PER_REPLICA_FLAGS = {"port": "--port", "metrics_port": "--metrics-port", "replica_name": "--replica-name",
+                     "http_port": "--http-port"}
 
 
 def _cluster(args: argparse.Namespace) -> int:
@@ -168,8 +171,9 @@ def _cluster(args: argparse.Namespace) -> int:
     serve = build_parser().parse_args(["serve", *args.serve_args])  # brew serve's own checks and messages
     per_replica = [flag for name, flag in PER_REPLICA_FLAGS.items() if getattr(serve, name) is not None]
     if per_replica:
-        print(f"brew cluster: {', '.join(per_replica)}: set per replica by the cluster; use --first-replica-port "
-              "and --first-replica-metrics-port (callers use --envoy-port)", file=sys.stderr)
+        print(f"brew cluster: {', '.join(per_replica)}: set per replica by the cluster; use --first-replica-port, "
+              "--first-replica-metrics-port and --first-replica-http-port (callers use --envoy-port and "
+              "--envoy-http-port)", file=sys.stderr)
         return 2
     from brew.settings import given_flags
     from serving.config import ClusterConfig

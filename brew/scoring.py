@@ -30,3 +30,13 @@ def label_probabilities(label_logprobs: Sequence[float]) -> tuple[float, ...]:
     weights = [math.exp(value - peak) for value in label_logprobs]
     total = math.fsum(weights)
     return tuple(weight / total for weight in weights)
+
+
+def label_scores(label_logprobs: Sequence[float], softmax: bool) -> tuple[float, ...]:
+    """The peer scoring APIs' two readings of the label log-probabilities
+    (brew.query_items): normalized over the labels alone (`softmax`, as
+    `label_probabilities`), or each label's own probability over the whole
+    vocabulary (exp of its log-probability)."""
+    if softmax:
+        return label_probabilities(label_logprobs)
+    return tuple(math.exp(value) for value in label_logprobs)

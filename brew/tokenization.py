@@ -52,6 +52,12 @@ class PromptTokenizer:
         encoded = self._tokenizer(list(texts), add_special_tokens=False)["input_ids"]
         return [list(ids) for ids in encoded]
 
+    def encode_query(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """Token ids of a raw scoring query (brew.query_items): with the
+        special tokens this tokenizer adds to a text of its own (none for
+        some models), as the peer scoring APIs tokenize a query."""
+        return list(self._tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+
     def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         """`encode(text)` and, per token, its (start, end) characters in `text`,
         so a report can say which part of a prompt each token came from.

@@ -34,7 +34,7 @@ from loadtest import flags
 from loadtest.bench.scaling.points import (
     DEFAULT_TOKEN_CAPS, PACKING_PREFIX, SCALING_ENGINES, SUFFIX_TOKENS, ScalingSweeps,
 )
-from loadtest.bench.sidebyside.systems import SYSTEMS
+from loadtest.bench.sidebyside.systems import CHOICES, SYSTEMS
 from loadtest.flags import (
     add, int_list, non_negative_float, positive_float, positive_int, rate_list, resolve_defaults,
 )
@@ -76,7 +76,8 @@ def parse_caps(text: str) -> dict[str, int]:
 def _add_load_generator_options(parser: argparse.ArgumentParser) -> None:
     """What run, capacity, overload and soak share: the target, the load,
     the workload and the report."""
-    add(parser.add_argument_group("target"), flags.TARGET, flags.METRICS_URL, flags.NO_MEMBER_HEADER,
+    add(parser.add_argument_group("target"), flags.TARGET, flags.PROTOCOL, flags.METRICS_URL,
+        flags.NO_MEMBER_HEADER,
         flags.TLS_ROOT_CERT, flags.TLS_SERVER_NAME, flags.AUTH_TOKEN_ENV, flags.READY_TIMEOUT)
     add(parser.add_argument_group("load"), flags.ARRIVALS, flags.BURSTINESS, flags.DURATION, flags.MAX_REQUESTS,
         flags.TIMEOUT, flags.MAX_OUTSTANDING)
@@ -187,7 +188,8 @@ def _add_sidebyside(commands: argparse._SubParsersAction) -> None:  # type: igno
                     "machine, measured by the same load generator: one after another, or interleaved.")
     flags.OUT.add(parser)
     parser.add_argument("--systems", default=",".join(SYSTEMS),
-                        help=f"comma-separated, from {', '.join(SYSTEMS)} (default: all)")
+                        help=f"comma-separated, from {', '.join(CHOICES)} (default: {', '.join(SYSTEMS)}; "
+                             "a -http system is its brew system served and loaded over the HTTP API)")
     flags.MODEL.add(parser)
     parser.add_argument("--prompts", type=Path, default=defaults.PROMPTS_DIR,
                         help="the prompts directory every system renders with (default: the bundled one)")

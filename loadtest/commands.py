@@ -33,7 +33,7 @@ from loadtest.host_cost import (
 )
 from loadtest.overload import format_overload, sweep_overload, write_overload_json
 from loadtest.plots import plot_overload, plot_soak, plot_sweep
-from loadtest.runner import Target
+from loadtest.runner import Target, Transport
 from loadtest.saturation import Saturation, format_saturation, measure_saturation, saturation_callers
 from loadtest.schedule import Arrivals
 from loadtest.soak import MemorySampler, SoakResult, format_soak, write_soak_json
@@ -53,7 +53,7 @@ def plan_from_args(args: argparse.Namespace) -> RunPlan:
                         members=args.members, repeat_share=args.repeat_share, seed=args.seed)
     return RunPlan(
         target=Target(args.target, tls_root_cert=args.tls_root_cert, tls_server_name=args.tls_server_name,
-                      token=token, member_header=not args.no_member_header),
+                      token=token, member_header=not args.no_member_header, transport=Transport(args.protocol)),
         out_dir=args.out,
         rate=getattr(args, "rate", None),
         concurrency=getattr(args, "concurrency", None),

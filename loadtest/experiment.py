@@ -27,7 +27,8 @@ from pathlib import Path
 from brew.v1 import ranking_pb2 as pb
 from loadtest import plots
 from loadtest.records import ok_latency_histograms, write_records_jsonl
-from loadtest.runner import RunResult, Scorer, ServedScorer, Target, run_closed_loop, run_open_loop
+from loadtest.http_client import BrewHttpScorer
+from loadtest.runner import RunResult, Scorer, ServedScorer, Target, Transport, run_closed_loop, run_open_loop
 from loadtest.schedule import Arrivals, arrival_offsets
 from loadtest.summary import (
     RunInfo, ServerView, Summary, scrape_metrics, server_view, summarize, write_summary_json,
@@ -83,6 +84,7 @@ class RunPlan:
             timeout_s=self.timeout_s,
             seed=self.seed,
             member_header=self.target.member_header,
+            protocol=self.target.transport.value,
             arrivals=self.arrivals.value if self.open_loop else None,
             rate=self.rate,
             burstiness=self.burstiness if self.open_loop else None,
@@ -142,7 +144,15 @@ async def execute(plan: RunPlan, scorer: Scorer | None = None,
     stream = make_workload(plan).requests()
     plan.out_dir.mkdir(parents=True, exist_ok=True)
     async with contextlib.AsyncExitStack() as stack:
-        if scorer is None:
+        if scorer is None and plan.target.transport is Transport.HTTP:
+            target = plan.target
+            http = await stack.enter_async_context(BrewHttpScorer(
+                target.http_url, token=target.token, tls_root_cert=target.tls_root_cert,
+                member_header=target.member_header))
+            if plan.ready_timeout_s > 0:
+                await http.wait_until_ready(plan.ready_timeout_s)
+            scorer = http
+        elif scorer is None:
             client = await stack.enter_async_context(plan.target.client())
             if plan.ready_timeout_s > 0:
                 await client.wait_until_serving(plan.ready_timeout_s)

@@ -216,6 +216,9 @@ METRICS_URL = Flag("--metrics-url", action="append",
                    help="the server's /metrics URL, scraped before and after for its view (batch size, queue "
                         "time, cache hits, rejections), e.g. http://127.0.0.1:9400/metrics; repeat it for each "
                         "replica of a cluster (their counters are summed)")
+PROTOCOL = Flag("--protocol", type=str, choices=("grpc", "http"), default="grpc",
+                help="grpc: RankingService/ScoreCandidates on --target; http: POST /v1/brew/score on the HTTP "
+                     "port at --target (brew serve --http-port), the same requests (default: %(default)s)")
 NO_MEMBER_HEADER = Flag("--no-member-header", action="store_true",
                         help="send no x-brew-member header: behind brew cluster, Envoy then balances by least "
                              "request instead of keeping each member on one replica")

@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
@@ -48,9 +49,10 @@ REFUSED = grpc.StatusCode.RESOURCE_EXHAUSTED.name
 
 
 class Scorer(Protocol):
-    """What the runners call: ServedScorer, loadtest.bench.vllm_http, or a fake in
-    tests. Failures raise grpc.aio.AioRpcError or ScoringFailed; an answer that
-    is a serving.client.Served names the replica that gave it."""
+    """What the runners call: ServedScorer, loadtest.http_client, loadtest.bench.vllm_http,
+    or a fake in tests. Failures raise grpc.aio.AioRpcError or ScoringFailed; an answer
+    with a `replica` (serving.client.Served, loadtest.http_client.HttpAnswer) names the
+    replica that gave it."""
 
     async def score(self, request: pb.ScoreCandidatesRequest, timeout: float) -> object: ...
 
@@ -65,15 +67,29 @@ class ServedScorer:
         return await self.client.score_served(request, timeout=timeout)
 
 
+class Transport(StrEnum):
+    """How the load reaches the server: gRPC's RankingService, or the HTTP
+    API's POST /v1/brew/score (loadtest.http_client) with the same requests."""
+
+    GRPC = "grpc"
+    HTTP = "http"
+
+
 @dataclass(frozen=True)
 class Target:
     """One server to load, and how to reach it."""
 
-    address: str  # host:port
+    address: str  # host:port (the gRPC port, or the HTTP port with Transport.HTTP)
     tls_root_cert: Path | None = None
     tls_server_name: str | None = None
     token: str | None = None
     member_header: bool = True  # False: no x-brew-member, so Envoy balances by least request
+    transport: Transport = Transport.GRPC
+
+    @property
+    def http_url(self) -> str:
+        """The base URL of the HTTP API at `address`."""
+        return f"{'https' if self.tls_root_cert else 'http'}://{self.address}"
 
     def client(self) -> RankingClient:
         """A client that never retries: one record per attempt."""
@@ -91,11 +107,13 @@ class RunResult:
 
 class ScoringFailed(Exception):
     """Raised by a non-gRPC scorer: `status` is what the record says, in
-    gRPC's names where one fits (DEADLINE_EXCEEDED), else e.g. "HTTP_503"."""
+    gRPC's names where one fits (DEADLINE_EXCEEDED), else e.g. "HTTP_503";
+    `replica` the replica that answered, if it named itself."""
 
-    def __init__(self, status: str, detail: str = "") -> None:
+    def __init__(self, status: str, detail: str = "", replica: str | None = None) -> None:
         super().__init__(f"{status}: {detail}" if detail else status)
         self.status = status
+        self.replica = replica
 
 
 @dataclass(frozen=True)
@@ -111,8 +129,8 @@ async def call_outcome(scorer: Scorer, request: pb.ScoreCandidatesRequest, timeo
     except grpc.aio.AioRpcError as error:
         return Outcome(error.code().name, error_replica(error))
     except ScoringFailed as error:
-        return Outcome(error.status)
-    return Outcome(OK, answer.replica if isinstance(answer, Served) else None)
+        return Outcome(error.status, error.replica)
+    return Outcome(OK, getattr(answer, "replica", None))
 
 
 def _progress(total: int | None, mode: str, enabled: bool) -> tqdm:  # type: ignore[type-arg]

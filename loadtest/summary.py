@@ -79,6 +79,7 @@ class RunInfo:
     timeout_s: float
     seed: int
     member_header: bool = True  # x-brew-member sent (Envoy's affinity key)
+    protocol: str = "grpc"  # grpc (RankingService) or http (POST /v1/brew/score)
     arrivals: str | None = None
     rate: float | None = None
     burstiness: float | None = None
@@ -321,7 +322,8 @@ def describe_run(run: RunInfo) -> str:
         load = f"open-loop {run.arrivals}{shape} at {run.rate:g}/s"
     bounds = [f"{run.duration_s:g} s" if run.duration_s else "", f"<= {run.max_requests} requests"
               if run.max_requests else ""]
-    return f"{load}, {', '.join(b for b in bounds if b)} against {run.target}"
+    over = " over HTTP" if run.protocol == "http" else ""
+    return f"{load}, {', '.join(b for b in bounds if b)} against {run.target}{over}"
 
 
 def format_summary(summary: Summary) -> str:

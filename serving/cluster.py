@@ -49,6 +49,7 @@ class ReplicaPlan:
     metrics_url: str
     command: tuple[str, ...]
     env: Mapping[str, str]  # set on top of this process's environment
+    http_port: int | None = None  # its HTTP/JSON API, behind Envoy's envoy_http_port
 
     @property
     def target(self) -> str:
@@ -67,6 +68,12 @@ class ClusterPlan:
         return f"{connect_host(self.cluster.envoy_host)}:{self.cluster.envoy_port}"
 
     @property
+    def http_url(self) -> str | None:
+        """Where HTTP callers send their requests: Envoy's HTTP port (None: gRPC only)."""
+        port = self.cluster.envoy_http_port
+        return None if port is None else f"http://{connect_host(self.cluster.envoy_host)}:{port}"
+
+    @property
     def stats_url(self) -> str:
         return f"http://{connect_host(self.cluster.envoy_host)}:{self.cluster.envoy_stats_port}/stats/prometheus"
 
@@ -75,7 +82,8 @@ class ClusterPlan:
         return f"http://127.0.0.1:{self.cluster.envoy_admin_port}"
 
     def envoy_config(self) -> dict[str, object]:
-        return envoy_config(self.cluster, [(replica.host, replica.port) for replica in self.replicas])
+        http = [(replica.host, replica.http_port) for replica in self.replicas if replica.http_port is not None]
+        return envoy_config(self.cluster, [(replica.host, replica.port) for replica in self.replicas], http)
 
 
 def connect_host(listen_host: str) -> str:
@@ -91,8 +99,7 @@ def free_port() -> int:
 
 def _fixed_ports(cluster: ClusterConfig, pick: Callable[[], int]) -> ClusterConfig:
     """Ports configured as 0 replaced by free ones, none picked twice."""
-    settings = {"envoy_port": 1, "envoy_stats_port": 1, "envoy_admin_port": 1,
-                "first_replica_port": cluster.replicas, "first_replica_metrics_port": cluster.replicas}
+    settings = {name: cluster.replicas if name.startswith("first_") else 1 for name in cluster.port_settings()}
     taken = {getattr(cluster, name) + offset for name, length in settings.items() for offset in range(length)
              if getattr(cluster, name)}
     fixed = {}
@@ -122,24 +129,31 @@ def _is_free(port: int) -> bool:
     return True
 
 
-def envoy_addresses(config: ServerConfig) -> list[Address]:
-    """The replicas' addresses as Envoy sees them: this host's replicas, or
-    the `replicas_dns` name on the server's port (Kubernetes)."""
+def envoy_addresses(config: ServerConfig, http: bool = False) -> list[Address]:
+    """The replicas' addresses as Envoy sees them (their gRPC ports, or with
+    `http` their HTTP ports): this host's replicas, or the `replicas_dns` name
+    on the server's port (Kubernetes)."""
     cluster = config.cluster
     if cluster.replicas_dns:
-        return [(cluster.replicas_dns, config.port)]
-    if not cluster.first_replica_port:
-        raise ClusterError("cluster.first_replica_port is 0 (picked at start): give it a port to write a config")
-    return [(connect_host(config.host), cluster.first_replica_port + i) for i in range(cluster.replicas)]
+        if http and config.http_port is None:
+            raise ClusterError("cluster.envoy_http_port with replicas_dns needs the replicas' http_port "
+                               "([server] http_port): Envoy finds their HTTP API there")
+        return [(cluster.replicas_dns, config.http_port if http else config.port)]  # type: ignore[list-item]
+    setting = "first_replica_http_port" if http else "first_replica_port"
+    first = getattr(cluster, setting)
+    if not first:
+        raise ClusterError(f"cluster.{setting} is 0 (picked at start): give it a port to write a config")
+    return [(connect_host(config.host), first + i) for i in range(cluster.replicas)]
 
 
 def printable_envoy_config(config: ServerConfig) -> dict[str, object]:
     """The Envoy configuration `brew cluster --print-envoy-config` writes: fixed ports only."""
-    zero = [name for name in ("envoy_port", "envoy_stats_port", "envoy_admin_port")
-            if not getattr(config.cluster, name)]
+    zero = [name for name in ("envoy_port", "envoy_stats_port", "envoy_admin_port", "envoy_http_port")
+            if getattr(config.cluster, name) == 0]
     if zero:
         raise ClusterError(f"cluster {', '.join(zero)} = 0 is picked at start: give fixed ports to write a config")
-    return envoy_config(config.cluster, envoy_addresses(config))
+    http = envoy_addresses(config, http=True) if config.cluster.envoy_http_port is not None else None
+    return envoy_config(config.cluster, envoy_addresses(config), http)
 
 
 def gpus_per_replica(config: ServerConfig) -> int:
@@ -195,10 +209,12 @@ def _replica_env(config: ServerConfig, environ: Mapping[str, str],
     return [{} for _ in range(replicas)]
 
 
-def replica_command(serve_args: Sequence[str], host: str, port: int, metrics_port: int) -> tuple[str, ...]:
+def replica_command(serve_args: Sequence[str], host: str, port: int, metrics_port: int,
+                    http_port: int | None = None) -> tuple[str, ...]:
     """`brew serve` with the cluster's flags, on this replica's ports (the last flag wins)."""
+    http = ("--http-port", str(http_port)) if http_port is not None else ()
     return (sys.executable, "-m", "brew.cli", "serve", *serve_args, "--host", host, "--port", str(port),
-            "--metrics-port", str(metrics_port))
+            "--metrics-port", str(metrics_port), *http)
 
 
 def plan_cluster(
@@ -224,10 +240,12 @@ def plan_cluster(
     replicas = []
     for index, env in enumerate(envs):
         port, metrics_port = cluster.first_replica_port + index, cluster.first_replica_metrics_port + index
+        http_port = cluster.first_replica_http_port + index if cluster.envoy_http_port is not None else None
         replicas.append(ReplicaPlan(
             index=index, name=default_replica_name(port), host=host, port=port, metrics_port=metrics_port,
             metrics_url=f"http://{metrics_host}:{metrics_port}/metrics",
-            command=replica_command(serve_args, config.host, port, metrics_port), env=env,
+            command=replica_command(serve_args, config.host, port, metrics_port, http_port), env=env,
+            http_port=http_port,
         ))
     return ClusterPlan(cluster=cluster, replicas=tuple(replicas), grace_seconds=config.grace_seconds)
 

@@ -144,6 +144,8 @@ class ClusterRun:
         plan, cluster = self.plan, self.plan.cluster
         say(f"{len(plan.replicas)} replica(s) behind Envoy (pid {envoy_pid}) on {plan.target}: "
             f"{cluster.hash_policy.value} on x-brew-member, least request without it")
+        if plan.http_url is not None:
+            say(f"the HTTP/JSON API behind Envoy on {plan.http_url}, with the same affinity")
         say(f"Envoy stats on {plan.stats_url}; Envoy admin on {plan.admin_url}")
 
     async def _keep_running(self, replica: ReplicaPlan) -> None:
@@ -153,7 +155,8 @@ class ClusterRun:
         while not self.stopping.is_set():
             started = time.monotonic()
             process = await self._start(replica.name, replica.command, replica.env)
-            say(f"replica {replica.name} (pid {process.pid}): gRPC {replica.target}, metrics {replica.metrics_url}"
+            http = f", HTTP {replica.host}:{replica.http_port}" if replica.http_port is not None else ""
+            say(f"replica {replica.name} (pid {process.pid}): gRPC {replica.target}, metrics {replica.metrics_url}{http}"
                 + "".join(f", {key}={value}" for key, value in replica.env.items()))
             if await self._stopped_first(process):
                 await self._stop(process, self.plan.grace_seconds + STOP_MARGIN_SECONDS)

@@ -79,6 +79,8 @@ class HashPolicy(StrEnum):
 
 CLUSTER_PORTS = ("envoy_port", "envoy_stats_port", "envoy_admin_port", "first_replica_port",
                  "first_replica_metrics_port")
+# Taken only with envoy_http_port set (the HTTP/JSON API behind Envoy too).
+CLUSTER_HTTP_PORTS = ("envoy_http_port", "first_replica_http_port")
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,10 @@ class ClusterConfig(Settings):
     first_replica_port: int = setting(50061, help="replica i serves gRPC on this port + i (0: free ports)")
     first_replica_metrics_port: int = setting(9401, help="replica i serves /metrics on this port + i "
                                                           "(0: free ports)")
+    envoy_http_port: int | None = setting(None, help="the one HTTP/JSON port callers use, in front of the "
+                                                     "replicas' --http-port (0: free; not set: gRPC only)")
+    first_replica_http_port: int = setting(8081, help="with envoy_http_port: replica i serves HTTP on this port "
+                                                      "+ i (0: free ports)")
     hash_policy: HashPolicy = setting(HashPolicy.RING_HASH, help="Envoy's consistent hash on x-brew-member")
     hash_balance_factor: int = setting(0, ge=0, help="bounded load: a replica over this % of the mean active "
                                                      "requests passes calls on along the ring (e.g. 150; 0: off)")
@@ -113,7 +119,7 @@ class ClusterConfig(Settings):
         if self.replicas < 1:
             return  # named by its bound; the port ranges below need a replica
         used: dict[str, range] = {}  # setting -> the ports it takes (0: picked free at start)
-        for name in CLUSTER_PORTS:
+        for name in self.port_settings():
             first = getattr(self, name)
             ports = range(first, first + (self.replicas if name.startswith("first_") else 1))
             if not 0 <= ports[0] <= ports[-1] <= 65535:
@@ -128,6 +134,10 @@ class ClusterConfig(Settings):
                    f"got {self.hash_balance_factor}")
         if self.replicas_dns is not None and not self.replicas_dns.strip():
             yield "replicas_dns is empty; give the replicas' DNS name or leave it out"
+
+    def port_settings(self) -> tuple[str, ...]:
+        """The port settings the cluster takes: the HTTP ones only with envoy_http_port."""
+        return CLUSTER_PORTS + (CLUSTER_HTTP_PORTS if self.envoy_http_port is not None else ())
 
 
 @dataclass(frozen=True)
@@ -158,6 +168,10 @@ class ServerConfig(EngineSettings):
     port: int = setting(50051, **PORT, help="gRPC port")
     metrics_host: str = setting("127.0.0.1", help="Prometheus /metrics listen address")
     metrics_port: int = setting(9400, **PORT, help="Prometheus /metrics port")
+    http_port: int | None = setting(None, **PORT, help="HTTP/JSON API port on --host, beside gRPC: the same service "
+                                                       "(serving/http; OpenAPI at /docs; not set: no HTTP)")
+    rerank_task: str = setting("rerank", help="the task POST /v1/rerank scores with when the request's model "
+                                              "field names none")
     reuse_port: bool = setting(False, help="share the gRPC port with other processes (SO_REUSEPORT): only for "
                                            "a deliberate set of identical servers; off, a taken port is an error")
     slo_ms: float = setting(500.0, gt=0, help="latency SLO; the latency histograms get a bucket here")
@@ -190,6 +204,8 @@ class ServerConfig(EngineSettings):
             yield f"prompts {self.prompts} is not a directory; pass --prompts DIR"
         if self.port and self.port == self.metrics_port and self.host == self.metrics_host:
             yield f"port and metrics_port are both {self.port}; give metrics its own port"
+        if self.http_port and self.http_port == self.port:
+            yield f"port and http_port are both {self.port}; give HTTP its own port"
         if (self.tls_cert is None) != (self.tls_key is None):
             yield "TLS needs both tls_cert and tls_key (or neither)"
         for name in ("tls_cert", "tls_key"):

@@ -57,6 +57,15 @@ under a quarter of the active requests, so a dying replica cannot start a
 retry storm. The caller's grpc-timeout bounds the whole call, retries
 included (no route timeout of Envoy's own).
 
+HTTP. With `cluster.envoy_http_port` set, a second listener puts the
+replicas' HTTP/JSON API (serving/http, their --http-port) behind Envoy the
+same way: the same member affinity on `x-brew-member` (least request
+without it), the same ejection and retry budget, HTTP/1.1 to the replicas,
+health checked on `GET /health` (200 only while SERVING). Retried on another
+replica: connection failures, resets and a 503 (the replica refused before
+any work: loading, draining, engine down), as `unavailable` is for gRPC.
+Every answer keeps the replica's own `x-brew-replica` header.
+
 Envoy's own metrics (`/stats/prometheus`) and readiness (`/ready`) are
 exposed on a separate stats listener, proxied to the admin interface,
 which itself listens on 127.0.0.1 only (it can stop Envoy).
@@ -77,6 +86,9 @@ from serving.replica import MEMBER_HEADER
 RANKING_SERVICE = "brew.v1.RankingService"
 AFFINITY_CLUSTER = "brew_affinity"
 BALANCED_CLUSTER = "brew_balanced"
+HTTP_AFFINITY_CLUSTER = "brew_http_affinity"
+HTTP_BALANCED_CLUSTER = "brew_http_balanced"
+HEALTH_PATH = "/health"
 ADMIN_CLUSTER = "envoy_admin"
 STATS_PATHS = ("/stats/prometheus", "/ready")
 UNHEALTHY_THRESHOLD = 2  # network failures in a row; NOT_SERVING counts at once
@@ -84,6 +96,12 @@ CONSECUTIVE_GATEWAY_FAILURES = 3
 BASE_EJECTION_SECONDS = 10.0
 MAX_EJECTION_PERCENT = 50
 RETRY_ON = "unavailable,connect-failure,refused-stream,reset"
+HTTP_RETRY_ON = "connect-failure,refused-stream,reset,retriable-status-codes"
+HTTP_RETRIABLE_STATUS_CODES = (503,)
+# Envoy closes an idle HTTP/1.1 connection to a replica before the replica
+# does (serving.http.server.KEEP_ALIVE_SECONDS, 30), so it never sends a
+# request down a connection the replica is closing.
+HTTP_UPSTREAM_IDLE_SECONDS = 20.0
 RETRY_BUDGET_PERCENT = 25.0
 MIN_RETRY_CONCURRENCY = 8
 DNS_REFRESH_SECONDS = 5.0
@@ -135,35 +153,49 @@ def _listener(name: str, host: str, port: int, routes: list[Config]) -> Config:
     }
 
 
-def _grpc_route(match: Config, cluster: ClusterConfig, target: str, hash_on_member: bool) -> Config:
+def _route(match: Config, cluster: ClusterConfig, target: str, hash_on_member: bool, http: bool = False) -> Config:
     action: Config = {
         "cluster": target,
-        "timeout": "0s",  # no route timeout: the caller's grpc-timeout is the deadline
-        "max_stream_duration": {"grpc_timeout_header_max": "0s"},
+        # No route timeout: the caller's deadline (grpc-timeout, x-request-timeout) is the one.
+        "timeout": "0s",
     }
+    if not http:
+        action["max_stream_duration"] = {"grpc_timeout_header_max": "0s"}
     if hash_on_member:
         action["hash_policy"] = [{"header": {"header_name": MEMBER_HEADER}}]
     if cluster.retries:
         action["retry_policy"] = {
-            "retry_on": RETRY_ON,
+            "retry_on": HTTP_RETRY_ON if http else RETRY_ON,
             "num_retries": cluster.retries,
             "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts",
                                       "typed_config": {_TYPE: _PREVIOUS_HOSTS}}],
             "host_selection_retry_max_attempts": 5,
         }
+        if http:
+            action["retry_policy"]["retriable_status_codes"] = list(HTTP_RETRIABLE_STATUS_CODES)
     return {"match": match, "route": action}
 
 
 def grpc_routes(cluster: ClusterConfig) -> list[Config]:
     """With x-brew-member: the hash cluster; without: least request. Every path."""
+    return _member_routes(cluster, AFFINITY_CLUSTER, BALANCED_CLUSTER, http=False)
+
+
+def http_routes(cluster: ClusterConfig) -> list[Config]:
+    """The same two routes for the HTTP/JSON API, to its own pair of clusters."""
+    return _member_routes(cluster, HTTP_AFFINITY_CLUSTER, HTTP_BALANCED_CLUSTER, http=True)
+
+
+def _member_routes(cluster: ClusterConfig, affinity: str, balanced: str, http: bool) -> list[Config]:
     with_member = {"prefix": "/", "headers": [{"name": MEMBER_HEADER, "present_match": True}]}
     return [
-        _grpc_route(with_member, cluster, AFFINITY_CLUSTER, hash_on_member=True),
-        _grpc_route({"prefix": "/"}, cluster, BALANCED_CLUSTER, hash_on_member=False),
+        _route(with_member, cluster, affinity, hash_on_member=True, http=http),
+        _route({"prefix": "/"}, cluster, balanced, hash_on_member=False, http=http),
     ]
 
 
-def _replica_cluster(name: str, lb_policy: str, cluster: ClusterConfig, replicas: Sequence[Address]) -> Config:
+def _replica_cluster(name: str, lb_policy: str, cluster: ClusterConfig, replicas: Sequence[Address],
+                     http: bool = False) -> Config:
     interval = duration(cluster.health_check_interval_seconds)
     by_dns = not all(_is_ip(host) for host, _ in replicas)
     balancing: Config = {"healthy_panic_threshold": {"value": 0.0}, "update_merge_window": "0s"}
@@ -175,7 +207,10 @@ def _replica_cluster(name: str, lb_policy: str, cluster: ClusterConfig, replicas
         "lb_policy": lb_policy,
         "connect_timeout": "1s",
         "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-            _TYPE: _HTTP_OPTIONS, "explicit_http_config": {"http2_protocol_options": {}}}},
+            _TYPE: _HTTP_OPTIONS,
+            "explicit_http_config": {"http_protocol_options": {}} if http else {"http2_protocol_options": {}},
+            **({"common_http_protocol_options": {"idle_timeout": duration(HTTP_UPSTREAM_IDLE_SECONDS)}}
+               if http else {})}},
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
             {"endpoint": {"address": _socket(host, port)}} for host, port in replicas]}]},
         "health_checks": [{
@@ -184,7 +219,8 @@ def _replica_cluster(name: str, lb_policy: str, cluster: ClusterConfig, replicas
             "no_traffic_interval": interval,
             "unhealthy_threshold": UNHEALTHY_THRESHOLD,
             "healthy_threshold": 1,
-            "grpc_health_check": {"service_name": RANKING_SERVICE},
+            **({"http_health_check": {"path": HEALTH_PATH}} if http
+               else {"grpc_health_check": {"service_name": RANKING_SERVICE}}),
         }],
         "outlier_detection": {
             "consecutive_gateway_failure": CONSECUTIVE_GATEWAY_FAILURES,
@@ -204,8 +240,10 @@ def _replica_cluster(name: str, lb_policy: str, cluster: ClusterConfig, replicas
     return upstream
 
 
-def envoy_config(cluster: ClusterConfig, replicas: Sequence[Address]) -> Config:
-    """The Envoy bootstrap for `cluster` in front of `replicas` ((host, gRPC port) each).
+def envoy_config(cluster: ClusterConfig, replicas: Sequence[Address],
+                 http_replicas: Sequence[Address] | None = None) -> Config:
+    """The Envoy bootstrap for `cluster` in front of `replicas` ((host, gRPC port) each),
+    and with `cluster.envoy_http_port`, of `http_replicas` ((host, HTTP port) each).
 
     IP addresses give STATIC clusters; a name (a Kubernetes headless service)
     gives STRICT_DNS clusters, with every address the name resolves to a replica.
@@ -214,16 +252,29 @@ def envoy_config(cluster: ClusterConfig, replicas: Sequence[Address]) -> Config:
         raise ValueError("Envoy needs at least one replica address")
     admin_host = "127.0.0.1"
     stats_routes = [{"match": {"path": path}, "route": {"cluster": ADMIN_CLUSTER}} for path in STATS_PATHS]
+    http_listeners: list[Config] = []
+    http_clusters: list[Config] = []
+    if cluster.envoy_http_port is not None:
+        if not http_replicas:
+            raise ValueError("envoy_http_port needs the replicas' HTTP addresses")
+        http_listeners = [_listener("brew_http", cluster.envoy_host, cluster.envoy_http_port, http_routes(cluster))]
+        http_clusters = [
+            _replica_cluster(HTTP_AFFINITY_CLUSTER, _LB_POLICY[cluster.hash_policy], cluster, http_replicas,
+                             http=True),
+            _replica_cluster(HTTP_BALANCED_CLUSTER, "LEAST_REQUEST", cluster, http_replicas, http=True),
+        ]
     return {
         "admin": {"address": _socket(admin_host, cluster.envoy_admin_port)},
         "static_resources": {
             "listeners": [
                 _listener("brew_grpc", cluster.envoy_host, cluster.envoy_port, grpc_routes(cluster)),
+                *http_listeners,
                 _listener("envoy_stats", cluster.envoy_host, cluster.envoy_stats_port, stats_routes),
             ],
             "clusters": [
                 _replica_cluster(AFFINITY_CLUSTER, _LB_POLICY[cluster.hash_policy], cluster, replicas),
                 _replica_cluster(BALANCED_CLUSTER, "LEAST_REQUEST", cluster, replicas),
+                *http_clusters,
                 {"name": ADMIN_CLUSTER, "type": "STATIC", "connect_timeout": "1s",
                  "load_assignment": {"cluster_name": ADMIN_CLUSTER, "endpoints": [{"lb_endpoints": [
                      {"endpoint": {"address": _socket(admin_host, cluster.envoy_admin_port)}}]}]}},

@@ -3,7 +3,8 @@
 BrewServer puts the transport-neutral pieces on a gRPC port: the scoring
 service (serving.service) behind the RankingService servicer, the admin
 service, gRPC health following the lifecycle (serving.lifecycle), reflection
-and the metrics endpoint.
+and the metrics endpoint; with `http_port` set, the same service on an
+HTTP/JSON port too (serving.http), started and drained with gRPC.
 
 Start-up: the port opens first with health NOT_SERVING (so orchestrators see
 a live but unready server), then the model loads and a warm-up request runs,
@@ -51,6 +52,8 @@ from serving.config import ServerConfig
 from serving.dispatcher import Dispatcher, DispatcherStats
 from serving.errors import EngineFailedError, NotReadyError, ListenError, PortInUseError, PromptReloadError
 from serving.grpc_metrics import GrpcServerMetricsInterceptor
+from serving.http.app import create_app
+from serving.http.server import HttpServer, bind_socket
 from serving.lifecycle import Lifecycle, Phase
 from serving.metrics import ServiceMetrics
 from serving.reload import PromptReloader, ReloadResult
@@ -78,6 +81,7 @@ EXIT_CRASH_LOOP = 3
 class Endpoints:
     grpc_port: int
     metrics_port: int
+    http_port: int | None = None
 
 
 class BrewServer:
@@ -93,6 +97,7 @@ class BrewServer:
         self.health = health_aio.HealthServicer()
         self._health_updates: set[asyncio.Task[None]] = set()
         self._server: grpc.aio.Server | None = None
+        self._http: HttpServer | None = None
         self._stats: ThroughputLogger | None = None
         self._stats_task: asyncio.Task[None] | None = None
         self.endpoints: Endpoints | None = None
@@ -146,16 +151,22 @@ class BrewServer:
         self.replica_name = config.replica_name or default_replica_name(port)
         await server.start()
         self._server = server
-        try:
-            # No probe first: the metrics server binds without SO_REUSEPORT, so its own error says why.
-            metrics_port = self.metrics.start_http_server(config.metrics_port, config.metrics_host)
-        except OSError as error:
-            await self._abandon_start()
-            raise _listen_error(error, "/metrics", config.metrics_host, config.metrics_port, "--metrics-port",
-                                "--metrics-host") from None
-        self.endpoints = Endpoints(grpc_port=port, metrics_port=metrics_port)
+        http_port = await self._start_http() if config.http_port is not None else None
+        if http_port is not None and _metrics_on_http_port(config):
+            metrics_port = http_port
+        else:
+            try:
+                # No probe first: the metrics server binds without SO_REUSEPORT, so its own error says why.
+                metrics_port = self.metrics.start_http_server(config.metrics_port, config.metrics_host)
+            except OSError as error:
+                await self._abandon_start()
+                raise _listen_error(error, "/metrics", config.metrics_host, config.metrics_port, "--metrics-port",
+                                    "--metrics-host") from None
+        self.endpoints = Endpoints(grpc_port=port, metrics_port=metrics_port, http_port=http_port)
         log.info("listening on %s:%d (health NOT_SERVING until warm); metrics on http://%s:%d/metrics",
                  config.host, port, config.metrics_host, self.endpoints.metrics_port)
+        if http_port is not None:
+            log.info("HTTP/JSON API on %s://%s:%d (OpenAPI at /docs)", self.http_scheme, config.host, http_port)
         try:
             await self._load_and_warm()
         except BaseException:
@@ -165,7 +176,34 @@ class BrewServer:
             raise
         return self.endpoints
 
+    @property
+    def http_scheme(self) -> str:
+        return "https" if self.config.tls_cert else "http"
+
+    async def _start_http(self) -> int:
+        """The HTTP/JSON API on its port (serving.http); a ListenError naming
+        the port and its flag if it cannot be had."""
+        config = self.config
+        assert config.http_port is not None
+        try:
+            sock = bind_socket(config.host, config.http_port)
+        except OSError as error:
+            await self._abandon_start()
+            raise _listen_error(error, "HTTP", config.host, config.http_port, "--http-port", "--host") from None
+        app = create_app(self.service, config, self.metrics.registry, lambda: self.replica_name)
+        self._http = HttpServer(app, sock, tls_cert=config.tls_cert, tls_key=config.tls_key)
+        try:
+            await self._http.start()
+        except ListenError:
+            self._http = None
+            await self._abandon_start()
+            raise
+        return self._http.port
+
     async def _abandon_start(self) -> None:
+        if self._http is not None:
+            await self._http.stop(0.0)
+            self._http = None
         if self._server is not None:
             await self._server.stop(None)
         dispatcher = self.service.dispatcher
@@ -313,6 +351,8 @@ class BrewServer:
             dispatcher.stop_admitting()
         if self._server is not None:
             await self._server.stop(max(0.0, deadline - time.monotonic()))
+        if self._http is not None:
+            await self._http.stop(max(0.0, deadline - time.monotonic()))
         if self._stats is not None:
             self._stats.stop()
         if self._stats_task is not None:
@@ -395,6 +435,11 @@ def _listen_error(error: OSError, what: str, host: str, port: int, port_flag: st
                        f"check {host_flag} and {port_flag}")
 
 
+def _metrics_on_http_port(config: ServerConfig) -> bool:
+    """--metrics-port not set apart from --http-port: /metrics is served there alone."""
+    return bool(config.http_port) and config.http_port == config.metrics_port and config.host == config.metrics_host
+
+
 def _freeze_startup_objects() -> None:
     """Move everything start-up built (modules, the engine's Python objects,
     configs: it lives as long as the process) out of the garbage collector's
@@ -429,6 +474,9 @@ async def serve(config: ServerConfig) -> int:
     loop.add_signal_handler(signal.SIGHUP, reload_on_sighup)
     await server.start()
     assert server.endpoints is not None
+    if server.endpoints.http_port is not None:
+        print(f"brew: serving the HTTP/JSON API on {server.http_scheme}://{config.host}:{server.endpoints.http_port} "
+              f"(OpenAPI at /docs)", flush=True)
     print(f"brew: serving brew.v1.RankingService on {config.host}:{server.endpoints.grpc_port}; "
           f"metrics on http://{config.metrics_host}:{server.endpoints.metrics_port}/metrics; "
           f"pid {os.getpid()} (SIGHUP reloads prompts, SIGTERM drains)", flush=True)

@@ -8,10 +8,13 @@
     metrics                             one place, success or failure
 
 A transport hands over the request's shape and a `decode` callable (the
-gRPC servicer: the proto message's conversion; `brew score`: the request
-itself) plus a deadline, and gets a domain ScoreResponse with every timing,
-or a transport-neutral error (brew.errors, serving.errors) to map to its own
-codes. Decoding runs in the same worker-thread hop as rendering, so the
+gRPC servicer: the proto message's conversion; the HTTP API: the JSON's;
+`brew score`: the request itself) plus a deadline, and gets a domain
+ScoreResponse with every timing, or a transport-neutral error (brew.errors,
+serving.errors) to map to its own codes. A raw query/items request
+(brew.query_items: the peer scoring APIs' shape, no template) takes the same
+path through `score_query_items`: only its prepare step (tokenize the query
+and the items) and its assembly differ, each the request kind's own (`_Work`). Decoding runs in the same worker-thread hop as rendering, so the
 event loop never does O(history + candidates) work for a request, and the
 dispatcher's admission is asked before that hop, so an overloaded server
 refuses without rendering anything (the admission there holds its place
@@ -28,10 +31,12 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Protocol, TypeVar
 
+from brew.query_items import QueryItemsRequest, QueryItemsResponse, query_items_groups
 from brew.ranker import Ranker, assemble_response
 from brew.tasks import TaskRegistry
-from brew.types import ScoreRequest, ScoreResponse
+from brew.types import GroupResult, ScoreRequest, ScoreResponse, ScoringGroup
 from brew.verbalize import PreparedTask
 from serving.config import Limits, ServerConfig
 from serving.dispatcher import Dispatcher, Reservation
@@ -42,6 +47,70 @@ from serving.metrics import ServiceMetrics
 
 OK = "OK"
 CANCELLED = "CANCELLED"
+# The task label of raw query/items requests in the metrics (they name no task).
+QUERY_ITEMS_TASK = "query_items"
+
+Response = TypeVar("Response", ScoreResponse, QueryItemsResponse)
+
+
+class _Work(Protocol[Response]):
+    """What differs between the request kinds: how a decoded request becomes
+    scoring groups (on a worker thread), how the engine's results become the
+    response, and what the response adds to the per-task metrics."""
+
+    def prepare(self, ranker: Ranker) -> list[ScoringGroup]: ...
+
+    def assemble(self, ranker: Ranker, results: list[GroupResult], prepare_seconds: float,
+                 engine_seconds: float) -> Response: ...
+
+
+class _TaskWork:
+    """A ScoreRequest: every task verbalized by its template."""
+
+    def __init__(self, decode: Callable[[], ScoreRequest]) -> None:
+        self._decode = decode
+        self._request: ScoreRequest | None = None
+        self._prepared: list[PreparedTask] = []
+
+    def prepare(self, ranker: Ranker) -> list[ScoringGroup]:
+        self._request = self._decode()
+        self._prepared = ranker.prepare(self._request)
+        return [p.group for p in self._prepared]
+
+    def assemble(self, ranker: Ranker, results: list[GroupResult], prepare_seconds: float,
+                 engine_seconds: float) -> ScoreResponse:
+        assert self._request is not None
+        return assemble_response(self._request.request_id, ranker.model_name, self._prepared, results,
+                                 prepare_seconds=prepare_seconds, engine_seconds=engine_seconds)
+
+
+class _QueryItemsWork:
+    """A raw query/items request: its groups, tokenized and split as brew.query_items says."""
+
+    def __init__(self, decode: Callable[[], QueryItemsRequest]) -> None:
+        self._decode = decode
+        self._request: QueryItemsRequest | None = None
+
+    def prepare(self, ranker: Ranker) -> list[ScoringGroup]:
+        self._request = self._decode()
+        verbalizer = ranker.verbalizer
+        return query_items_groups(self._request, verbalizer.tokenizer, verbalizer.max_model_len)
+
+    def assemble(self, ranker: Ranker, results: list[GroupResult], prepare_seconds: float,
+                 engine_seconds: float) -> QueryItemsResponse:
+        assert self._request is not None
+        items = tuple(candidate for result in results for candidate in result.candidates)  # groups in item order
+        if len(items) != len(self._request.items):
+            raise RuntimeError(f"engine returned {len(items)} results for {len(self._request.items)} items")
+        return QueryItemsResponse(self._request.request_id, ranker.model_name, items,
+                                  prepare_seconds=prepare_seconds, engine_seconds=engine_seconds)
+
+
+def _scored(response: ScoreResponse | QueryItemsResponse) -> list[tuple[str, int, int, int]]:
+    """(task label, candidates, prompt tokens, cached tokens) per task of an answer, for the metrics."""
+    if isinstance(response, QueryItemsResponse):
+        return [(QUERY_ITEMS_TASK, len(response.items), response.prompt_tokens, response.cached_tokens)]
+    return [(r.task, len(r.candidates), r.prompt_tokens, r.cached_prompt_tokens) for r in response.results]
 
 
 def _unlabelled(error: BaseException) -> str:
@@ -91,6 +160,16 @@ class ScoringService:
     async def score(self, shape: RequestShape, decode: Callable[[], ScoreRequest],
                     deadline: float | None) -> ScoreResponse:
         """Score one request; `deadline` is time.monotonic()-based (None: none)."""
+        return await self._serve(shape, _TaskWork(decode), deadline)
+
+    async def score_query_items(self, shape: RequestShape, decode: Callable[[], QueryItemsRequest],
+                                deadline: float | None) -> QueryItemsResponse:
+        """Score one raw query/items request (brew.query_items) through the
+        same door, queue and engine as a task request; `shape` names its one
+        group `QUERY_ITEMS_TASK` with its item count."""
+        return await self._serve(shape, _QueryItemsWork(decode), deadline)
+
+    async def _serve(self, shape: RequestShape, work: _Work[Response], deadline: float | None) -> Response:
         started = time.perf_counter()
         self._metrics.request_started()
         tasks = [(self._task_label(name), candidates) for name, candidates in shape.tasks]
@@ -101,7 +180,7 @@ class ScoringService:
                 deadline = time.monotonic() + self._default_deadline
             reservation = dispatcher.reserve(shape.candidates, deadline)
             try:
-                response = await self._score(ranker, dispatcher, decode, deadline, started, reservation)
+                response = await self._score(ranker, dispatcher, work, deadline, started, reservation)
             finally:
                 reservation.release()
         except asyncio.CancelledError:
@@ -111,9 +190,8 @@ class ScoringService:
             self._failed(started, self._status_name(error), reason_of(error), tasks)
             raise
         self._metrics.queue_and_engine(response.queue_seconds, response.engine_seconds)
-        for result in response.results:
-            self._metrics.task_scored(result.task, len(result.candidates), result.prompt_tokens,
-                                      result.cached_prompt_tokens)
+        for task, candidates, prompt_tokens, cached_tokens in _scored(response):
+            self._metrics.task_scored(task, candidates, prompt_tokens, cached_tokens)
         self._metrics.request_finished(OK, response.total_seconds)
         return response
 
@@ -129,20 +207,18 @@ class ScoringService:
         nor learned from (its engine time says nothing of the engine's speed)."""
         if self._ranker is None or self._dispatcher is None:
             raise NotReadyError("nothing to warm up: no ranker installed")
-        await self._score(self._ranker, self._dispatcher, lambda: request, None, time.perf_counter())
+        await self._score(self._ranker, self._dispatcher, _TaskWork(lambda: request), None, time.perf_counter())
         self._dispatcher.admission.forget()
 
-    async def _score(self, ranker: Ranker, dispatcher: Dispatcher, decode: Callable[[], ScoreRequest],
+    async def _score(self, ranker: Ranker, dispatcher: Dispatcher, work: _Work[Response],
                      deadline: float | None, started: float,
-                     reservation: Reservation | None = None) -> ScoreResponse:
-        request, prepared, prepare_seconds = await asyncio.to_thread(_decode_and_prepare, ranker, decode)
+                     reservation: Reservation | None = None) -> Response:
+        groups, prepare_seconds = await asyncio.to_thread(_timed_prepare, work, ranker)
         dispatcher.prepared(prepare_seconds)
         verbalized = time.perf_counter()
-        dispatched = await dispatcher.score([p.group for p in prepared], deadline, reservation)
-        response = assemble_response(
-            request.request_id, ranker.model_name, prepared, dispatched.results,
-            prepare_seconds=verbalized - started, engine_seconds=dispatched.engine_seconds,
-        )
+        dispatched = await dispatcher.score(groups, deadline, reservation)
+        response = work.assemble(ranker, dispatched.results, prepare_seconds=verbalized - started,
+                                 engine_seconds=dispatched.engine_seconds)
         return dataclasses.replace(response, queue_seconds=dispatched.queue_seconds,
                                    total_seconds=time.perf_counter() - started)
 
@@ -156,6 +232,8 @@ class ScoringService:
         """A metric label: the task name if loaded, else "unknown" (caller
         input must not create label values)."""
         ranker = self._ranker
+        if task == QUERY_ITEMS_TASK:
+            return task
         return task if ranker is not None and task in ranker.verbalizer.tasks else "unknown"
 
     def _failed(self, started: float, status: str, reason: str, tasks: list[tuple[str, int]]) -> None:
@@ -165,14 +243,12 @@ class ScoringService:
         self._metrics.request_finished(status, time.perf_counter() - started)
 
 
-def _decode_and_prepare(ranker: Ranker, decode: Callable[[], ScoreRequest]
-                        ) -> tuple[ScoreRequest, list[PreparedTask], float]:
-    """The request's CPU work, on a worker thread: decode it, verbalize every
-    task; and the seconds it took."""
+def _timed_prepare(work: _Work[Response], ranker: Ranker) -> tuple[list[ScoringGroup], float]:
+    """The request's CPU work, on a worker thread: decode it, turn it into
+    scoring groups (render and tokenize); and the seconds it took."""
     started = time.perf_counter()
-    request = decode()
-    prepared = ranker.prepare(request)
-    return request, prepared, time.perf_counter() - started
+    groups = work.prepare(ranker)
+    return groups, time.perf_counter() - started
 
 
 @asynccontextmanager

@@ -17,10 +17,8 @@ advantage to vLLM that BENCHMARKS.md states.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
-from types import TracebackType
-
-import httpx
 
 from brew.context_cache import ContextCache
 from brew.model_limits import max_model_len
@@ -29,6 +27,7 @@ from brew.tokenization import PromptTokenizer
 from brew.v1 import ranking_pb2 as pb
 from brew.verbalize import PreparedTask, Verbalizer
 from brew.wire import request_from_proto
+from loadtest.http_client import HttpScorer
 from loadtest.runner import ScoringFailed
 
 
@@ -54,51 +53,24 @@ def scoring_payload(prepared: PreparedTask, model: str) -> dict[str, object]:
     }
 
 
-class VllmScoringScorer:
-    """A loadtest Scorer that calls one vLLM server's /generative_scoring."""
+class VllmScoringScorer(HttpScorer):
+    """A loadtest Scorer that calls one vLLM server's /generative_scoring,
+    through the same HTTP client as `--protocol http` (loadtest.http_client)."""
 
     def __init__(self, base_url: str, verbalizer: Verbalizer, model: str) -> None:
-        self.base_url = base_url.rstrip("/")
+        super().__init__(base_url)
         self.verbalizer = verbalizer
         self.model = model
-        self._http: httpx.AsyncClient | None = None
 
     @classmethod
     def for_model(cls, base_url: str, model_dir: Path, prompts_dir: Path) -> VllmScoringScorer:
         """Verbalize as `brew serve` would; the served model name is the directory's name."""
         return cls(base_url, verbalizer_for(model_dir, prompts_dir), model_dir.name)
 
-    async def __aenter__(self) -> VllmScoringScorer:
-        # No connection cap: open-loop load must not queue in the client.
-        self._http = httpx.AsyncClient(base_url=self.base_url, limits=httpx.Limits(max_connections=None))
-        return self
-
-    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                        traceback: TracebackType | None) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-
-    async def wait_until_ready(self, timeout_s: float) -> None:
-        """Poll GET /health until it answers 200 (the model is loaded)."""
-        assert self._http is not None, "use the scorer as an async context manager"
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while True:
-            try:
-                if (await self._http.get("/health", timeout=2.0)).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"vLLM server at {self.base_url} not ready after {timeout_s:g} s")
-            await asyncio.sleep(0.5)
-
-    async def _score_task(self, prepared: PreparedTask) -> list[float]:
-        assert self._http is not None, "use the scorer as an async context manager"
-        reply = await self._http.post("/generative_scoring", json=scoring_payload(prepared, self.model),
-                                      timeout=None)
-        if reply.status_code != 200:
-            raise ScoringFailed(f"HTTP_{reply.status_code}", reply.text[:200])
-        return [item["score"] for item in sorted(reply.json()["data"], key=lambda d: d["index"])]
+    async def _score_task(self, prepared: PreparedTask, timeout: float) -> list[float]:
+        body = json.dumps(scoring_payload(prepared, self.model)).encode()
+        reply = await self.post("/generative_scoring", body, timeout)
+        return [item["score"] for item in sorted(reply.body["data"], key=lambda d: d["index"])]
 
     async def score(self, request: pb.ScoreCandidatesRequest, timeout: float) -> list[list[float]]:
         """Scores per task, in request order; ScoringFailed on an error or the deadline."""
@@ -106,8 +78,6 @@ class VllmScoringScorer:
         prepared = [self.verbalizer.prepare(domain.member, task) for task in domain.tasks]
         try:
             async with asyncio.timeout(timeout):
-                return list(await asyncio.gather(*(self._score_task(p) for p in prepared)))
+                return list(await asyncio.gather(*(self._score_task(p, timeout) for p in prepared)))
         except TimeoutError:
             raise ScoringFailed("DEADLINE_EXCEEDED") from None
-        except httpx.TransportError as error:
-            raise ScoringFailed("UNAVAILABLE", str(error)) from error

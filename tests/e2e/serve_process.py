@@ -2,7 +2,8 @@
 
 Starts `python -m brew.cli serve --engine torch --port 0 --metrics-port 0 ...`,
 waits for the one line the command prints on stdout once health is SERVING,
-and reads the ports from it. stdout and stderr go to files
+and reads the ports from it (and the HTTP port from the line before it, when
+the server was given --http-port). stdout and stderr go to files
 (loadtest.bench.logged_process), so a failure can quote the server's log.
 """
 
@@ -28,6 +29,8 @@ SERVING_LINE = re.compile(
     r"metrics on http://(?P<metrics_host>[^\s:/]+):(?P<metrics_port>\d+)/metrics; pid (?P<pid>\d+)"
 )
 
+HTTP_LINE = re.compile(r"serving the HTTP/JSON API on (?P<scheme>https?)://(?P<host>[^\s:]+):(?P<port>\d+) ")
+
 
 def serve_command(*args: str) -> list[str]:
     """The `brew serve` command line on the torch engine, free ports, plus `args`."""
@@ -52,6 +55,7 @@ class ServeProcess(LoggedProcess):
     metrics_host: str = ""
     metrics_port: int = 0
     announced_pid: int = 0
+    http_url: str | None = None  # scheme://host:port with --http-port
 
     @property
     def target(self) -> str:
@@ -69,6 +73,9 @@ def _wait_for_serving_line(server: ServeProcess, timeout: float) -> None:
     server.host, server.port = found["host"], int(found["port"])
     server.metrics_host, server.metrics_port = found["metrics_host"], int(found["metrics_port"])
     server.announced_pid = int(found["pid"])
+    http = HTTP_LINE.search(server.stdout())
+    if http is not None:
+        server.http_url = f"{http['scheme']}://{http['host']}:{http['port']}"
 
 
 @contextmanager

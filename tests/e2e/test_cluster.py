@@ -2,7 +2,8 @@
 the real Envoy, on localhost ports, shared by every test of this module.
 
 What callers rely on: the example request is served through Envoy to
-grpcurl by reflection alone; a member keeps landing on one replica; a
+grpcurl by reflection alone; a member keeps landing on one replica, over
+gRPC and over the HTTP API (Envoy's HTTP port); a
 draining replica gets no new calls while it finishes the ones it has; a
 replica killed under load loses no call beyond those it had in flight (the
 client retries UNAVAILABLE; Envoy retries resets on the other replica); and
@@ -23,7 +24,9 @@ import subprocess
 import time
 
 import grpc
+import httpx
 import pytest
+from google.protobuf import json_format
 from serve_process import find_grpcurl
 from service_wire import example_json, example_request, job_request, scrape_url
 from waiting import eventually_async
@@ -48,7 +51,8 @@ CALLERS, MOVE_DEADLINE_SECONDS = 4, 30.0
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     with running_cluster(tmp_path_factory.mktemp("cluster"), "--engine", "torch", "--replicas", "2",
-                         "--grace-seconds", str(GRACE_SECONDS)) as running:
+                         "--grace-seconds", str(GRACE_SECONDS), "--envoy-http-port", "0",
+                         "--first-replica-http-port", "0") as running:
         yield running
 
 
@@ -96,6 +100,22 @@ def test_grpcurl_scores_the_example_through_envoy_by_reflection(cluster: Cluster
     assert replica is not None and replica[1] in cluster.replicas(), completed.stdout
     response = json.loads(completed.stdout[completed.stdout.index("{"):completed.stdout.rindex("}") + 1])
     assert [len(result["scores"]) for result in response["results"]] == [3, 2, 2]
+
+
+def test_the_http_api_behind_envoy_keeps_a_member_on_one_replica(cluster: ClusterProcess):
+    assert cluster.http_url is not None
+    served: dict[str, set[str]] = collections.defaultdict(set)
+    with httpx.Client(base_url=cluster.http_url, timeout=60, headers={"x-request-timeout": "60"}) as http:
+        for _ in range(2):
+            for member in (f"http-member-{i}" for i in range(MEMBERS)):
+                body = json_format.MessageToDict(member_request(member))
+                reply = http.post("/v1/brew/score", json=body, headers={"x-brew-member": member})
+                assert reply.status_code == 200, reply.text
+                served[member].add(reply.headers["x-brew-replica"])
+        assert http.get("/health").status_code == 200
+    assert all(len(replicas) == 1 for replicas in served.values()), served
+    assert set().union(*served.values()) <= set(cluster.replicas())
+
 
 
 @pytest.mark.asyncio

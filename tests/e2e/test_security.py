@@ -5,20 +5,25 @@ the test and a token from an environment variable. A caller that trusts the
 certificate and sends the token is scored; without the token, or with a wrong
 one, it is refused UNAUTHENTICATED; health needs no token; a plaintext caller
 and one that does not trust the certificate cannot connect (UNAVAILABLE).
+The HTTP API of the same process serves HTTPS with the same certificate and
+asks for the same token (401 without it; the probes stay open).
 """
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import ssl
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from google.protobuf import json_format
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from serve_process import run_serve, running_serve, serve_env
@@ -71,7 +76,7 @@ def server(tmp_path_factory, certificate):
     with running_serve(
         tmp_path_factory.mktemp("serve"),
         "--tls-cert", str(cert_file), "--tls-key", str(key_file), "--auth-token-env", TOKEN_ENV,
-        env=serve_env(**{TOKEN_ENV: TOKEN}),
+        "--http-port", "0", env=serve_env(**{TOKEN_ENV: TOKEN}),
     ) as running:
         yield running
 
@@ -144,3 +149,20 @@ def test_tls_cert_without_key_is_a_config_error(certificate):
     assert completed.returncode == 2, completed.stderr
     assert "tls_key" in completed.stderr
     assert "listening on" not in completed.stderr  # refused before opening a port or loading the model
+
+
+def test_the_http_api_serves_https_with_the_same_certificate_and_token(server, certificate):
+    assert server.http_url is not None and server.http_url.startswith("https://")
+    body = json_format.MessageToDict(example_request())
+    headers = {"x-request-timeout": "120"}
+    with httpx.Client(base_url=server.http_url, verify=ssl.create_default_context(cafile=str(certificate[0])),
+                      timeout=120) as https:
+        refused = https.post("/v1/brew/score", json=body, headers=headers)
+        assert refused.status_code == 401 and refused.json()["type"] == "UnauthorizedError"
+        scored = https.post("/v1/brew/score", json=body,
+                            headers={**headers, "authorization": f"Bearer {TOKEN}"})
+        assert scored.status_code == 200, scored.text
+        assert scored.json()["requestId"] == example_request().request_id
+        assert https.get("/health").status_code == 200  # probes need no token
+    with pytest.raises(httpx.HTTPError):  # plaintext to the TLS port
+        httpx.get(server.http_url.replace("https://", "http://") + "/health", timeout=10)

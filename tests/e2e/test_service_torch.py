@@ -194,7 +194,7 @@ async def test_health_serving_and_list_tasks(client):
     listed = await client.list_tasks()
     assert listed.model == "brew-demo"
     by_name = {t.name: t for t in listed.tasks}
-    assert set(by_name) == {"job_apply", "feed_engagement", "pymk_connect"}
+    assert set(by_name) == {"job_apply", "feed_engagement", "pymk_connect", "rerank"}
     assert list(by_name["job_apply"].labels) == [" applied", " viewed", " dismissed", " none"]
     assert by_name["job_apply"].positive_label == " applied"
     assert all(len(t.version) == 12 for t in listed.tasks)

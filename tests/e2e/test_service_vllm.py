@@ -3,7 +3,8 @@
 (each started once for this module): the answers agree
 with the torch reference, concurrent callers share engine steps, and a
 deadline or a cancellation aborts the request's work inside vLLM instead of
-finishing it in vain.
+finishing it in vain. Raw query/items requests over the HTTP API (no
+template, item_first included) give the naive engine's probabilities.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+import httpx
 import pytest
 import pytest_asyncio
 from grpc_health.v1 import health_pb2
@@ -33,7 +35,7 @@ LARGE = 1024  # distinct candidates: over a second of vLLM CPU work (0.73 s for 
 async def server(request):
     async with running_server(
         engine="vllm", multi_item=request.param, batching={"collect_window_ms": 10},
-        limits={"max_candidates_per_request": 1024},
+        limits={"max_candidates_per_request": 1024}, http_port=0,
     ) as running:
         yield running
 
@@ -110,3 +112,32 @@ async def test_a_cancelled_call_aborts_its_work_inside_vllm(server, client):
     await eventually_async(lambda: scrape(server).value("brew_rejections_total", reason="cancelled"),
                            equals=before + 1)
     assert len(scores(await client.score(example_request(), timeout=60))) == 7
+
+
+async def test_raw_query_items_over_http_give_the_naive_engines_probabilities(server):
+    from brew.engines.naive import NaiveTorchEngine
+    from brew.scoring import label_probabilities
+    from brew.tokenization import PromptTokenizer
+    from brew.types import ScoringGroup
+
+    tokenizer = PromptTokenizer.from_pretrained(defaults.DEMO_MODEL_DIR)
+    query = list(tokenizer.bos_ids) + tokenizer.encode("task: people you may know, answer Yes or No\n")
+    items = [tokenizer.encode(f"suggested: {who}\nconnects:") for who in ("data scientist, berlin", "chef, lisbon")]
+    labels = list(tokenizer.label_ids("t", (" Yes", " No")))
+    naive = await NaiveTorchEngine.start(defaults.DEMO_MODEL_DIR)
+    try:
+        expected = {}
+        for item_first in (False, True):
+            prompts = [item + query for item in items] if item_first else [query + item for item in items]
+            (result,) = await naive.score([ScoringGroup((), tuple(tuple(p) for p in prompts), tuple(labels))])
+            expected[item_first] = [label_probabilities(c.label_logprobs) for c in result.candidates]
+    finally:
+        await naive.close()
+    url = f"http://{server.config.host}:{server.endpoints.http_port}"
+    async with httpx.AsyncClient(base_url=url, timeout=60, headers={"x-request-timeout": "60"}) as http:
+        for item_first, want in expected.items():
+            reply = await http.post("/v1/score", json={"query": query, "items": items, "label_token_ids": labels,
+                                                       "apply_softmax": True, "item_first": item_first})
+            assert reply.status_code == 200, reply.text
+            for got, wanted in zip(reply.json()["scores"], want):
+                assert got == pytest.approx(list(wanted), abs=PARITY_TOLERANCE), item_first

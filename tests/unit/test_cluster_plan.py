@@ -172,3 +172,23 @@ def test_brew_cluster_prints_the_envoy_config_of_its_settings():
                    "--print-envoy-config", "json")
     assert printed.returncode == 0, printed.stderr
     assert '"lb_policy": "MAGLEV"' in printed.stdout and '"port_value": 50063' in printed.stdout
+
+
+def test_with_an_envoy_http_port_replica_i_serves_http_on_the_first_http_port_plus_i():
+    plan = plan_cluster(config(replicas=2, envoy_http_port=8080), SERVE_ARGS, environ={}, cpus=range(2))
+    assert [r.http_port for r in plan.replicas] == [8081, 8082]
+    assert plan.replicas[1].command[-2:] == ("--http-port", "8082")
+    assert plan.http_url == "http://127.0.0.1:8080"
+    assert plan_cluster(config(replicas=2), SERVE_ARGS, environ={}, cpus=range(2)).http_url is None
+    printed = printable_envoy_config(config(replicas=2, envoy_http_port=8080))
+    assert "brew_http" in [item["name"] for item in printed["static_resources"]["listeners"]]
+    with pytest.raises(ValueError, match="first_replica_http_port .* share ports"):
+        config(replicas=2, envoy_http_port=8080, first_replica_http_port=9401)
+    with pytest.raises(ClusterError, match="needs the replicas' http_port"):
+        printable_envoy_config(config(replicas_dns="brew.svc", envoy_http_port=8080))
+
+
+def test_brew_cluster_sets_the_http_port_per_replica():
+    refused = subprocess.run([sys.executable, "-m", "brew.cli", "cluster", "--http-port", "8080"],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "--http-port: set per replica by the cluster" in refused.stderr

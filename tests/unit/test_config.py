@@ -85,6 +85,8 @@ def test_the_config_is_frozen():
         ({"port": 70000}, "port must be in 0..65535 (0 picks a free one), got 70000"),
         ({"metrics_port": -1}, "metrics_port must be in 0..65535 (0 picks a free one), got -1"),
         ({"port": 9400}, "port and metrics_port are both 9400; give metrics its own port"),
+        ({"http_port": 50051}, "port and http_port are both 50051; give HTTP its own port"),
+        ({"http_port": 70000}, "http_port must be in 0..65535 (0 picks a free one), got 70000"),
         ({"slo_ms": 0}, "slo_ms must be > 0, got 0"),
         ({"grace_seconds": -1.0}, "grace_seconds must be > 0, got -1.0"),
         ({"max_message_bytes": 100}, "max_message_bytes must be >= 1024, got 100"),

@@ -16,13 +16,17 @@ from serving.envoy_config import (
     ADMIN_CLUSTER,
     AFFINITY_CLUSTER,
     BALANCED_CLUSTER,
+    HTTP_AFFINITY_CLUSTER,
+    HTTP_BALANCED_CLUSTER,
     duration,
     envoy_config,
     to_json,
     to_yaml,
 )
+from serving.http.server import KEEP_ALIVE_SECONDS
 
 LOCAL = [("127.0.0.1", 50061), ("127.0.0.1", 50062)]
+LOCAL_HTTP = [("127.0.0.1", 8081), ("127.0.0.1", 8082)]
 DNS = [("brew-replicas.brew.svc.cluster.local", 50051)]
 
 
@@ -149,9 +153,45 @@ def test_envoy_accepts_the_configuration(tmp_path, replicas, form):
     except ClusterError as missing:
         pytest.skip(str(missing))
     path = tmp_path / f"envoy.{'yaml' if form is to_yaml else 'json'}"
-    settings = ClusterConfig(hash_policy=HashPolicy.MAGLEV, hash_balance_factor=125)
-    path.write_text(form(envoy_config(settings, replicas)), encoding="utf-8")
+    settings = ClusterConfig(hash_policy=HashPolicy.MAGLEV, hash_balance_factor=125, envoy_http_port=8080)
+    path.write_text(form(envoy_config(settings, replicas, [(host, port + 1) for host, port in replicas])),
+                    encoding="utf-8")
     checked = subprocess.run([str(envoy), "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
                              capture_output=True, text=True, timeout=60, check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "OK" in checked.stdout + checked.stderr
+
+
+def test_without_an_http_port_envoy_serves_grpc_only():
+    config = envoy_config(ClusterConfig(), LOCAL)
+    assert [item["name"] for item in config["static_resources"]["listeners"]] == ["brew_grpc", "envoy_stats"]
+    assert {c["name"] for c in config["static_resources"]["clusters"]} == {AFFINITY_CLUSTER, BALANCED_CLUSTER,
+                                                                           ADMIN_CLUSTER}
+
+
+def test_the_http_api_gets_the_same_affinity_health_on_http_and_retries_of_503():
+    settings = ClusterConfig(envoy_http_port=8080, retries=2)
+    config = envoy_config(settings, LOCAL, LOCAL_HTTP)
+    assert listener(config, "brew_http")["address"]["socket_address"]["port_value"] == 8080
+    with_member, without = routes(config, "brew_http")
+    assert with_member["route"]["cluster"] == HTTP_AFFINITY_CLUSTER
+    assert with_member["route"]["hash_policy"] == [{"header": {"header_name": "x-brew-member"}}]
+    assert without["route"]["cluster"] == HTTP_BALANCED_CLUSTER and "hash_policy" not in without["route"]
+    for route in (with_member, without):
+        assert route["route"]["timeout"] == "0s" and "max_stream_duration" not in route["route"]
+        retry = route["route"]["retry_policy"]
+        assert retry["retry_on"] == "connect-failure,refused-stream,reset,retriable-status-codes"
+        assert retry["retriable_status_codes"] == [503] and retry["num_retries"] == 2
+    for name in (HTTP_AFFINITY_CLUSTER, HTTP_BALANCED_CLUSTER):
+        upstream = cluster(config, name)
+        assert endpoints(upstream) == LOCAL_HTTP
+        [check] = upstream["health_checks"]
+        assert check["http_health_check"] == {"path": "/health"} and "grpc_health_check" not in check
+        options = upstream["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+        assert options["explicit_http_config"] == {"http_protocol_options": {}}  # HTTP/1.1: uvicorn
+        idle = float(options["common_http_protocol_options"]["idle_timeout"].rstrip("s"))
+        assert idle < KEEP_ALIVE_SECONDS  # Envoy lets a connection go before the replica does
+        assert upstream["outlier_detection"] == cluster(config, AFFINITY_CLUSTER)["outlier_detection"]
+    assert cluster(config, HTTP_AFFINITY_CLUSTER)["lb_policy"] == cluster(config, AFFINITY_CLUSTER)["lb_policy"]
+    with pytest.raises(ValueError, match="HTTP addresses"):
+        envoy_config(settings, LOCAL)

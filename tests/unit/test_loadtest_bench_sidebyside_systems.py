@@ -35,3 +35,14 @@ def test_multi_item_runs_as_its_own_system(tmp_path):
         command = server_command(system, Endpoints(8000, 9000), tmp_path, tmp_path)
         assert command[command.index("--engine") + 1] == "torch"
         assert command[command.index("--multi-item") + 1] == mode
+
+
+def test_a_brew_system_over_http_is_the_same_server_with_its_http_port(tmp_path):
+    from loadtest.bench.sidebyside.systems import CHOICES, HTTP_SYSTEMS, over_http
+
+    assert "brew-vllm-http" in HTTP_SYSTEMS and "brew-torch-http" in HTTP_SYSTEMS
+    assert not set(HTTP_SYSTEMS) & set(SYSTEMS) and set(CHOICES) == {*SYSTEMS, *HTTP_SYSTEMS}
+    assert over_http("brew-vllm-http") and not over_http("brew-vllm") and not over_http("vllm-openai")
+    endpoints = Endpoints(8000, 9000, 8080)
+    command = server_command("brew-vllm-http", endpoints, tmp_path, tmp_path)
+    assert command == [*server_command("brew-vllm", endpoints, tmp_path, tmp_path), "--http-port", "8080"]

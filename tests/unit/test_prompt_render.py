@@ -183,7 +183,7 @@ def test_an_unknown_task_is_named_with_the_known_ones_before_any_request_is_read
     missing = tmp_path / "no-such-request.json"
     for request in (None, missing, defaults.EXAMPLE_REQUEST):
         with pytest.raises(UnknownTaskError, match="^unknown task 'job_aply'; known tasks: feed_engagement, "
-                                                   "job_apply, pymk_connect$"):
+                                                   "job_apply, pymk_connect, rerank$"):
             render_request_file(defaults.PROMPTS_DIR, defaults.DEMO_MODEL_DIR, request, "job_aply")
 
 

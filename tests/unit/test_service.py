@@ -15,7 +15,7 @@ from waiting import eventually_async
 from brew import defaults
 from brew.errors import UnknownTaskError
 from brew.ranker import Ranker
-from brew.types import ScoreRequest
+from brew.types import ScoreRequest, ScoringGroup
 from brew.verbalize import Verbalizer
 from brew.wire import parse_request_json, request_from_proto
 from serving.config import BatchingConfig, Limits, ServerConfig
@@ -143,3 +143,20 @@ async def test_an_overloaded_dispatcher_refuses_before_the_request_is_decoded(ra
         service.dispatcher.stats.queued_candidates = 0
         assert service._metrics.rejections.labels(reason="queue_full")._value.get() == 1
     assert ranker.engine.calls == []
+
+
+async def test_a_query_items_request_takes_the_same_path_as_one_group(ranker):
+    from brew.query_items import QueryItemsRequest
+    from serving.service import QUERY_ITEMS_TASK
+
+    raw = QueryItemsRequest("raw-1", query=(5, 6, 7), items=((8,), (9, 10)), label_ids=(392, 391))
+    async with local_service(ranker) as service:
+        response = await service.score_query_items(RequestShape("raw-1", ((QUERY_ITEMS_TASK, 2),), 0),
+                                                   lambda: raw, deadline=None)
+        assert ranker.engine.calls[-1] == [ScoringGroup((5, 6, 7), ((8,), (9, 10)), (392, 391))]
+        assert [item.prompt_tokens for item in response.items] == [4, 5]
+        assert (response.request_id, response.model) == ("raw-1", "fake-model")
+        assert response.total_seconds >= response.prepare_seconds > 0
+        assert service._metrics.candidates.labels(task=QUERY_ITEMS_TASK, status="OK")._value.get() == 2
+        with pytest.raises(LimitExceededError, match="max_candidates_per_request"):
+            await service.score_query_items(RequestShape("big", ((QUERY_ITEMS_TASK, 5000),), 0), lambda: raw, None)

@@ -23,19 +23,19 @@ LABELS = '[labels]\nwords = [" Yes", " No"]\n'
 
 # --- the shipped tasks ------------------------------------------------------------
 
-def test_three_tasks_ship_with_their_labels(shipped_tasks):
-    assert list(shipped_tasks) == ["feed_engagement", "job_apply", "pymk_connect"]
+def test_four_tasks_ship_with_their_labels(shipped_tasks):
+    assert list(shipped_tasks) == ["feed_engagement", "job_apply", "pymk_connect", "rerank"]
     job = shipped_tasks["job_apply"]
     assert job.labels == (" applied", " viewed", " dismissed", " none")
     assert job.positive_label == " applied" and job.positive_index == 0
-    for name in ("feed_engagement", "pymk_connect"):
+    for name in ("feed_engagement", "pymk_connect", "rerank"):
         assert shipped_tasks[name].labels == (" Yes", " No")
         assert shipped_tasks[name].positive_label == " Yes"
 
 
 def test_the_shipped_configs_are_read_in_full(shipped_tasks):
     assert {name: task.max_candidate_tokens for name, task in shipped_tasks.items()} == {
-        "feed_engagement": 32, "job_apply": 48, "pymk_connect": 48,
+        "feed_engagement": 32, "job_apply": 48, "pymk_connect": 48, "rerank": 256,
     }
     policy = shipped_tasks["job_apply"].history
     assert (policy.max_item_tokens, policy.max_tokens, policy.max_items) == (16, 192, 24)
@@ -47,16 +47,16 @@ def test_the_shipped_configs_are_read_in_full(shipped_tasks):
 def test_versions_are_short_content_hashes(shipped_tasks):
     versions = [task.version for task in shipped_tasks.values()]
     assert all(re.fullmatch(r"[0-9a-f]{12}", version) for version in versions)
-    assert len(set(versions)) == 3
+    assert len(set(versions)) == 4
 
 
 def test_an_unknown_task_names_the_known_ones(shipped_tasks):
     with pytest.raises(UnknownTaskError, match="unknown task 'job_aply'; known tasks: feed_engagement, "
-                                               "job_apply, pymk_connect"):
+                                               "job_apply, pymk_connect, rerank"):
         shipped_tasks["job_aply"]
     assert "job_aply" not in shipped_tasks and "job_apply" in shipped_tasks
     assert shipped_tasks.get("job_aply") is None
-    assert len(shipped_tasks) == 3
+    assert len(shipped_tasks) == 4
 
 
 # --- a task of our own --------------------------------------------------------------

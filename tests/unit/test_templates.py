@@ -14,6 +14,7 @@ from brew import tasks as tasks_module
 from brew.demo.world import World
 from brew.errors import TaskConfigError, TemplateFieldError
 from brew.templates import TaskTemplate, make_environment
+from brew.types import Item
 from brew.verbalize import _history_variables
 
 # A minimal valid task template: every block, one field each.
@@ -179,14 +180,16 @@ def test_every_shipped_template_renders_as_in_the_stock_sandbox(shipped_tasks, m
     monkeypatch.setattr(tasks_module, "make_environment", lambda prompts_dir: stock_environment(prompts_dir))
     stock_tasks = tasks_module.load_tasks(defaults.PROMPTS_DIR)
     world = World(seed=3)
-    draws = {"job_apply": world.job, "feed_engagement": world.post, "pymk_connect": world.profile_item}
+    draws = {"job_apply": world.job, "feed_engagement": world.post, "pymk_connect": world.profile_item,
+             "rerank": lambda persona: Item("0", "document", {"text": world.post(persona).fields["topic"]})}
     compared = 0
     for _ in range(20):
         persona = world.persona()
         member = persona.member
         for name, task in shipped_tasks.items():
             stock = stock_tasks[name].template
-            context = {"profile": dict(member.profile), "history": ["a line"], "task": name}
+            profile = {"query": member.profile["title"]} if name == "rerank" else dict(member.profile)
+            context = {"profile": profile, "history": ["a line"], "task": name}
             assert task.template.render_block("context", context) == stock.render_block("context", context)
             for interaction in member.history[:3]:
                 item = _history_variables(interaction)
@@ -194,7 +197,7 @@ def test_every_shipped_template_renders_as_in_the_stock_sandbox(shipped_tasks, m
             for _ in range(4):
                 candidate = draws[name](persona)
                 variables = {"candidate": dict(candidate.fields), "entity_type": candidate.entity_type,
-                             "profile": dict(member.profile), "task": name}
+                             "profile": profile, "task": name}
                 assert task.template.render_block("candidate", variables) == stock.render_block("candidate", variables)
                 compared += 1
     assert compared == 20 * len(shipped_tasks) * 4

@@ -178,7 +178,7 @@ def test_an_unknown_task_is_refused_with_the_known_ones(verbalizer, example):
     with pytest.raises(UnknownTaskError, match="^unknown task 'job_search'; known tasks: feed_engagement"):
         verbalizer.prepare(example.member, TaskRequest("job_search", example.tasks[0].candidates))
     with pytest.raises(UnknownTaskError, match=r"^tasks\[2\]: unknown task 'job_search'; known tasks: "
-                                               r"feed_engagement, job_apply, pymk_connect$"):
+                                               r"feed_engagement, job_apply, pymk_connect, rerank$"):
         verbalizer.prepare(example.member, TaskRequest("job_search", example.tasks[0].candidates), 2)
     with pytest.raises(UnknownTaskError):
         verbalizer.label_ids("job_search")

@@ -158,7 +158,7 @@ def test_a_response_survives_the_wire_and_the_json_mapping():
 def test_the_task_list_names_every_loaded_task(shipped_tasks):
     response = list_tasks_response(shipped_tasks, model="brew-demo")
     assert response.model == "brew-demo"
-    assert [t.name for t in response.tasks] == ["feed_engagement", "job_apply", "pymk_connect"]
+    assert [t.name for t in response.tasks] == ["feed_engagement", "job_apply", "pymk_connect", "rerank"]
     job = response.tasks[1]
     assert list(job.labels) == [" applied", " viewed", " dismissed", " none"]
     assert job.positive_label == " applied" and job.version == shipped_tasks["job_apply"].version

@@ -35,8 +35,9 @@ def test_another_seed_gives_another_world():
     assert draw(7) != draw(8)
 
 
-def test_demo_tasks_are_the_shipped_tasks(shipped_tasks):
-    assert sorted(DEMO_TASKS) == sorted(shipped_tasks)
+def test_demo_tasks_are_the_shipped_tasks_but_rerank(shipped_tasks):
+    """rerank serves POST /v1/rerank; the demo model was not trained for it."""
+    assert sorted(DEMO_TASKS) == sorted(set(shipped_tasks) - {"rerank"})
     assert tuple(f" {o}" for o in JOB_OUTCOMES) == shipped_tasks["job_apply"].labels
 
 

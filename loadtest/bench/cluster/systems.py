@@ -20,7 +20,7 @@ from typing import ClassVar
 
 from loadtest.bench.logged_process import LoggedProcess
 from serving.cluster_run import healthy_hosts
-from serving.envoy_config import AFFINITY_CLUSTER, BALANCED_CLUSTER
+from serving.envoy_config import AFFINITY_CLUSTER, BALANCED_CLUSTER, HTTP_AFFINITY_CLUSTER, HTTP_BALANCED_CLUSTER
 
 START_TIMEOUT_SECONDS = 180.0
 STOP_TIMEOUT_SECONDS = 90.0
@@ -29,8 +29,9 @@ FREE_PORTS = ("--envoy-port", "0", "--envoy-stats-port", "0", "--envoy-admin-por
 
 ENVOY_LINE = re.compile(r"behind Envoy \(pid (?P<pid>\d+)\) on (?P<target>\S+):")
 URLS_LINE = re.compile(r"Envoy stats on (?P<stats>\S+); Envoy admin on (?P<admin>\S+)")
+HTTP_LINE = re.compile(r"the HTTP/JSON API behind Envoy on (?P<url>\S+),")
 REPLICA_LINE = re.compile(r"replica (?P<name>\S+) \(pid (?P<pid>\d+)\): gRPC (?P<target>\S+), "
-                          r"metrics (?P<metrics>[^\s,]+)")
+                          r"metrics (?P<metrics>[^\s,]+)(?:, HTTP (?P<http>[^\s,]+))?")
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,18 @@ class Replica:
     pid: int
     target: str
     metrics_url: str
+    http_target: str | None = None  # host:port of its HTTP API, when the cluster has one
 
     @property
     def address(self) -> tuple[str, int]:
         host, port = self.target.rsplit(":", 1)
+        return host, int(port)
+
+    @property
+    def http_address(self) -> tuple[str, int] | None:
+        if self.http_target is None:
+            return None
+        host, port = self.http_target.rsplit(":", 1)
         return host, int(port)
 
 
@@ -54,13 +63,15 @@ class ClusterProcess(LoggedProcess):
     envoy_pid: int = 0
     stats_url: str = ""
     admin_url: str = ""
+    http_url: str | None = None  # with --envoy-http-port: Envoy's HTTP/JSON port
     stop_timeout_seconds: ClassVar[float] = STOP_TIMEOUT_SECONDS
 
     def replicas(self) -> dict[str, Replica]:
         """Every replica by name, as last started (a restart prints a new pid)."""
         found = {}
         for match in REPLICA_LINE.finditer(self.stdout()):
-            found[match["name"]] = Replica(match["name"], int(match["pid"]), match["target"], match["metrics"])
+            found[match["name"]] = Replica(match["name"], int(match["pid"]), match["target"], match["metrics"],
+                                           match["http"])
         return found
 
     def healthy(self, cluster: str = AFFINITY_CLUSTER) -> set[tuple[str, int]]:
@@ -69,12 +80,18 @@ class ClusterProcess(LoggedProcess):
             return healthy_hosts(json.loads(answer.read()), cluster)
 
     def wait_until_all_healthy(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
-        """Until Envoy routes to every replica, in both of its replica clusters."""
+        """Until Envoy routes to every replica, in both of its replica clusters
+        (and in both HTTP ones, with the HTTP API behind Envoy)."""
         def all_healthy() -> bool:
-            addresses = {replica.address for replica in self.replicas().values()}
+            replicas = self.replicas().values()
+            addresses = {replica.address for replica in replicas}
             try:
-                return bool(addresses) and all(self.healthy(name) == addresses
-                                               for name in (AFFINITY_CLUSTER, BALANCED_CLUSTER))
+                if not addresses or not all(self.healthy(name) == addresses
+                                            for name in (AFFINITY_CLUSTER, BALANCED_CLUSTER)):
+                    return False
+                http = {replica.http_address for replica in replicas if replica.http_address is not None}
+                return self.http_url is None or all(self.healthy(name) == http
+                                                    for name in (HTTP_AFFINITY_CLUSTER, HTTP_BALANCED_CLUSTER))
             except OSError:  # Envoy's admin not up yet
                 return False
 
@@ -93,6 +110,8 @@ def running_cluster(log_dir: Path, *args: str, timeout: float = START_TIMEOUT_SE
         assert envoy is not None and urls is not None
         cluster.target, cluster.envoy_pid = envoy["target"], int(envoy["pid"])
         cluster.stats_url, cluster.admin_url = urls["stats"], urls["admin"]
+        http = HTTP_LINE.search(cluster.stdout())
+        cluster.http_url = http["url"] if http is not None else None
         cluster.wait_until_all_healthy(timeout)
         yield cluster
     finally:

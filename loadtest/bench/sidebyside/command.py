@@ -17,7 +17,7 @@ from loadtest.bench.sidebyside.measure import (
 from loadtest.bench.sidebyside.plots import plot_sweeps, sweep_points
 from loadtest.bench.sidebyside.report import markdown_table
 from loadtest.bench.sidebyside.results import SystemResult
-from loadtest.bench.sidebyside.systems import SYSTEMS
+from loadtest.bench.sidebyside.systems import CHOICES
 from loadtest.workload import WorkloadSpec
 
 
@@ -26,9 +26,9 @@ def sidebyside_command(args: argparse.Namespace) -> int:
     saved results back); write sidebyside.json, sidebyside.md and sweeps.png
     under args.out and print the table."""
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    unknown = sorted(set(systems) - set(SYSTEMS))
+    unknown = sorted(set(systems) - set(CHOICES))
     if unknown:
-        raise SystemExit(f"unknown systems {unknown}; choose from {list(SYSTEMS)}")
+        raise SystemExit(f"unknown systems {unknown}; choose from {list(CHOICES)}")
     results_file = args.out / "sidebyside.json"
     if args.compare is not None:
         return _compare_command(args.compare, args.out, args.tolerance)

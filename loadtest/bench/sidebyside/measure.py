@@ -32,14 +32,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from loadtest.bench.sidebyside.results import ComputeLimit, SystemResult
-from loadtest.bench.sidebyside.systems import VLLM_OPENAI, Endpoints, free_ports, running, server_command
+from loadtest.bench.sidebyside.systems import (
+    VLLM_OPENAI, Endpoints, free_ports, over_http, running, server_command,
+)
 from loadtest.capacity import (
     DEFAULT_CONFIRM, WARMUP_CONCURRENCY, RateVerdict, search_capacity, write_sweep_json,
 )
 from loadtest.experiment import RunPlan, execute
 from loadtest.host_cost import LOAD_GENERATOR, SERVER, CpuMeter, per_candidate, write_host_cost_json
+from loadtest.http_client import BrewHttpScorer
 from loadtest.plots import plot_sweep
-from loadtest.runner import Scorer, Target
+from loadtest.runner import Scorer, Target, Transport
 from loadtest.saturation import DEFAULT_FRACTIONS, Saturation, measure_saturation, saturation_callers
 from loadtest.summary import Summary
 from loadtest.workload import WorkloadSpec
@@ -56,6 +59,11 @@ async def scorer_for(system: str, endpoints: Endpoints, model: Path, prompts: Pa
         async with VllmScoringScorer.for_model(f"http://{endpoints.address}", model, prompts) as scorer:
             await scorer.wait_until_ready(READY_TIMEOUT_S)
             yield scorer
+        return
+    if over_http(system):
+        async with BrewHttpScorer(f"http://{endpoints.http_address}") as http:
+            await http.wait_until_ready(READY_TIMEOUT_S)
+            yield http
         return
     async with Target(endpoints.address).client() as client:
         await client.wait_until_serving(READY_TIMEOUT_S)
@@ -186,7 +194,9 @@ async def _measure_system(system: str, endpoints: Endpoints, settings: SideBySid
     every system sharing the turn can answer."""
     base_dir = settings.out / system
     metrics = None if system == VLLM_OPENAI else f"http://127.0.0.1:{endpoints.metrics_port}/metrics"
-    base = RunPlan(target=Target(endpoints.address), out_dir=base_dir, rate=settings.start_rate,
+    target = (Target(endpoints.http_address, transport=Transport.HTTP) if over_http(system)
+              else Target(endpoints.address))
+    base = RunPlan(target=target, out_dir=base_dir, rate=settings.start_rate,
                    duration_s=settings.duration_s, workload=settings.workload, slo_s=settings.slo_s,
                    timeout_s=settings.timeout_s, metrics_urls=(metrics,) if metrics else (), ready_timeout_s=0,
                    progress=False)
@@ -232,11 +242,11 @@ def measure_system(system: str, settings: SideBySideSettings) -> SystemResult:
 def measure_interleaved(systems: Sequence[str], settings: SideBySideSettings) -> list[SystemResult]:
     """Every system started at once and measured with their runs taking
     turns (see the module docstring), then all stopped."""
-    ports = iter(free_ports(2 * len(systems)))
+    ports = iter(free_ports(3 * len(systems)))
     with contextlib.ExitStack() as stack:
         servers = []
         for system in systems:
-            endpoints = Endpoints(next(ports), next(ports))
+            endpoints = Endpoints(next(ports), next(ports), next(ports))
             command = server_command(system, endpoints, settings.model, settings.prompts)
             server = stack.enter_context(running(command, settings.out / system / "server.log"))
             servers.append((system, endpoints, server.pid))

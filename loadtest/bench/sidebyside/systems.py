@@ -40,6 +40,18 @@ SYSTEMS = (
 )
 
 
+# A Brew system served with --http-port and loaded over POST /v1/brew/score
+# (loadtest.http_client), e.g. brew-vllm-http: the same server, the other transport.
+HTTP = "-http"
+HTTP_SYSTEMS = tuple(f"{name}{HTTP}" for name, variant in ENGINE_SYSTEMS.items() if variant.kind is not EngineKind.NAIVE)
+# What --systems accepts; the default is SYSTEMS.
+CHOICES = (*SYSTEMS, *HTTP_SYSTEMS)
+
+
+def over_http(system: str) -> bool:
+    return system in HTTP_SYSTEMS
+
+
 def free_ports(count: int) -> list[int]:
     """`count` distinct free localhost ports: every probe is held open until
     all are bound, so the system cannot hand out one twice."""
@@ -54,10 +66,15 @@ def free_ports(count: int) -> list[int]:
 class Endpoints:
     port: int
     metrics_port: int
+    http_port: int | None = None  # a system loaded over HTTP (over_http)
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def http_address(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
 
 
 def server_command(system: str, endpoints: Endpoints, model: Path, prompts: Path) -> list[str]:
@@ -72,6 +89,10 @@ def server_command(system: str, endpoints: Endpoints, model: Path, prompts: Path
                 "--dtype", "float32", "--enforce-eager", "--enable-prefix-caching", "--block-size", "32",
                 "--gpu-memory-utilization", "0.3", "--kv-cache-memory-bytes", str(1 << 30),
                 "--disable-log-stats"]
+    if over_http(system):
+        assert endpoints.http_port is not None, f"{system} needs an HTTP port"
+        return [*server_command(system.removesuffix(HTTP), endpoints, model, prompts),
+                "--http-port", str(endpoints.http_port)]
     variant = ENGINE_SYSTEMS[system]
     return [sys.executable, "-m", "brew.cli", "serve", "--engine", variant.kind.value, "--model", str(model),
             "--prompts", str(prompts), "--multi-item", variant.multi_item.value,
