@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from brew.ranker import Ranker, assemble_response
@@ -42,6 +42,11 @@ from serving.metrics import ServiceMetrics
 
 OK = "OK"
 CANCELLED = "CANCELLED"
+
+# How a decoded request becomes the engine's groups: the ranker's own
+# rendering (Ranker.prepare), or groups rendered ahead by a caller that
+# checks them against this ranker (brew batch on Ray renders in CPU tasks).
+Prepare = Callable[[Ranker, ScoreRequest], Sequence[PreparedTask]]
 
 
 def _unlabelled(error: BaseException) -> str:
@@ -89,8 +94,9 @@ class ScoringService:
         return ranker.verbalizer.tasks, ranker.model_name
 
     async def score(self, shape: RequestShape, decode: Callable[[], ScoreRequest],
-                    deadline: float | None) -> ScoreResponse:
-        """Score one request; `deadline` is time.monotonic()-based (None: none)."""
+                    deadline: float | None, prepare: Prepare = Ranker.prepare) -> ScoreResponse:
+        """Score one request; `deadline` is time.monotonic()-based (None: none).
+        `prepare` runs on the worker thread, after `decode`."""
         started = time.perf_counter()
         self._metrics.request_started()
         tasks = [(self._task_label(name), candidates) for name, candidates in shape.tasks]
@@ -101,7 +107,7 @@ class ScoringService:
                 deadline = time.monotonic() + self._default_deadline
             reservation = dispatcher.reserve(shape.candidates, deadline)
             try:
-                response = await self._score(ranker, dispatcher, decode, deadline, started, reservation)
+                response = await self._score(ranker, dispatcher, decode, deadline, started, reservation, prepare)
             finally:
                 reservation.release()
         except asyncio.CancelledError:
@@ -134,8 +140,8 @@ class ScoringService:
 
     async def _score(self, ranker: Ranker, dispatcher: Dispatcher, decode: Callable[[], ScoreRequest],
                      deadline: float | None, started: float,
-                     reservation: Reservation | None = None) -> ScoreResponse:
-        request, prepared, prepare_seconds = await asyncio.to_thread(_decode_and_prepare, ranker, decode)
+                     reservation: Reservation | None = None, prepare: Prepare = Ranker.prepare) -> ScoreResponse:
+        request, prepared, prepare_seconds = await asyncio.to_thread(_decode_and_prepare, ranker, decode, prepare)
         dispatcher.prepared(prepare_seconds)
         verbalized = time.perf_counter()
         dispatched = await dispatcher.score([p.group for p in prepared], deadline, reservation)
@@ -165,13 +171,13 @@ class ScoringService:
         self._metrics.request_finished(status, time.perf_counter() - started)
 
 
-def _decode_and_prepare(ranker: Ranker, decode: Callable[[], ScoreRequest]
-                        ) -> tuple[ScoreRequest, list[PreparedTask], float]:
+def _decode_and_prepare(ranker: Ranker, decode: Callable[[], ScoreRequest], prepare: Prepare
+                        ) -> tuple[ScoreRequest, Sequence[PreparedTask], float]:
     """The request's CPU work, on a worker thread: decode it, verbalize every
     task; and the seconds it took."""
     started = time.perf_counter()
     request = decode()
-    prepared = ranker.prepare(request)
+    prepared = prepare(ranker, request)
     return request, prepared, time.perf_counter() - started
 
 
