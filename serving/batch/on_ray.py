@@ -100,8 +100,9 @@ def _outcomes(plan: InputPlan, shards: Sequence[ShardPlan], config: ServerConfig
         prepare_chunks, batch_size=1, num_cpus=1,
         fn_kwargs={"path": str(plan.path), "kind": plan.format.value, "renderer": Renderer.of(config)},
     ).map_batches(
-        ScoringActor, batch_size=batch.actor_batch_requests, concurrency=batch.actors, num_cpus=batch.cpus_per_actor,
-        num_gpus=gpus, max_concurrency=2,
+        ScoringActor, batch_size=batch.actor_batch_requests, num_cpus=batch.cpus_per_actor, num_gpus=gpus,
+        compute=ray.data.ActorPoolStrategy(size=batch.actors, max_concurrent_calls_per_actor=2,
+                                           enable_true_multi_threading=True),
         fn_constructor_kwargs={"config": config, "window_candidates": batch.window_candidates},
     )
     for block in dataset.iter_batches(batch_size=None, batch_format="numpy"):
@@ -189,7 +190,7 @@ def rendered_tasks(tasks: Sequence[RenderedTask]) -> Prepare:
 class ScoringActor:
     """One engine behind the service in a Ray actor; scores the rendered
     requests of each batch Ray Data hands it. The service runs on an event
-    loop of its own thread, so two batches in flight (max_concurrency=2)
+    loop of its own thread, so two batches in flight (two concurrent calls)
     share its dispatcher and the engine never waits between them."""
 
     def __init__(self, config: ServerConfig, window_candidates: int | None) -> None:

@@ -10,6 +10,7 @@ caller's to correct, and the job goes on without it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import json_format
@@ -35,7 +36,10 @@ def parse_row(payload: bytes | str | Mapping[str, Any]) -> pb.ScoreCandidatesReq
 
 def _mapping(value: Any) -> Any:
     """Arrow's Python values as the JSON mapping: a missing (null) field is
-    left out, and a map column (a list of key/value pairs) is an object."""
+    left out, a map column (a list of key/value pairs) is an object, and a
+    timestamp column is RFC 3339 text (a naive one is taken as UTC)."""
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
     if isinstance(value, Mapping):
         return {key: _mapping(item) for key, item in value.items() if item is not None}
     if isinstance(value, list):
