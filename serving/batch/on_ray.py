@@ -57,7 +57,8 @@ from serving.batch.inputs import Chunk, InputFormat, InputPlan, ShardPlan, read_
 from serving.batch.local import parse_rows
 from serving.batch.scorer import BatchScorer
 from serving.batch.settings import BatchSettings
-from serving.config import ServerConfig
+from serving.config import Limits, ServerConfig
+from serving.limits import check_limits
 from serving.service import Prepare, local_service
 from serving.servicer import request_shape
 
@@ -118,10 +119,12 @@ class Renderer:
     prompts: Path
     max_model_len: int
     context_cache_entries: int
+    limits: Limits
 
     @classmethod
     def of(cls, config: ServerConfig) -> Renderer:
-        return cls(config.model, config.prompts, max_model_len(config.model), config.context_cache_entries)
+        return cls(config.model, config.prompts, max_model_len(config.model), config.context_cache_entries,
+                   config.limits)
 
     def verbalizer(self) -> Verbalizer:
         return _verbalizer(self)
@@ -141,6 +144,7 @@ def prepare_chunks(chunks: dict[str, Any], path: str, kind: str, renderer: Rende
     """Read + prepare, a CPU task: each row of the chunks as the request's
     bytes and its rendered tasks, or as its Failed outcome."""
     verbalizer = renderer.verbalizer()
+    render = functools.partial(_prepared, verbalizer, renderer.limits)
     indexes: list[int] = []
     lines: list[int] = []
     payloads: list[bytes] = []
@@ -149,15 +153,18 @@ def prepare_chunks(chunks: dict[str, Any], path: str, kind: str, renderer: Rende
         for row, message in parse_rows(read_chunk(Path(path), InputFormat(kind), chunk)):
             indexes.append(row.index)
             lines.append(row.line or 0)
-            payloads.append(pickle.dumps(_prepared(verbalizer, row.index, row.line, message)))
+            payloads.append(pickle.dumps(render(row.index, row.line, message)))
     return {"request_index": indexes, "line": lines, "payload": payloads}
 
 
-def _prepared(verbalizer: Verbalizer, index: int, line: int | None,
+def _prepared(verbalizer: Verbalizer, limits: Limits, index: int, line: int | None,
               message: pb.ScoreCandidatesRequest | Failed) -> Failed | tuple[bytes, list[RenderedTask]]:
+    """A row's rendering, or its Failed outcome: the service's checks in the
+    service's order (limits, then decode, then each task)."""
     if isinstance(message, Failed):
         return message
     try:
+        check_limits(request_shape(message), limits)
         request = request_from_proto(message)
         rendered = [verbalizer.prepare(request.member, task, number) for number, task in enumerate(request.tasks)]
     except InvalidRequestError as error:

@@ -22,6 +22,7 @@ from brew.wire import parse_request_json, request_from_proto
 from serving.batch.columns import Failed, Scored, candidate_rows
 from serving.batch.on_ray import _prepared, rendered_tasks
 from serving.batch.scorer import BatchScorer, CandidateWindow
+from serving.config import Limits
 from serving.errors import QueueFullError
 from serving.limits import RequestShape
 from serving.service import local_service
@@ -110,7 +111,7 @@ async def test_a_request_refused_by_admission_waits_for_another_to_finish_then_a
 async def test_tasks_rendered_ahead_score_as_the_services_own_rendering(ranker, example, shipped_tasks,
                                                                         demo_tokenizer):
     elsewhere = Verbalizer(shipped_tasks, demo_tokenizer, max_model_len=4096)  # a CPU task's: another limit
-    raw, tasks = _prepared(elsewhere, 0, 1, example)
+    raw, tasks = _prepared(elsewhere, Limits(), 0, 1, example)
     assert raw == example.SerializeToString()
     async with local_service(ranker) as service:
         shape, decode = request_shape(example), lambda: request_from_proto(example)
@@ -123,7 +124,7 @@ async def test_tasks_rendered_ahead_score_as_the_services_own_rendering(ranker, 
 async def test_tasks_rendered_ahead_are_checked_against_the_scoring_engine(ranker, example, shipped_tasks,
                                                                            demo_tokenizer):
     request = request_from_proto(example)
-    _, tasks = _prepared(Verbalizer(shipped_tasks, demo_tokenizer, max_model_len=4096), 0, 1, example)
+    _, tasks = _prepared(Verbalizer(shipped_tasks, demo_tokenizer, max_model_len=4096), Limits(), 0, 1, example)
     other_version = [(name, "v0", *rest) for name, _, *rest in tasks]
     with pytest.raises(TaskConfigError, match="give every Ray node the same prompts"):
         rendered_tasks(other_version)(ranker, request)
