@@ -1,5 +1,6 @@
 """`brew batch` as users run it: real processes on the demo model with the
-torch engine, locally and on a local Ray with two scoring actors.
+torch engine, locally and on a local Ray with two scoring actors, and once
+on the vLLM engine.
 
 Two hundred generated requests (and a few bad rows) go through a job that
 is killed once it has written some shards, then rerun: the output ends
@@ -43,6 +44,7 @@ from serving.servicer import request_shape
 pytestmark = [pytest.mark.integration]
 
 TOLERANCE = 1e-5  # the same engine and model in and out of the batch job (batches differ)
+PARITY_TOLERANCE = 1e-4  # vLLM against the torch reference (tests/integration/test_engine_parity.py)
 REQUESTS = 200
 SHARD = 20
 TORCH = ["--engine", "torch", "--no-progress"]
@@ -136,13 +138,13 @@ def read_output(out: Path) -> pa.Table:
     return pa.concat_tables(pq.read_table(out / name) for name in manifest_of(out)["shards"])
 
 
-def assert_rows_are_the_services(table: pa.Table, expected: dict[Key, float]) -> None:
+def assert_rows_are_the_services(table: pa.Table, expected: dict[Key, float], tolerance: float = TOLERANCE) -> None:
     rows = table.to_pylist()
     keys = [(r["request_index"], r["task_index"], r["item_id"]) for r in rows]
     assert len(keys) == len(set(keys)), "a candidate was written twice"
     assert set(keys) == set(expected), "candidates lost or invented"
     worst = max(abs(r["score"] - expected[key]) for r, key in zip(rows, keys))
-    assert worst <= TOLERANCE, worst
+    assert worst <= tolerance, worst
     assert all(abs(sum(r["label_probs"]) - 1.0) < 1e-6 and r["score"] in r["label_probs"] for r in rows)
     assert {r["model"] for r in rows} == {"brew-demo"}
     assert [r["request_index"] for r in rows] == sorted(r["request_index"] for r in rows)  # input order
@@ -218,6 +220,17 @@ def test_a_parquet_input_gives_the_same_rows(job_input, expected, tmp_path):
     assert_rows_are_the_services(read_output(out), {k: v for k, v in expected.items() if k[0] < 60})
     records = [json.loads(line) for line in (out / "errors.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [(r["request_index"], "line" in r) for r in records] == [(3, False), (57, False)]
+
+
+@pytest.mark.vllm
+def test_on_the_vllm_engine_the_scores_are_the_torch_references(job_input, expected, tmp_path):
+    path, _ = job_input
+    subset = tmp_path / "requests.jsonl"
+    subset.write_text("\n".join(path.read_text(encoding="utf-8").splitlines()[:40]) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    finished(run_batch("--input", str(subset), "--output", str(out), "--engine", "vllm", "--no-progress"))
+    assert_rows_are_the_services(read_output(out), {k: v for k, v in expected.items() if k[0] < 40},
+                                 tolerance=PARITY_TOLERANCE)
 
 
 def test_max_errors_stops_the_job_and_says_so(tmp_path):
