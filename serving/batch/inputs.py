@@ -24,7 +24,7 @@ text, in a string column named `request`, or as columns (`request_id`,
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -170,9 +170,3 @@ def _read_parquet(path: Path, chunk: Chunk) -> list[RawRow]:
         return [RawRow(chunk.first_index + n, text if isinstance(text, str) else "") for n, text in enumerate(texts)]
     return [RawRow(chunk.first_index + n, row) for n, row in enumerate(table.to_pylist())]
 
-
-def rows_of(plan: InputPlan, shards: Iterator[ShardPlan]) -> Iterator[list[RawRow]]:
-    """Every chunk of these shards, read one at a time."""
-    for shard in shards:
-        for chunk in shard.chunks:
-            yield read_chunk(plan.path, plan.format, chunk)

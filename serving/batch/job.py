@@ -40,11 +40,19 @@ class Summary:
     shards_resumed: int
     seconds: float
     pipeline: str
+    ready_seconds: float | None = None  # when the engine was ready (local; Ray's actors start apart)
     stopped: str | None = None
 
     @property
     def candidates_per_second(self) -> float:
         return self.candidates / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def scoring_candidates_per_second(self) -> float | None:
+        """Candidates/s once the engine was ready: the job without its start-up."""
+        if self.ready_seconds is None or self.seconds <= self.ready_seconds:
+            return None
+        return self.candidates / (self.seconds - self.ready_seconds)
 
     def text(self) -> str:
         lines = [
@@ -55,6 +63,9 @@ class Summary:
             f"shards: {self.shards_written} written, {self.shards_resumed} resumed",
             f"time: {self.seconds:.1f} s, {self.candidates_per_second:.1f} candidates/s ({self.pipeline})",
         ]
+        scoring = self.scoring_candidates_per_second
+        if scoring is not None:
+            lines.append(f"engine ready after {self.ready_seconds:.1f} s; {scoring:.1f} candidates/s since")
         if self.stopped:
             lines.append(f"stopped: {self.stopped}")
         return "\n".join(lines)
@@ -127,8 +138,9 @@ def run_job(input_path: Path, out_dir: Path, config: ServerConfig, batch: BatchS
 
     pipeline = "ray" if uses_ray(batch) else "local"
     stopped = None
+    ready: list[float] = []
     try:
-        _score(pipeline, plan, todo, config, batch, sink)
+        _score(pipeline, plan, todo, config, batch, sink, lambda: ready.append(time.perf_counter() - started))
     except TooManyErrors as error:
         stopped = str(error)
         book.flush_errors()
@@ -140,11 +152,12 @@ def run_job(input_path: Path, out_dir: Path, config: ServerConfig, batch: BatchS
     return Summary(rows=plan.rows, resumed_rows=resumed_rows, scored_requests=scored,
                    candidates=progress.candidates, errors=book.errors - errors_before,
                    shards_written=len(book.committed), shards_resumed=resumed,
-                   seconds=time.perf_counter() - started, pipeline=pipeline, stopped=stopped)
+                   seconds=time.perf_counter() - started, pipeline=pipeline,
+                   ready_seconds=ready[0] if ready else None, stopped=stopped)
 
 
 def _score(pipeline: str, plan: InputPlan, todo: list[ShardPlan], config: ServerConfig, batch: BatchSettings,
-           sink: Callable[[Outcome], None]) -> None:
+           sink: Callable[[Outcome], None], on_ready: Callable[[], None]) -> None:
     if pipeline == "ray":
         from serving.batch.on_ray import score_on_ray
 
@@ -153,4 +166,4 @@ def _score(pipeline: str, plan: InputPlan, todo: list[ShardPlan], config: Server
     from serving.batch.local import score_locally
 
     window = batch.window_candidates or config.batching.max_queue_candidates
-    asyncio.run(score_locally(plan, todo, config, window, sink))
+    asyncio.run(score_locally(plan, todo, config, window, sink, on_ready))

@@ -44,14 +44,17 @@ def parse_rows(rows: Iterable[RawRow]) -> list[Parsed]:
 
 
 async def score_locally(plan: InputPlan, shards: Iterable[ShardPlan], config: ServerConfig,
-                        window_candidates: int, sink: Callable[[Outcome], None]) -> None:
-    """Score every row of `shards` on one engine; raises what stopped the job
-    (the sink's TooManyErrors, an engine failure)."""
+                        window_candidates: int, sink: Callable[[Outcome], None],
+                        on_ready: Callable[[], None] = lambda: None) -> None:
+    """Score every row of `shards` on one engine (`on_ready` once it is
+    started); raises what stopped the job (the sink's TooManyErrors, an
+    engine failure)."""
     cache = ContextCache(config.context_cache_entries) if config.context_cache_entries else None
     ranker = await build_ranker(config.model, config.prompts, config.engine, **config.engine_options(),
                                 context_cache=cache)
     try:
         async with local_service(ranker, config) as service:
+            on_ready()
             await _run(plan, shards, BatchScorer(service, window_candidates), sink)
     finally:
         await ranker.engine.close()

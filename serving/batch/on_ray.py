@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import os
 import pickle
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -73,7 +74,9 @@ def score_on_ray(plan: InputPlan, shards: Sequence[ShardPlan], config: ServerCon
     import ray
 
     started_here = not ray.is_initialized()
-    if started_here:
+    if started_here and os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=False, runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+    elif started_here:  # a local Ray: its workers import this project from where it runs
         project = str(Path(__file__).resolve().parents[2])
         ray.init(num_cpus=batch.ray_cpus, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": project, "TOKENIZERS_PARALLELISM": "false"}})
@@ -236,7 +239,10 @@ class ScoringActor:
         return [item if isinstance(item, Failed) else await item for item in scoring]
 
     def __del__(self) -> None:
+        """Close the service and the engine when Ray Data lets the actor go."""
         if self._loop.is_running():
-            self._run(self._stack.aclose())
-            self._loop.call_soon_threadsafe(self._loop.stop)
+            try:
+                self._run(self._stack.aclose())
+            finally:
+                self._loop.call_soon_threadsafe(self._loop.stop)
 

@@ -25,6 +25,7 @@ import asyncio
 
 from brew.errors import InvalidRequestError
 from brew.ranker import Ranker
+from brew.types import ScoreResponse
 from brew.v1 import ranking_pb2 as pb
 from brew.wire import request_from_proto
 from serving.batch.columns import Failed, Outcome, Scored, candidate_rows
@@ -81,7 +82,8 @@ class BatchScorer:
             await self.window.release(shape.candidates)
         return Scored(index, candidate_rows(index, response))
 
-    async def _admitted(self, shape: RequestShape, message: pb.ScoreCandidatesRequest, prepare: Prepare):  # type: ignore[no-untyped-def]
+    async def _admitted(self, shape: RequestShape, message: pb.ScoreCandidatesRequest,
+                        prepare: Prepare) -> ScoreResponse:
         try:
             while True:
                 seen = self._finished
