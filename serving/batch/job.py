@@ -140,7 +140,8 @@ def run_job(input_path: Path, out_dir: Path, config: ServerConfig, batch: BatchS
     stopped = None
     ready: list[float] = []
     try:
-        _score(pipeline, plan, todo, config, batch, sink, lambda: ready.append(time.perf_counter() - started))
+        if any(shard.rows for shard in todo):  # a finished job's rerun starts no engine
+            _score(pipeline, plan, todo, config, batch, sink, lambda: ready.append(time.perf_counter() - started))
     except TooManyErrors as error:
         stopped = str(error)
         book.flush_errors()
