@@ -80,6 +80,9 @@ def score_on_ray(plan: InputPlan, shards: Sequence[ShardPlan], config: ServerCon
         project = str(Path(__file__).resolve().parents[2])
         ray.init(num_cpus=batch.ray_cpus, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": project, "TOKENIZERS_PARALLELISM": "false"}})
+    # Workers start in directories of their own: every path they open is absolute.
+    plan = dataclasses.replace(plan, path=plan.path.resolve())
+    config = dataclasses.replace(config, model=config.model.resolve(), prompts=config.prompts.resolve())
     try:
         for outcome in _outcomes(plan, shards, config, batch):
             sink(outcome)
