@@ -55,7 +55,7 @@ from brew.verbalize import PreparedTask, RenderedContext, Verbalizer, task_label
 from brew.wire import request_from_proto
 from serving.batch.columns import Failed, Outcome
 from serving.batch.inputs import Chunk, InputFormat, InputPlan, ShardPlan, read_chunk
-from serving.batch.local import parse_rows
+from serving.batch.local import freeze_startup_objects, parse_rows
 from serving.batch.scorer import BatchScorer
 from serving.batch.settings import BatchSettings
 from serving.config import Limits, ServerConfig
@@ -221,6 +221,7 @@ class ScoringActor:
                                     context_cache=cache)
         self._stack.push_async_callback(ranker.engine.close)
         service = await self._stack.enter_async_context(local_service(ranker, config))
+        freeze_startup_objects()
         return BatchScorer(service, window_candidates)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
