@@ -59,6 +59,7 @@ async def score_locally(plan: InputPlan, shards: Iterable[ShardPlan], config: Se
             on_ready()
             await _run(plan, shards, BatchScorer(service, window_candidates), sink)
     finally:
+        gc.unfreeze()  # the job is over; the process (a caller of run_job, a test) goes on
         await ranker.engine.close()
 
 

@@ -104,7 +104,7 @@ def _outcomes(plan: InputPlan, shards: Sequence[ShardPlan], config: ServerConfig
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
     dataset = ray.data.from_items(chunks, override_num_blocks=len(chunks)).map_batches(
-        prepare_chunks, batch_size=1, num_cpus=1,
+        prepare_chunks, batch_size=1, num_cpus=1, ray_remote_args_fn=_spread,
         fn_kwargs={"path": str(plan.path), "kind": plan.format.value, "renderer": Renderer.of(config)},
     ).map_batches(
         ScoringActor, batch_size=batch.actor_batch_requests, num_cpus=batch.cpus_per_actor, num_gpus=gpus,
@@ -115,6 +115,14 @@ def _outcomes(plan: InputPlan, shards: Sequence[ShardPlan], config: ServerConfig
     for block in dataset.iter_batches(batch_size=None, batch_format="numpy"):
         for blob in block["outcome"]:
             yield pickle.loads(blob)
+
+
+def _spread() -> dict[str, Any]:
+    """The read-and-render tasks' placement: spread over the cluster's nodes.
+    Given as a function, it also keeps Ray Data from fusing these tasks into
+    the scoring actors when both ask for the same resources (one CPU, no
+    GPU): fused, an actor would render between its engine's batches."""
+    return {"scheduling_strategy": "SPREAD"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -120,9 +120,13 @@ def run_batch(*args: str, **popen) -> subprocess.Popen[str]:
 
 
 def finished(process: subprocess.Popen[str], timeout: float = 540) -> str:
+    return finished_with_log(process, timeout)[0]
+
+
+def finished_with_log(process: subprocess.Popen[str], timeout: float = 540) -> tuple[str, str]:
     out, err = process.communicate(timeout=timeout)
     assert process.returncode == 0, f"exit {process.returncode}\n{out}\n{err[-4000:]}"
-    return out
+    return out, err
 
 
 def manifest_of(out: Path) -> dict:
@@ -188,9 +192,12 @@ def test_on_a_local_ray_with_two_actors_the_rows_are_the_same(job_input, expecte
     path, _ = job_input
     out = tmp_path / "out"
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
-    summary = finished(run_batch("--input", str(path), "--output", str(out), "--shard-requests", str(SHARD), *TORCH,
-                                 "--ray", "--actors", "2", "--ray-cpus", "3", "--actor-batch-requests", "16", env=env))
+    summary, log = finished_with_log(run_batch(
+        "--input", str(path), "--output", str(out), "--shard-requests", str(SHARD), *TORCH,
+        "--ray", "--actors", "2", "--ray-cpus", "3", "--actor-batch-requests", "16", env=env))
     assert "(ray)" in summary
+    # Ray Data's plan: rendering in tasks of their own, not fused into the scoring actors.
+    assert "TaskPoolMapOperator[MapBatches(prepare_chunks)] -> ActorPoolMapOperator[MapBatches(ScoringActor)]" in log
     assert_rows_are_the_services(read_output(out), expected)
     assert_errors_listed_once(out)
 
