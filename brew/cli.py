@@ -1,6 +1,7 @@
 """The `brew` command: score a request, evaluate the model, rebuild the demo.
 
     brew score --request examples/request.json [--engine vllm|torch|naive] [--model DIR]
+    brew batch --input FILE --output DIR [--engine ...] [--ray [--actors N]] ...
     brew eval [--task T] [--engine torch|vllm|naive]
     brew train-demo [--out DIR]
     brew serve [--config FILE] [--engine vllm|torch|naive] [--port N] [--http-port N] [--metrics-port N] ...
@@ -61,6 +62,59 @@ async def _score(args: argparse.Namespace) -> int:
         await ranker.engine.close()
     print(message_to_json(response_to_proto(response)))
     return 0
+
+
+def _batch(args: argparse.Namespace) -> int:
+    """Score a file of requests through the serving path into Parquet shards (serving.batch)."""
+    from brew.settings import from_table, given_flags
+    from serving.batch.settings import BatchSettings
+
+    config = _config_from_flags(args)
+    batch = from_table(BatchSettings, given_flags(args, BatchSettings, prefix="job."))
+    from serving.batch.job import run_job, uses_ray
+
+    needed = ("pyarrow", "ray") if uses_ray(batch) else ("pyarrow",)
+    for module in needed:
+        try:
+            __import__(module)
+        except ImportError:
+            print(f"brew batch: error: {module} is not installed; install the batch extra: "
+                  "pip install -e '.[batch]'", file=sys.stderr)
+            return 2
+    if not args.input.is_file():
+        print(f"brew batch: error: --input {args.input}: no such file", file=sys.stderr)
+        return 2
+    # The tokenizers library's thread pool stays off, as in `brew serve`: a
+    # request's texts are too few to split, and its idle spinning costs CPU.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    summary = run_job(args.input, args.output, config, batch)
+    print(summary.text())
+    return 1 if summary.stopped else 0
+
+
+def _add_batch_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from brew.settings import add_flags
+    from serving.batch.settings import BatchSettings
+    from serving.config import ServerConfig
+
+    batch = commands.add_parser(
+        "batch", help="score a file of requests (JSONL or Parquet) into Parquet shards, here or on Ray",
+        description="Score every request of a file (one ScoreCandidatesRequest per JSONL line or Parquet row, "
+                    "in the proto's JSON mapping, as `brew score --request` reads it) through the serving path "
+                    "of `brew serve`, without the transport, into Parquet shards with one row per candidate. "
+                    "Bad rows go to errors.jsonl and the job goes on; rerun the same command after a kill to "
+                    "resume from the finished shards. Engine, batching and limit settings are brew serve's "
+                    "(flags, or --config).",
+    )
+    batch.add_argument("--input", type=Path, required=True, metavar="FILE",
+                       help="requests: JSONL (one per line) or Parquet (a `request` JSON column, or the "
+                            "mapping as columns)")
+    batch.add_argument("--output", type=Path, required=True, metavar="DIR",
+                       help="output directory: part-*.parquet, errors.jsonl, manifest.json")
+    _add_engine_flags(batch)
+    add_flags(batch, ServerConfig, fields=("context_cache_entries",), sections=("batching", "limits"))
+    add_flags(batch, BatchSettings, title="the job", prefix="job.")
+    batch.set_defaults(run=_batch)
 
 
 async def _eval(args: argparse.Namespace) -> int:
@@ -308,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(run=_train_demo)
 
+    _add_batch_parser(commands)
     _add_serve_parser(commands)
     _add_cluster_parser(commands)
     _add_prompts_parser(commands)

@@ -113,10 +113,11 @@ class Verbalizer:
             self.render_candidate(member, task, item, index) for item in request.candidates
         )
         suffixes = tuple(tuple(ids) for ids in self.tokenizer.encode_many(candidate_texts))
-        self._check_lengths(task, index, request.candidates, prefix_ids, suffixes)
+        item_ids = tuple(item.item_id for item in request.candidates)
+        self._check_lengths(task, index, item_ids, prefix_ids, suffixes)
         return PreparedTask(
             task=task,
-            item_ids=tuple(item.item_id for item in request.candidates),
+            item_ids=item_ids,
             group=ScoringGroup(prefix_ids, suffixes, self._label_ids[task.name]),
             context=context,
             candidate_texts=candidate_texts,
@@ -184,28 +185,36 @@ class Verbalizer:
             lines[index] = HistoryLine(line.interaction, line.text, line.tokens, HistoryOutcome.DROPPED_FOR_BUDGET)
         return lines
 
+    def check_lengths(self, prepared: PreparedTask, index: int | None = None) -> None:
+        """`prepare`'s length checks against this verbalizer's model length,
+        for a group rendered by another verbalizer with the same tasks and
+        tokenizer before the engine's limit was known (brew batch on Ray
+        renders in CPU tasks, the engine's actor checks)."""
+        group = prepared.group
+        self._check_lengths(prepared.task, index, prepared.item_ids, group.prefix_ids, group.suffix_ids)
+
     def _check_lengths(
         self,
         task: Task,
         index: int | None,
-        candidates: Sequence[Item],
+        item_ids: Sequence[str],
         prefix_ids: tuple[int, ...],
         suffixes: Sequence[tuple[int, ...]],
     ) -> None:
-        for item, suffix in zip(candidates, suffixes):
+        for item_id, suffix in zip(item_ids, suffixes):
             if not suffix:
                 raise PromptTooLongError(
-                    f"{culprit(task.name, index, 'candidate', item.item_id)}: renders to an empty block"
+                    f"{culprit(task.name, index, 'candidate', item_id)}: renders to an empty block"
                 )
             if len(suffix) > task.max_candidate_tokens:
                 raise PromptTooLongError(
-                    f"{culprit(task.name, index, 'candidate', item.item_id)}: {len(suffix)} tokens, over "
+                    f"{culprit(task.name, index, 'candidate', item_id)}: {len(suffix)} tokens, over "
                     f"the task's max_candidate_tokens={task.max_candidate_tokens}; shorten its fields"
                 )
             # One position stays free: the engine reads the logits of the next token.
             if len(prefix_ids) + len(suffix) >= self.max_model_len:
                 raise PromptTooLongError(
-                    f"{culprit(task.name, index, 'candidate', item.item_id)}: makes a prompt of "
+                    f"{culprit(task.name, index, 'candidate', item_id)}: makes a prompt of "
                     f"{len(prefix_ids) + len(suffix)} tokens; the model accepts fewer than "
                     f"{self.max_model_len}; lower the task's history budget"
                 )

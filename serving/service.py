@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Protocol, TypeVar
 
@@ -52,6 +52,11 @@ QUERY_ITEMS_TASK = "query_items"
 
 Response = TypeVar("Response", ScoreResponse, QueryItemsResponse)
 
+# How a decoded request becomes the engine's groups: the ranker's own
+# rendering (Ranker.prepare), or groups rendered ahead by a caller that
+# checks them against this ranker (brew batch on Ray renders in CPU tasks).
+Prepare = Callable[[Ranker, ScoreRequest], Sequence[PreparedTask]]
+
 
 class _Work(Protocol[Response]):
     """What differs between the request kinds: how a decoded request becomes
@@ -65,16 +70,17 @@ class _Work(Protocol[Response]):
 
 
 class _TaskWork:
-    """A ScoreRequest: every task verbalized by its template."""
+    """A ScoreRequest: every task verbalized by its template (or by `prepare`, see Prepare)."""
 
-    def __init__(self, decode: Callable[[], ScoreRequest]) -> None:
+    def __init__(self, decode: Callable[[], ScoreRequest], prepare: Prepare = Ranker.prepare) -> None:
         self._decode = decode
+        self._prepare = prepare
         self._request: ScoreRequest | None = None
-        self._prepared: list[PreparedTask] = []
+        self._prepared: Sequence[PreparedTask] = []
 
     def prepare(self, ranker: Ranker) -> list[ScoringGroup]:
         self._request = self._decode()
-        self._prepared = ranker.prepare(self._request)
+        self._prepared = self._prepare(ranker, self._request)
         return [p.group for p in self._prepared]
 
     def assemble(self, ranker: Ranker, results: list[GroupResult], prepare_seconds: float,
@@ -158,9 +164,10 @@ class ScoringService:
         return ranker.verbalizer.tasks, ranker.model_name
 
     async def score(self, shape: RequestShape, decode: Callable[[], ScoreRequest],
-                    deadline: float | None) -> ScoreResponse:
-        """Score one request; `deadline` is time.monotonic()-based (None: none)."""
-        return await self._serve(shape, _TaskWork(decode), deadline)
+                    deadline: float | None, prepare: Prepare = Ranker.prepare) -> ScoreResponse:
+        """Score one request; `deadline` is time.monotonic()-based (None: none).
+        `prepare` runs on the worker thread, after `decode`."""
+        return await self._serve(shape, _TaskWork(decode, prepare), deadline)
 
     async def score_query_items(self, shape: RequestShape, decode: Callable[[], QueryItemsRequest],
                                 deadline: float | None) -> QueryItemsResponse:
