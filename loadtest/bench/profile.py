@@ -125,6 +125,10 @@ PARTS: tuple[Part, ...] = (
     _part("vLLM's client", "vllm/v1/engine/"),
     _part("Brew: service, dispatcher, gRPC", "serving/"),
     _part("Brew: service, dispatcher, gRPC", "grpc/"),
+    _part("event loop and gRPC's C core (no Python frame below the loop)", "asyncio/"),
+    _part("event loop and gRPC's C core (no Python frame below the loop)", "uvloop/"),
+    _part("threads: hand-offs and waits", "concurrent/futures/"),
+    _part("threads: hand-offs and waits", "threading.py"),
     _part("Brew: other", "brew/"),
 )
 OTHER = "other"
