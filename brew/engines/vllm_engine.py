@@ -19,11 +19,10 @@ prefix served by the prefix cache.
 `multi_item` auto keeps the per-candidate path here. vLLM runs one kind of
 model per engine (a pooling runner or a generating one), so one engine
 cannot choose per group between a packed request and vLLM's own
-per-candidate requests; and the pooling model's one-candidate requests cost
-about twice vLLM's own (Brew's attention backend gathers each request's
-context from the paged cache in plain torch; BENCHMARKS.md, section 9).
-Packing on vLLM pays only for groups of many candidates (section 9: 1.36x
-the per-candidate path's capacity at 50, 0.75x at 16 with long histories):
+per-candidate requests; and the pooling model's one-candidate requests
+cost up to 1.6x vLLM's own (BENCHMARKS.md, section 9). Packing on vLLM
+pays for groups of many candidates (section 9: 1.26x the per-candidate
+path's candidates per second at 50, level at 16 with long histories):
 set `on` for such a workload.
 
 Facts of vLLM 0.32 this module relies on (read in its source):
