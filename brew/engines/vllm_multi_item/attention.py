@@ -205,7 +205,6 @@ class MultiItemAttentionImpl(AttentionImpl[MultiItemAttentionMetadata]):
                    output[start:end])
         return output
 
-
     def _forward_on_cpu_kernel(self, query: torch.Tensor, cache_rows: torch.Tensor,
                                metadata: MultiItemAttentionMetadata, plans: list[RequestPlan], block_size: int,
                                output: torch.Tensor) -> None:

@@ -186,6 +186,7 @@ class CpuStepPlan:
         table = torch.zeros((len(tables), width), dtype=torch.int32)
         for row, blocks in enumerate(tables):
             table[row, : len(blocks)] = torch.tensor(blocks, dtype=torch.int32)
+
         def joined(parts: list[torch.Tensor]) -> torch.Tensor:
             return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
 
