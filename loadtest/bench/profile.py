@@ -39,8 +39,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from loadtest import flags
 from loadtest.bench.logged_process import LoggedProcess
 from loadtest.bench.sidebyside.systems import ENGINE_SYSTEMS, Endpoints, free_ports, server_command
+from loadtest.flags import positive_float
 from loadtest.host_cost import command_name, process_tree
 
 SAMPLE_HZ = 100
@@ -279,12 +281,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--system", choices=sorted(ENGINE_SYSTEMS),
                         help="the Brew system to start and profile (as in sidebyside --systems)")
-    load = parser.add_mutually_exclusive_group()
-    load.add_argument("--rate", type=float, help="requests per second, open loop")
-    load.add_argument("--concurrency", type=int,
-                      help="closed loop: this many callers, each sending when its last answer arrives (saturation)")
-    parser.add_argument("--duration", type=float, default=30.0, help="seconds of measured load (default: 30)")
-    parser.add_argument("--warmup", type=float, default=15.0, help="seconds of load before it (default: 15)")
+    flags.add(parser.add_mutually_exclusive_group(), flags.RATE, flags.CONCURRENCY)  # as brew loadtest run's
+    parser.add_argument("--duration", type=positive_float, default=30.0, help="seconds of measured load (default: 30)")
+    flags.WARMUP.add(parser)
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS)
     parser.add_argument("--out", type=Path, required=True, help="directory for the samples, logs and report")
