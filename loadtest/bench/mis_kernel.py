@@ -4,9 +4,9 @@ Times what `brew.engines.vllm_multi_item.attention` does in one attention
 layer of one engine step, without starting vLLM: the KV write
 (`do_kv_cache_update`), the gather of the request's context through its
 block table, the attention itself (`kernel.attend`) and the whole layer
-(`forward`: gather and attention), plus the per-step plan
-(`kernel.plan_request`, made once per step by the step's first layer and
-reused by the others). The cache is a real vLLM per-layer view
+(`forward`: gather and attention), plus the per-step plan (made once per
+step by the step's first layer and reused by the others: `kernel.plan_request`,
+and on vLLM's CPU kernel the virtual requests, `cpu_kernel.CpuStepPlan.build`). The cache is a real vLLM per-layer view
 (`create_kv_cache_views`, the layout the backend asks for, several layers in
 one tensor) and the request's blocks are scattered through it, as after the
 block pool has been used a while.
@@ -27,6 +27,7 @@ printed.
 from __future__ import annotations
 
 import argparse
+import inspect
 import random
 import statistics
 import subprocess
@@ -39,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from brew.engines.vllm_multi_item import attention, kernel
+from brew.engines.vllm_multi_item import attention, cpu_kernel, kernel
 from brew.engines.vllm_multi_item.layout import NONCE_TOKENS, layout_rows, pack, parse, trailer_len
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,11 +90,13 @@ def baseline_context(kv_cache: torch.Tensor, blocks: torch.Tensor, seq_len: int,
     return context[..., :head_size], context[..., head_size:]
 
 
-def load_at(revision: str) -> tuple[types.ModuleType, types.ModuleType]:
-    """(attention, kernel) modules as they were at `revision`, the backend importing that revision's kernel."""
-    def source(name: str) -> str:
-        return subprocess.run(["git", "show", f"{revision}:brew/engines/vllm_multi_item/{name}.py"], cwd=REPO,
-                              capture_output=True, text=True, check=True).stdout
+def load_at(revision: str) -> tuple[types.ModuleType, types.ModuleType, types.ModuleType | None]:
+    """(attention, kernel, cpu_kernel or None) modules as they were at `revision`,
+    each importing that revision's others."""
+    def source(name: str) -> str | None:
+        shown = subprocess.run(["git", "show", f"{revision}:brew/engines/vllm_multi_item/{name}.py"], cwd=REPO,
+                               capture_output=True, text=True)
+        return shown.stdout if shown.returncode == 0 else None
 
     def load(name: str, text: str) -> types.ModuleType:
         module = types.ModuleType(f"{__name__}.before_{name}")
@@ -101,14 +104,19 @@ def load_at(revision: str) -> tuple[types.ModuleType, types.ModuleType]:
         exec(compile(text, f"{revision}:{name}.py", "exec"), module.__dict__)
         return module
 
+    package = "brew.engines.vllm_multi_item"
+    current = {name: sys.modules[f"{package}.{name}"] for name in ("kernel", "cpu_kernel")}
     old_kernel = load("kernel", source("kernel"))
-    current = sys.modules["brew.engines.vllm_multi_item.kernel"]
-    sys.modules["brew.engines.vllm_multi_item.kernel"] = old_kernel
+    sys.modules[f"{package}.kernel"] = old_kernel
     try:
+        cpu_source = source("cpu_kernel")
+        old_cpu_kernel = load("cpu_kernel", cpu_source) if cpu_source is not None else None
+        sys.modules[f"{package}.cpu_kernel"] = old_cpu_kernel or current["cpu_kernel"]
         old_attention = load("attention", source("attention"))
     finally:
-        sys.modules["brew.engines.vllm_multi_item.kernel"] = current
-    return old_attention, old_kernel
+        for name, module in current.items():
+            sys.modules[f"{package}.{name}"] = module
+    return old_attention, old_kernel, old_cpu_kernel
 
 
 def kv_cache_views(num_blocks: int) -> list[torch.Tensor]:
@@ -195,10 +203,12 @@ class Version:
     kernel: types.ModuleType
     metadata: object
     gather: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+    cpu_kernel: types.ModuleType | None = None  # where the version has it (and vLLM's CPU build is here)
 
     @classmethod
     def of(cls, attention_module: types.ModuleType, kernel_module: types.ModuleType, step: Step,
-           gather: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None) -> Version:
+           gather: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None,
+           cpu_kernel_module: types.ModuleType | None = None) -> Version:
         impl = attention_module.MultiItemAttentionImpl(HEADS, HEAD_SIZE, HEAD_SIZE**-0.5, HEADS)
         metadata = attention_module.MultiItemAttentionMetadata(
             num_actual_tokens=step.tokens, query_start_loc=[0, step.tokens], seq_lens=[step.seq_len],
@@ -207,7 +217,9 @@ class Version:
         if gather is None:
             def gather() -> tuple[torch.Tensor, torch.Tensor]:
                 return impl.context(step.kv_cache, step.blocks, step.seq_len)
-        return cls(impl, kernel_module, metadata, gather)
+        if cpu_kernel_module is not None and not cpu_kernel_module.cpu_kernel_available(step.query.device, HEAD_SIZE):
+            cpu_kernel_module = None
+        return cls(impl, kernel_module, metadata, gather, cpu_kernel_module)
 
     def write(self, step: Step, kv_cache: torch.Tensor) -> None:
         self.impl.do_kv_cache_update(None, step.key, step.value, kv_cache, step.slot_mapping)
@@ -219,7 +231,14 @@ class Version:
         self.impl.forward(None, step.query, step.key, step.value, step.kv_cache, self.metadata, out)
 
     def plan(self, step: Step) -> None:
-        self.kernel.plan_request(step.first, step.visible_prefix, step.block_start)
+        """What the step's first layer plans, as the backend does it."""
+        if self.cpu_kernel is None:
+            self.kernel.plan_request(step.first, step.visible_prefix, step.block_start)
+            return
+        options = {"masks": False} if "masks" in inspect.signature(self.kernel.plan_request).parameters else {}
+        plan = self.kernel.plan_request(step.first, step.visible_prefix, step.block_start, **options)
+        self.cpu_kernel.CpuStepPlan.build([self.cpu_kernel.StepRequest(plan, 0, step.seq_len, step.blocks)],
+                                          BLOCK_SIZE)
 
 
 def check(step: Step, before: Version, after: Version) -> float:
@@ -262,7 +281,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    old_attention, old_kernel = load_at(args.before)
+    old_attention, old_kernel, old_cpu_kernel = load_at(args.before)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {HEADS} heads x {HEAD_SIZE}, fp32, "
           f"block size {BLOCK_SIZE}; before: {args.before}, after: working tree; {args.repeats} repeats after "
           f"{args.warmup} warm-up, interleaved; ms per layer (plan: per step)")
@@ -273,8 +292,8 @@ def main() -> None:
         inline_gather = not hasattr(old_attention.MultiItemAttentionImpl, "context")
         before = Version.of(old_attention, old_kernel, step, (
             lambda: baseline_context(step.kv_cache, step.blocks, step.seq_len, HEADS, HEAD_SIZE)
-        ) if inline_gather else None)
-        after = Version.of(attention, kernel, step)
+        ) if inline_gather else None, old_cpu_kernel)
+        after = Version.of(attention, kernel, step, cpu_kernel_module=cpu_kernel)
         gap = check(step, before, after)
         overhead = NONCE_TOKENS + trailer_len(scenario.num_candidates)
         print(f"\n[{index}] {scenario.name}: step of {step.tokens} tokens, context {step.seq_len} (nonce + trailer "

@@ -155,7 +155,8 @@ def test_a_step_through_every_layer_equals_dense_masked_attention_and_plans_once
                         lambda: SimpleNamespace(additional_kwargs={LAYOUT_KEY: step_rows}))
     planned = []
     real_plan = attention.plan_request
-    monkeypatch.setattr(attention, "plan_request", lambda *args: planned.append(args) or real_plan(*args))
+    monkeypatch.setattr(attention, "plan_request",
+                        lambda *args, **options: planned.append(args) or real_plan(*args, **options))
     metadata = MultiItemAttentionMetadata(
         num_actual_tokens=tokens, query_start_loc=starts, seq_lens=[rows.shape[1] for rows in requests],
         block_table=torch.tensor(tables, dtype=torch.int32), slot_mapping=torch.tensor(slot_mapping))

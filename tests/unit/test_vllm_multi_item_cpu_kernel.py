@@ -35,23 +35,26 @@ def rows_of(rng: random.Random, plain: bool) -> torch.Tensor:
 CACHE_BLOCK = 16  # the paged cache's blocks: not the scratch cache's 32
 
 
-def random_step(seed: int, heads: int, kv_heads: int):
+def random_step(seed: int, heads: int, kv_heads: int, cache_block: int = CACHE_BLOCK, masks: bool = True):
     """One to three requests, each from a random first token, their queries,
     and a paged cache (one row per slot) holding their contexts in blocks
-    scattered through it; also each request's context (keys, values)."""
+    scattered through it; also each request's context (keys, values).
+    `masks`: the plans as the plain-torch kernel needs them (else as the
+    backend makes them for vLLM's CPU kernel)."""
     rng = random.Random(seed)
     generator = torch.Generator().manual_seed(seed)
     free = torch.randperm(64, generator=generator)
-    cache = torch.randn(64 * CACHE_BLOCK, kv_heads, 2 * HEAD, generator=generator)
+    cache = torch.randn(64 * cache_block, kv_heads, 2 * HEAD, generator=generator)
     requests, queries, contexts, start, used = [], [], [], 0, 0
     for index in range(rng.randint(1, 3)):
         rows = rows_of(rng, plain=(seed + index) % 5 == 4)
         seq_len = rows.shape[1]
         first = rng.choice([0, rng.randint(0, seq_len - 1)])
-        count = -(-seq_len // CACHE_BLOCK)
+        count = -(-seq_len // cache_block)
         blocks, used = free[used: used + count], used + count
-        request = StepRequest(plan_request(first, rows[1, first:], rows[2, first:]), start, seq_len, blocks)
-        entries = cache[request.slots(torch.arange(seq_len), CACHE_BLOCK)]  # (seq_len, kv_heads, 2 * head)
+        plan = plan_request(first, rows[1, first:], rows[2, first:], masks=masks)
+        request = StepRequest(plan, start, seq_len, blocks)
+        entries = cache[request.slots(torch.arange(seq_len), cache_block)]  # (seq_len, kv_heads, 2 * head)
         contexts.append((entries[..., :HEAD].transpose(0, 1), entries[..., HEAD:].transpose(0, 1)))
         queries.append(torch.randn(seq_len - first, heads, HEAD, generator=generator))
         requests.append(request)
@@ -61,18 +64,28 @@ def random_step(seed: int, heads: int, kv_heads: int):
 
 @pytest.mark.parametrize("seed", range(30))
 @pytest.mark.parametrize("heads,kv_heads", [(2, 2), (4, 2)])
-def test_a_step_on_vllms_cpu_kernel_equals_the_plain_torch_kernel_in_every_layer(seed, heads, kv_heads):
-    requests, queries, contexts, cache = random_step(seed, heads, kv_heads)
+@pytest.mark.parametrize("cache_block", [16, 32, 48, 64])  # below, at, across and above the scratch blocks' 32
+def test_a_step_on_vllms_cpu_kernel_equals_the_plain_torch_kernel_in_every_layer(seed, heads, kv_heads, cache_block):
+    requests, queries, contexts, cache = random_step(seed, heads, kv_heads, cache_block)
     expected = []
     for request, query, (keys, values) in zip(requests, queries, contexts):
         out = torch.full_like(query, float("nan"))
         attend(request.plan, query, keys, values, HEAD**-0.5, out)
         expected.append(out)
-    step = CpuStepPlan.build(requests, CACHE_BLOCK)
+    # the backend plans without the plain-torch kernel's masks for this kernel
+    unmasked, _, _, _ = random_step(seed, heads, kv_heads, cache_block, masks=False)
+    step = CpuStepPlan.build(unmasked, cache_block)
     for _layer in range(2):  # the second layer reuses the plan and the scratch cache
         out = torch.full_like(torch.cat(queries), float("nan"))
         step.attend(torch.cat(queries), cache, HEAD**-0.5, out)
         assert torch.allclose(out, torch.cat(expected), atol=1e-5), (out - torch.cat(expected)).abs().max()
+
+
+def test_a_plan_without_masks_builds_no_mask_and_the_plain_torch_kernel_refuses_it():
+    (request, *_), (query, *_), ((keys, values), *_), _ = random_step(3, 2, 2, masks=False)
+    assert request.plan.candidates is None and request.plan.prefix_bias is None
+    with pytest.raises(ValueError, match="without masks"):
+        attend(request.plan, query, keys, values, HEAD**-0.5, torch.empty_like(query))
 
 
 def test_requests_without_tokens_in_the_step_are_skipped():

@@ -174,13 +174,14 @@ class MultiItemAttentionImpl(AttentionImpl[MultiItemAttentionMetadata]):
             context = kv_cache[blocks].transpose(0, 1).reshape(self.num_kv_heads, -1, 2 * self.head_size)[:, :seq_len]
         return context[..., : self.head_size], context[..., self.head_size:]
 
-    def _plans(self, metadata: MultiItemAttentionMetadata) -> list[RequestPlan]:
+    def _plans(self, metadata: MultiItemAttentionMetadata, masks: bool) -> list[RequestPlan]:
+        """One plan per request, made once per step; `masks` for `kernel.attend`."""
         if not metadata.plans:
             visible_prefix, block_start = get_forward_context().additional_kwargs[LAYOUT_KEY]
             for request, seq_len in enumerate(metadata.seq_lens):
                 start, end = metadata.query_start_loc[request], metadata.query_start_loc[request + 1]
                 metadata.plans.append(plan_request(seq_len - (end - start), visible_prefix[start:end],
-                                                   block_start[start:end]))
+                                                   block_start[start:end], masks=masks))
         return metadata.plans
 
     def forward(self, layer, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor,
@@ -190,11 +191,12 @@ class MultiItemAttentionImpl(AttentionImpl[MultiItemAttentionMetadata]):
         if attn_metadata is None:  # vLLM's warm-up and profiling runs
             return output
         block_size = kv_cache.shape[2]
-        plans = self._plans(attn_metadata)
         rows = token_rows(kv_cache)
         if rows is not None and cpu_kernel_available(query.device, self.head_size):
+            plans = self._plans(attn_metadata, masks=False)
             self._forward_on_cpu_kernel(query, rows, attn_metadata, plans, block_size, output)
             return output
+        plans = self._plans(attn_metadata, masks=True)
         for request, (seq_len, plan) in enumerate(zip(attn_metadata.seq_lens, plans)):
             start, end = attn_metadata.query_start_loc[request], attn_metadata.query_start_loc[request + 1]
             if end == start:

@@ -51,6 +51,7 @@ vllm/v1/attention/backends/cpu_attn.py and vllm/_custom_ops.py):
 from __future__ import annotations
 
 import functools
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -78,6 +79,16 @@ def _cpu_kernel_takes(device_type: str, head_size: int) -> bool:
         return False
 
     return head_size in CPUAttentionBackend.get_supported_head_sizes()
+
+
+def _ints() -> array:
+    """A growable list of int64 (a tensor from it costs a quarter of one from a list)."""
+    return array("q")
+
+
+def _tensor(values: array) -> torch.Tensor:
+    """An int64 tensor over the array's memory (the tensor keeps the array alive)."""
+    return torch.frombuffer(values, dtype=torch.long) if len(values) else torch.zeros(0, dtype=torch.long)
 
 
 @dataclass(frozen=True)
@@ -120,10 +131,14 @@ class CpuStepPlan:
     @classmethod
     def build(cls, requests: Sequence[StepRequest], block_size: int) -> CpuStepPlan:
         """The virtual requests of these requests, whose keys and values are
-        stored in a paged cache of `block_size`-token blocks."""
-        rows: list[int] = []
+        stored in a paged cache of `block_size`-token blocks. Plain Python
+        int arrays until the tensors at the end: made once per step, it ran
+        tensor operations per block before, which cost 4 times as much
+        (loadtest.bench.mis_kernel's plan)."""
+        rows = _ints()
         starts, seq_lens, tables = [0], [], []
-        cache_slots, scratch_slots, isolated_rows, isolated_slots = [], [], [], []
+        cache_slots, isolated_rows, isolated_slots = [], [], []
+        scratch_slots = _ints()  # where each of cache_slots goes in the scratch cache
         next_block = 0
 
         def new_blocks(tokens: int) -> list[int]:
@@ -143,56 +158,68 @@ class CpuStepPlan:
         # by its cache slots: requests behind the same cached prefix share them
         written: dict[tuple[int, ...], int] = {}
 
-        def write(logical: torch.Tensor, scratch_block: int, request: StepRequest) -> None:
-            cache_slots.append(request.slots(logical, block_size))
-            scratch_slots.append(scratch_block * BLOCK_SIZE + torch.arange(len(logical)))
-
-        def shared_blocks(request: StepRequest, length: int) -> list[int]:
-            """Scratch blocks holding the request's context [0, length)."""
-            blocks = []
-            for start in range(0, length, BLOCK_SIZE):
-                logical = torch.arange(start, min(start + BLOCK_SIZE, length))
-                key = tuple(request.slots(logical, block_size).tolist()) if len(logical) == BLOCK_SIZE else None
-                if key is not None and key in written:
-                    blocks.append(written[key])
-                    continue
-                (block,) = new_blocks(len(logical))
-                write(logical, block, request)
-                if key is not None:
-                    written[key] = block
-                blocks.append(block)
-            return blocks
-
         for request in requests:
             plan, first, base = request.plan, request.first, request.query_start
+            cache_blocks = request.blocks.tolist()
+            logical = _ints()  # this request's context indices to copy, in order
+
+            def write(indices: Sequence[int], scratch_block: int) -> None:
+                logical.extend(indices)
+                scratch_slots.extend(range(scratch_block * BLOCK_SIZE, scratch_block * BLOCK_SIZE + len(indices)))
+
+            def run_key(start: int) -> tuple[int, ...]:
+                """The cache slots of context [start, start + BLOCK_SIZE), named by
+                the first slot in each cache block they touch (slots run on within a block)."""
+                positions = [start, *range(start - start % block_size + block_size, start + BLOCK_SIZE, block_size)]
+                return tuple(cache_blocks[p // block_size] * block_size + p % block_size for p in positions)
+
+            def shared_blocks(length: int) -> list[int]:
+                """Scratch blocks holding the request's context [0, length)."""
+                blocks = []
+                for start in range(0, length, BLOCK_SIZE):
+                    end = min(start + BLOCK_SIZE, length)
+                    key = run_key(start) if end - start == BLOCK_SIZE else None
+                    if key is not None and key in written:
+                        blocks.append(written[key])
+                        continue
+                    (block,) = new_blocks(end - start)
+                    write(range(start, end), block)
+                    if key is not None:
+                        written[key] = block
+                    blocks.append(block)
+                return blocks
+
             visibles = [visible for _, _, _, visible in plan.blocks]
-            shared = shared_blocks(request, max([plan.prefix_context, *(v - v % BLOCK_SIZE for v in visibles)]))
+            shared = shared_blocks(max([plan.prefix_context, *(v - v % BLOCK_SIZE for v in visibles)]))
             if plan.prefix_rows is not None:
                 begin, end = plan.prefix_rows
                 add(range(base + begin, base + end), plan.prefix_context,
                     shared[: -(-plan.prefix_context // BLOCK_SIZE)])
             for begin, end, lo, visible in plan.blocks:
                 aligned = visible - visible % BLOCK_SIZE
-                own = torch.tensor([*range(aligned, visible), *range(lo, first + end)], dtype=torch.long)
+                own = [*range(aligned, visible), *range(lo, first + end)]
                 blocks = new_blocks(len(own))
                 for index, block in enumerate(blocks):
-                    write(own[index * BLOCK_SIZE: (index + 1) * BLOCK_SIZE], block, request)
+                    write(own[index * BLOCK_SIZE: (index + 1) * BLOCK_SIZE], block)
                 add(range(base + begin, base + end), visible + first + end - lo,
                     shared[: aligned // BLOCK_SIZE] + blocks)
+            if logical:
+                cache_slots.append(request.slots(_tensor(logical), block_size))
             if plan.isolated_rows.numel():
                 isolated_rows.append(plan.isolated_rows.cpu() + base)
                 isolated_slots.append(request.slots(plan.isolated_rows.cpu() + first, block_size))
         width = max((len(table) for table in tables), default=1)
-        table = torch.zeros((len(tables), width), dtype=torch.int32)
-        for row, blocks in enumerate(tables):
-            table[row, : len(blocks)] = torch.tensor(blocks, dtype=torch.int32)
+        table = _ints()
+        for blocks in tables:
+            table.extend(blocks)
+            table.extend([0] * (width - len(blocks)))
 
         def joined(parts: list[torch.Tensor]) -> torch.Tensor:
             return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
 
-        return cls(torch.tensor(rows, dtype=torch.long), torch.tensor(starts, dtype=torch.int32),
-                   torch.tensor(seq_lens, dtype=torch.int32), table, joined(cache_slots), joined(scratch_slots),
-                   joined(isolated_rows), joined(isolated_slots), next_block)
+        return cls(_tensor(rows), torch.tensor(starts, dtype=torch.int32), torch.tensor(seq_lens, dtype=torch.int32),
+                   _tensor(table).to(torch.int32).view(len(tables), width), joined(cache_slots),
+                   _tensor(scratch_slots), joined(isolated_rows), joined(isolated_slots), next_block)
 
     def attend(self, query: torch.Tensor, cache_rows: torch.Tensor, scale: float, out: torch.Tensor) -> None:
         """Write the step's attention output into `out` (tokens, heads, head).

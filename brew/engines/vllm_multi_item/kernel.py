@@ -69,6 +69,7 @@ class RequestPlan:
     # block's first token, visible prefix length)
     blocks: tuple[tuple[int, int, int, int], ...] = ()
     query_len: int = 0  # the step's tokens of this request
+    masks: bool = True  # whether prefix_bias and candidates were built (`attend` needs them)
 
 
 def _runs(block_start: list[int]) -> list[tuple[int, int]]:
@@ -81,9 +82,13 @@ def _runs(block_start: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def plan_request(first: int, visible_prefix: torch.Tensor, block_start: torch.Tensor) -> RequestPlan:
+def plan_request(first: int, visible_prefix: torch.Tensor, block_start: torch.Tensor, *,
+                 masks: bool = True) -> RequestPlan:
     """The plan of a step whose tokens have logical indices first, first + 1, ...
-    and these rows (see `layout.layout_rows`)."""
+    and these rows (see `layout.layout_rows`). `masks` builds what only
+    `attend` reads (the prefix rows' bias and the padded candidate batch);
+    vLLM's CPU kernel (cpu_kernel) reads the blocks alone, and building them
+    for it cost 4-6% of the worker's time under load."""
     device = visible_prefix.device
     visible, starts = visible_prefix.tolist(), block_start.tolist()
     prefix_rows, isolated, blocks = None, [], []
@@ -98,15 +103,15 @@ def plan_request(first: int, visible_prefix: torch.Tensor, block_start: torch.Te
     prefix_bias, prefix_context = None, 0
     if prefix_rows is not None:
         prefix_context = first + prefix_rows[1]
-        if first + prefix_rows[0] > 0:
+        if masks and first + prefix_rows[0] > 0:
             queries = torch.arange(first + prefix_rows[0], prefix_context, device=device)
             keys = torch.arange(prefix_context, device=device)
             prefix_bias = _bias(keys[None, :] <= queries[:, None])
     context_len = first + len(starts)
     return RequestPlan(prefix_rows, prefix_context, prefix_bias,
                        torch.tensor(isolated, dtype=torch.long, device=device),
-                       _candidate_batch(first, context_len, blocks, device) if blocks else None,
-                       tuple(blocks), len(starts))
+                       _candidate_batch(first, context_len, blocks, device) if masks and blocks else None,
+                       tuple(blocks), len(starts), masks)
 
 
 def _bias(visible: torch.Tensor) -> torch.Tensor:
@@ -143,6 +148,8 @@ def attend(plan: RequestPlan, query: torch.Tensor, keys: torch.Tensor, values: t
     query (tokens, heads, head), keys/values (kv_heads, context, head), out
     (tokens, heads, head); kv heads are repeated for grouped-query attention.
     """
+    if not plan.masks:
+        raise ValueError("this plan was made without masks (for vLLM's CPU kernel); attend needs them")
     heads, kv_heads = query.shape[1], keys.shape[0]
     if heads != kv_heads:
         keys = keys.repeat_interleave(heads // kv_heads, dim=0)
