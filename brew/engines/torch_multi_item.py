@@ -228,7 +228,8 @@ def run_pass(model: PreTrainedModel, inputs: PassInputs,
     kernel = attention_kernel(model)
     device = model.device
     packed = _on_device(inputs.packed, device)
-    hidden = (decoder or model.get_decoder())(
+    forward = decoder if decoder is not None else model.get_decoder()
+    hidden = forward(
         input_ids=packed.input_ids,
         position_ids=packed.position_ids,
         attention_mask=_MASK_BUILDERS[kernel](packed, device, model.dtype),
