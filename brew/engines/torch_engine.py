@@ -8,7 +8,8 @@ attention mask is needed (tests/integration/test_engine_parity.py checks this
 against the naive engine). Logits are read at each row's own last real token.
 
 It is the engine for machines without vLLM and the GPU baseline to compare
-vLLM with; its outputs match the naive engine within fp32 rounding.
+vLLM with; its outputs match the naive engine within fp32 rounding. With
+bf16 or fp16 weights its head stays fp32 (brew.engines.loading).
 
 With multi-item scoring (`multi_item` on or auto) it scores the groups of the
 dispatcher's whole batch (every caller's) that the packing rule packs
@@ -19,7 +20,10 @@ side into as few forward passes as the token budget allows
 each candidate isolated by the attention mask, no prefix KV copied; the other
 groups take the per-group path. A caller is answered as soon as the last pass
 holding one of its candidates is done; a pass holding only abandoned callers
-is skipped.
+is skipped. A batch is prepared (`prepare_batch`: paths, plan, pass inputs,
+on a host thread) apart from its run (`run_prepared`: the passes, on the
+worker thread), so the dispatcher prepares the next batch while one runs
+(brew.engines.base.PreparesBatches; docs/design/decisions.md, decision 16).
 """
 
 from __future__ import annotations
