@@ -77,6 +77,7 @@ def cast_body_keep_fp32_head(model: PreTrainedModel, dtype: torch.dtype) -> PreT
         parameter.data = parameter.data.to(dtype)  # parameters only: buffers stay fp32
     model.set_output_embeddings(fp32_head)
     model.config.tie_word_embeddings = False  # the head is its own fp32 copy now
+    model.config.dtype = dtype  # what the body computes in (masks are built in it)
     return model
 
 

@@ -7,7 +7,11 @@ last token computes what it would after its plain prompt `prefix + suffix`
 forward (no forked model code), and logits are computed only at the read-out
 positions: the decoder runs, the read-out rows of its last hidden state are
 gathered, and only they go through `lm_head`. Label log-probabilities are
-fp32 full-vocabulary `log_softmax` values, as every engine reports them.
+fp32 full-vocabulary `log_softmax` values, as every engine reports them
+(with bf16 or fp16 weights `lm_head` is brew.engines.loading.Fp32Head).
+A pass's inputs are built apart from its run: `pass_inputs` on the
+engine's host thread (pinned on CUDA, and padded to steady shapes by
+`pad_pass` for a compiled decoder), `run_pass` on its worker thread.
 
 The attention kernel is the model's own (`config._attn_implementation`),
 chosen where the model is loaded (`from_pretrained(attn_implementation=...)`)
