@@ -2,7 +2,7 @@
 
 Reads what the steps wrote (the machine, the parity tests' last line, each
 capacity sweep's sweep.json, the engine sweep's engine.md, each breakdown's
-.md) and puts them in the issue's order, with the goal beside the
+.md) and puts them in .ci/gpu's order, with the goal beside the
 capacity: >= 4,000 candidates/s per GPU at p99 < 500 ms. A missing piece
 is said to be missing, never left out silently.
 """
