@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from brew.engines.options import DEFAULT_MAX_BATCH_TOKENS
 from loadtest.flags import int_list, positive_float, positive_int
 
 
@@ -27,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--batch-sizes", type=int_list, default=[1, 4, 16, 64, 128], metavar="N1,N2,...",
                         help="requests per batch (default: 1,4,16,64,128)")
     engine.add_argument("--repeats", type=positive_int, default=5, help="timed calls per size (default: 5)")
+    engine.add_argument("--max-batch-tokens", type=positive_int, default=DEFAULT_MAX_BATCH_TOKENS,
+                        help="[torch] max_batch_tokens: token slots per packed pass (default: %(default)s)")
     engine.add_argument("--out", type=Path, required=True, help="where engine.json and engine.md go")
 
     breakdown = steps.add_parser("breakdown", help="where a request's time went, through a running server")
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         from loadtest.bench.gpu import engine
 
         return engine.run(args.model, args.device, args.dtype, args.batch_sizes, args.repeats, args.out,
-                          args.multi_item)
+                          args.multi_item, args.max_batch_tokens)
     if args.step == "report":
         from loadtest.bench.gpu import report
 

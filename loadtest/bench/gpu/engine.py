@@ -26,7 +26,7 @@ from pathlib import Path
 from brew import defaults
 from brew.engines import EngineKind
 from brew.engines.base import CallerWork
-from brew.engines.options import TorchOptions
+from brew.engines.options import DEFAULT_MAX_BATCH_TOKENS, TorchOptions
 from brew.runtime import build_ranker
 from brew.types import ScoringGroup
 from brew.wire import request_from_proto
@@ -69,10 +69,11 @@ def peak_flops(device: str, dtype: str) -> tuple[float, str]:
 
 
 async def sweep(model_dir: Path, device: str, dtype: str, batch_sizes: list[int], repeats: int,
-                multi_item: str = "on") -> tuple[list[BatchPoint], float, str]:
+                multi_item: str = "on", max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+                ) -> tuple[list[BatchPoint], float, str]:
     """Each batch size's point, and the peak FLOP/s they are measured against."""
     ranker = await build_ranker(model_dir, defaults.PROMPTS_DIR, EngineKind.TORCH, dtype=dtype, device=device,
-                                multi_item=multi_item, torch=TorchOptions())
+                                multi_item=multi_item, torch=TorchOptions(max_batch_tokens=max_batch_tokens))
     try:
         engine = ranker.engine
         shape = DecoderShape.from_config(json.loads((model_dir / "config.json").read_text()))
@@ -113,13 +114,14 @@ def format_points(points: list[BatchPoint], peak: float, peak_name: str) -> str:
 
 
 def run(model_dir: Path, device: str, dtype: str, batch_sizes: list[int], repeats: int, out: Path,
-        multi_item: str = "on") -> int:
-    points, peak, peak_name = asyncio.run(sweep(model_dir, device, dtype, batch_sizes, repeats, multi_item))
+        multi_item: str = "on", max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> int:
+    points, peak, peak_name = asyncio.run(sweep(model_dir, device, dtype, batch_sizes, repeats, multi_item,
+                                                max_batch_tokens))
     table = format_points(points, peak, peak_name)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "engine.json").write_text(json.dumps({"device": device, "dtype": dtype, "multi_item": multi_item,
-                                                 "peak_flops": peak, "peak": peak_name, "points": [asdict(p) for p in points]},
-                                                indent=2))
+    document = {"device": device, "dtype": dtype, "multi_item": multi_item, "max_batch_tokens": max_batch_tokens,
+                "peak_flops": peak, "peak": peak_name, "points": [asdict(p) for p in points]}
+    (out / "engine.json").write_text(json.dumps(document, indent=2))
     (out / "engine.md").write_text(table + "\n")
     print(table)
     return 0
