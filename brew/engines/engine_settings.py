@@ -31,8 +31,8 @@ class EngineSettings(Settings):
     model: Path = setting(defaults.DEMO_MODEL_DIR, top_level=True,
                           help="Hugging Face checkpoint directory")
     dtype: str = setting("float32", top_level=True, choices=DTYPES,
-                         help="the weights' dtype; label log-probabilities are read in fp32 (the torch engines "
-                              "keep an fp32 copy of the head)")
+                         help="the weights' dtype; label log-probabilities are read in fp32 (the torch "
+                              "engines keep an fp32 copy of the head)")
     device: str = setting("cpu", top_level=True, help="torch device of the torch engines (vLLM picks its own)")
     multi_item: MultiItemMode = setting(
         MultiItemMode.AUTO, top_level=True,
@@ -51,9 +51,10 @@ class EngineSettings(Settings):
             with_it = [kind.value for kind, spec in ENGINES.items() if spec.multi_item]
             yield (f"multi_item: engine {self.engine.value} has no multi-item scoring; use engine {with_it}, "
                    "or multi_item auto or off")
-        if self.torch.compile and (self.engine is not EngineKind.TORCH or self.multi_item is MultiItemMode.OFF):
-            yield ("torch.compile compiles the torch engine's packed passes: use engine torch with multi_item "
-                   "on or auto, or leave compile off")
+        packs = self.engine is EngineKind.TORCH and self.multi_item is not MultiItemMode.OFF
+        if self.torch.compile and not packs:
+            yield ("torch.compile compiles the torch engine's packed passes: use engine torch with "
+                   "multi_item on or auto, or leave compile off")
 
     def engine_options(self) -> dict[str, Any]:
         """The keyword arguments of create_engine/build_ranker besides kind and model."""

@@ -95,9 +95,10 @@ FLEX_ON_CPU_REFUSED = ("flex_attention is refused on CPU: torch's inductor fails
 def load_causal_lm(model_dir: str | Path, dtype: str = "float32", device: str = "cpu",
                    attention: str | None = None) -> PreTrainedModel:
     """The model on `device`, in eval mode (no dropout), from local files
-    only, its body in `dtype` and its head in fp32; with `attention`, running that attention kernel (transformers'
-    `attn_implementation`). flex_attention is refused on CPU: torch's
-    inductor fails to compile its CPU kernel once shapes vary."""
+    only, its body in `dtype` and its head in fp32; with `attention`,
+    running that attention kernel (transformers' `attn_implementation`).
+    flex_attention is refused on CPU: torch's inductor fails to compile its
+    CPU kernel once shapes vary."""
     if attention == "flex_attention" and torch.device(device).type == "cpu":
         raise EngineConfigError(FLEX_ON_CPU_REFUSED)
     extra = {} if attention is None else {"attn_implementation": attention}

@@ -90,8 +90,8 @@ class PackingRule(Settings):
     min_candidates: int = setting(DEFAULT_MIN_CANDIDATES, ge=1,
                                   help="multi_item auto: a group with fewer candidates is scored per candidate")
     max_candidate_share: float = setting(DEFAULT_MAX_CANDIDATE_SHARE, ge=0, le=1,
-                                         help="multi_item auto: a group whose candidates are a larger share of "
-                                              "its packed row's tokens is scored per candidate")
+                                         help="multi_item auto: a group whose candidates are a larger share "
+                                              "of its packed row's tokens is scored per candidate")
     max_row_tokens: int = setting(DEFAULT_MAX_ROW_TOKENS, ge=1,
                                   help="multi_item on or auto: a longer group (prefix plus every candidate) is "
                                        "scored per candidate (a dense mask's memory grows with its square)")
@@ -107,5 +107,6 @@ class PackingRule(Settings):
         return GroupPath.PER_CANDIDATE
 
     def packs_by_shape(self, group: ScoringGroup) -> bool:
-        """`auto`'s test of the group's shape: enough candidates, and candidates that do not outweigh the row."""
-        return group.num_candidates >= self.min_candidates and candidate_share(group) <= self.max_candidate_share
+        """`auto`'s test of the group's shape: enough candidates, not outweighing the row."""
+        enough = group.num_candidates >= self.min_candidates
+        return enough and candidate_share(group) <= self.max_candidate_share

@@ -82,8 +82,9 @@ class TorchOptions(Settings):
                                     help="torch, multi-item: token slots (rows x length) per packed forward pass")
     attention: str | None = setting(None, choices=ATTENTION_KERNELS,
                                     help="torch: attention kernel (not set: the checkpoint's, sdpa)")
-    compile: bool = setting(False, help="torch, multi-item: torch.compile the packed forward pass (CUDA graphs "
-                                        "on CUDA) over bucketed shapes; the first pass of each shape compiles")
+    compile: bool = setting(False, help="torch, multi-item: torch.compile the packed forward pass "
+                                        "(CUDA graphs on CUDA) over bucketed shapes; each shape's first "
+                                        "pass compiles")
     bucket_tokens: int = setting(DEFAULT_BUCKET_TOKENS, ge=1,
                                  help="torch, compile: packed passes are padded to a multiple of this many "
                                       "tokens, so few shapes are compiled")

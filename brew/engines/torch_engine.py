@@ -45,7 +45,13 @@ from brew.engines.loading import load_causal_lm, probe_model
 from brew.engines.multi_item_rule import GroupPath, MultiItemMode, PackingRule
 from brew.engines.options import TorchOptions
 from brew.engines.packing import PackingStats, plan_passes
-from brew.engines.torch_multi_item import PassInputs, assemble_results, attention_kernel, pass_inputs, run_pass
+from brew.engines.torch_multi_item import (
+    PassInputs,
+    assemble_results,
+    attention_kernel,
+    pass_inputs,
+    run_pass,
+)
 from brew.types import CandidateLogprobs, GroupResult, ScoringGroup
 
 _PAD_ID = 0  # any valid id: no real token ever attends to a pad (right padding, causal mask)
@@ -264,7 +270,8 @@ class TorchEngine:
         packed_groups = [prepared.groups[i] for i in prepared.packable]
         plan = plan_passes(packed_groups, self._options.max_batch_tokens)
         bucket = self._options.bucket_tokens if self._decoder is not None else 1
-        prepared.passes = [pass_inputs(packed, packed_groups, self._model.device, bucket) for packed in plan.passes]
+        device = self._model.device
+        prepared.passes = [pass_inputs(packed, packed_groups, device, bucket) for packed in plan.passes]
         return prepared
 
     async def run_prepared(self, prepared: PreparedBatch) -> list[CallerOutcome]:
@@ -294,7 +301,8 @@ class TorchEngine:
                 readouts = inputs.packed.readouts
                 if all(batch[owner[packable[r.group]]].abandoned for r in readouts):
                     continue
-                values = await loop.run_in_executor(self._executor, run_pass, self._model, inputs, self._decoder)
+                values = await loop.run_in_executor(self._executor, run_pass, self._model, inputs,
+                                                    self._decoder)
                 if self.on_forward is not None:
                     self.on_forward(inputs.packed.stats)
                 for readout, value in zip(readouts, values, strict=True):

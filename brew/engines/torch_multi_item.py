@@ -219,8 +219,9 @@ def _on_device(packed: PackedPass, device: torch.device) -> PackedPass:
     def moved(tensor: torch.Tensor) -> torch.Tensor:
         return tensor.to(device, non_blocking=True)
 
-    return dataclasses.replace(packed, input_ids=moved(packed.input_ids), position_ids=moved(packed.position_ids),
-                               segment_ids=moved(packed.segment_ids), context_ids=moved(packed.context_ids))
+    return dataclasses.replace(
+        packed, input_ids=moved(packed.input_ids), position_ids=moved(packed.position_ids),
+        segment_ids=moved(packed.segment_ids), context_ids=moved(packed.context_ids))
 
 
 @torch.inference_mode()

@@ -101,8 +101,8 @@ def test_bf16_weights_on_cuda_stay_within_the_bf16_bound_of_fp32(multi_item):
                   for g in heldout_groups(ranker.verbalizer, task, 10, 10)]
         results = {}
         for device, dtype in (("cpu", "float32"), ("cuda", "bfloat16")):
-            engine = await create_engine(EngineKind.TORCH, defaults.DEMO_MODEL_DIR, device=device, dtype=dtype,
-                                         multi_item=multi_item)
+            engine = await create_engine(EngineKind.TORCH, defaults.DEMO_MODEL_DIR, device=device,
+                                         dtype=dtype, multi_item=multi_item)
             try:
                 results[dtype] = await engine.score(groups)
             finally:

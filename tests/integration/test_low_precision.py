@@ -79,9 +79,10 @@ def gaps(left: list[GroupResult], right: list[GroupResult]) -> tuple[float, floa
     logprob, prob = 0.0, 0.0
     for group_left, group_right in zip(left, right, strict=True):
         for a, b in zip(group_left.candidates, group_right.candidates, strict=True):
-            logprob = max(logprob, *(abs(x - y) for x, y in zip(a.label_logprobs, b.label_logprobs, strict=True)))
-            prob = max(prob, *(abs(x - y) for x, y in zip(label_probabilities(a.label_logprobs),
-                                                            label_probabilities(b.label_logprobs), strict=True)))
+            pairs = list(zip(a.label_logprobs, b.label_logprobs, strict=True))
+            logprob = max(logprob, *(abs(x - y) for x, y in pairs))
+            left, right = label_probabilities(a.label_logprobs), label_probabilities(b.label_logprobs)
+            prob = max(prob, *(abs(x - y) for x, y in zip(left, right, strict=True)))
     return logprob, prob
 
 

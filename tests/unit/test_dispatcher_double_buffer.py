@@ -179,8 +179,8 @@ async def test_callers_of_one_batch_keep_their_own_results_and_errors():
     engine.gate(1).set()
     dispatcher = Dispatcher(engine, BatchingConfig(collect_window_ms=20))
     dispatcher.start()
-    outcomes = await asyncio.gather(*(dispatcher.score([group(tag), group(tag + 100)]) for tag in (5, 6, 7, 8)),
-                                    return_exceptions=True)
+    calls = (dispatcher.score([group(tag), group(tag + 100)]) for tag in (5, 6, 7, 8))
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
     assert engine.prepared_batches == 1  # one batch for the four callers
     for tag, outcome in zip((5, 6, 7, 8), outcomes, strict=True):
         if tag == 7:

@@ -39,7 +39,8 @@ def test_the_checkpoint_has_qwen3_0_6b_public_configuration():
 
 
 def test_each_stage_is_its_share_of_the_clients_time():
-    timing = SimpleNamespace(prepare_seconds=0.002, queue_seconds=0.010, engine_seconds=0.030, total_seconds=0.043)
+    timing = SimpleNamespace(prepare_seconds=0.002, queue_seconds=0.010, engine_seconds=0.030,
+                             total_seconds=0.043)
     stages = stages_of(0.050, timing)
     assert list(stages) == list(STAGES)
     assert abs(sum(stages.values()) - 0.050) < 1e-12

@@ -18,9 +18,11 @@ def build_parser() -> argparse.ArgumentParser:
     checkpoint.add_argument("--out", type=Path, required=True, help="the checkpoint directory to write")
     checkpoint.add_argument("--shape", choices=("qwen3-0.6b", "tiny"), default="qwen3-0.6b",
                             help="qwen3-0.6b (default) or tiny (the smoke run's)")
-    checkpoint.add_argument("--device", default="cpu", help="where the random weights are drawn (default: cpu)")
+    checkpoint.add_argument("--device", default="cpu",
+                            help="where the random weights are drawn (default: cpu)")
 
-    engine = steps.add_parser("engine", help="the engine in-process at growing batch sizes, with the share of peak")
+    engine = steps.add_parser("engine",
+                              help="the engine in-process at growing batch sizes, with the share of peak")
     engine.add_argument("--model", type=Path, required=True, help="checkpoint directory")
     engine.add_argument("--device", default="cuda", help="torch device (default: cuda)")
     engine.add_argument("--dtype", default="bfloat16", help="the weights' dtype (default: bfloat16)")
@@ -34,10 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     breakdown = steps.add_parser("breakdown", help="where a request's time went, through a running server")
     breakdown.add_argument("--target", default="127.0.0.1:50051", help="host:port of the server")
-    breakdown.add_argument("--concurrency", type=positive_int, default=32, help="closed-loop callers (default: 32)")
-    breakdown.add_argument("--seconds", type=positive_float, default=10.0, help="seconds of load (default: 10)")
+    breakdown.add_argument("--concurrency", type=positive_int, default=32,
+                           help="closed-loop callers (default: 32)")
+    breakdown.add_argument("--seconds", type=positive_float, default=10.0,
+                           help="seconds of load (default: 10)")
     breakdown.add_argument("--timeout", type=positive_float, default=10.0, help="per-request deadline, s")
-    breakdown.add_argument("--name", default="breakdown", help="file name of the results (default: breakdown)")
+    breakdown.add_argument("--name", default="breakdown",
+                           help="file name of the results (default: breakdown)")
     breakdown.add_argument("--out", type=Path, required=True, help="where NAME.json and NAME.md go")
 
     report = steps.add_parser("report", help="one Markdown page from a run directory of .ci/gpu")

@@ -58,7 +58,8 @@ def write_qwen3_checkpoint(directory: Path, shape: str = "qwen3-0.6b", seed: int
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id)
     if len(tokenizer) > config.vocab_size:
-        raise ValueError(f"the demo tokenizer has {len(tokenizer)} ids, more than the model's {config.vocab_size}")
+        raise ValueError(f"the demo tokenizer has {len(tokenizer)} ids, more than the model's "
+                         f"{config.vocab_size}")
     torch.manual_seed(seed)
     with torch.device(device):
         model = Qwen3ForCausalLM(config)

@@ -30,7 +30,12 @@ from brew.engines.options import DEFAULT_MAX_BATCH_TOKENS, TorchOptions
 from brew.runtime import build_ranker
 from brew.types import ScoringGroup
 from brew.wire import request_from_proto
-from loadtest.bench.flops import DecoderShape, measure_cuda_matmul_flops, measure_matmul_flops, shared_group_flops
+from loadtest.bench.flops import (
+    DecoderShape,
+    measure_cuda_matmul_flops,
+    measure_matmul_flops,
+    shared_group_flops,
+)
 from loadtest.workload import PUBLISHED_WORKLOAD, SyntheticWorkload
 
 
@@ -108,8 +113,9 @@ def format_points(points: list[BatchPoint], peak: float, peak_name: str) -> str:
              "| requests | candidates | ms per batch, median (fastest-slowest) | candidates/s | TFLOP/s | "
              "share of peak |", "|---:|---:|---|---:|---:|---:|"]
     for p in points:
-        lines.append(f"| {p.requests} | {p.candidates} | {p.median_ms:.1f} ({p.fastest_ms:.1f}-{p.slowest_ms:.1f}) "
-                     f"| {p.candidates_per_second:,.0f} | {p.tflops:.2f} | {p.share_of_peak:.1%} |")
+        spread = f"{p.median_ms:.1f} ({p.fastest_ms:.1f}-{p.slowest_ms:.1f})"
+        lines.append(f"| {p.requests} | {p.candidates} | {spread} | {p.candidates_per_second:,.0f} "
+                     f"| {p.tflops:.2f} | {p.share_of_peak:.1%} |")
     return "\n".join(lines)
 
 
@@ -119,8 +125,9 @@ def run(model_dir: Path, device: str, dtype: str, batch_sizes: list[int], repeat
                                                 max_batch_tokens))
     table = format_points(points, peak, peak_name)
     out.mkdir(parents=True, exist_ok=True)
-    document = {"device": device, "dtype": dtype, "multi_item": multi_item, "max_batch_tokens": max_batch_tokens,
-                "peak_flops": peak, "peak": peak_name, "points": [asdict(p) for p in points]}
+    document = {"device": device, "dtype": dtype, "multi_item": multi_item,
+                "max_batch_tokens": max_batch_tokens, "peak_flops": peak, "peak": peak_name,
+                "points": [asdict(p) for p in points]}
     (out / "engine.json").write_text(json.dumps(document, indent=2))
     (out / "engine.md").write_text(table + "\n")
     print(table)

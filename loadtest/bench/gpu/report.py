@@ -17,7 +17,9 @@ SERVER_RUNS = (("mis", "multi-item on"), ("off", "multi-item off"))
 
 
 def _text(path: Path, missing: str) -> str:
-    return path.read_text(encoding="utf-8").strip() if path.is_file() else f"({missing}: {path.name} not written)"
+    if not path.is_file():
+        return f"({missing}: {path.name} not written)"
+    return path.read_text(encoding="utf-8").strip()
 
 
 def _capacity_line(run: Path, name: str, label: str) -> str:
