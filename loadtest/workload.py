@@ -168,3 +168,12 @@ def write_requests_jsonl(requests: Iterable[pb.ScoreCandidatesRequest], path: Pa
             out.write(json_format.MessageToJson(request, indent=None) + "\n")
             written += 1
     return written
+
+
+# The published workload of the GPU proof (docs/gpu.md): 10 candidates per
+# request of about 18 tokens (feed posts of 10 tokens and member profiles of
+# 26, half the requests each), a context of about 120 tokens (12-14
+# interactions), every request from a new member (no prefix-cache hits):
+# about 300 tokens a request, the shape SGLang's and LinkedIn's figures use.
+PUBLISHED_WORKLOAD = WorkloadSpec(tasks={"feed_engagement": 1.0, "pymk_connect": 1.0}, candidates=(10, 10),
+                                  history=(12, 14), members=1_000_000, repeat_share=0.0)

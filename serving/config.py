@@ -16,7 +16,7 @@ classes below (examples/server.toml has every section):
     [limits]     max_candidates_per_request, ...                        (Limits)
     [supervisor] probe_interval_seconds, max_failures, ...              (SupervisorConfig)
     [vllm]       kv_cache_gib, max_model_len, ...                       (brew.engines.options.VllmOptions)
-    [packing]    min_candidates, min_prefix_share, max_row_tokens       (brew.engines.multi_item_rule.PackingRule)
+    [packing]    min_candidates, max_candidate_share, ...               (brew.engines.multi_item_rule.PackingRule)
     [torch]      max_forward_candidates, max_batch_tokens, ...          (brew.engines.options.TorchOptions)
     [cluster]    replicas, envoy_port, hash_policy, ...                 (`brew cluster`: ClusterConfig)
 """

@@ -9,6 +9,17 @@ the same loop tick so its scheduler runs them in the same steps. Each caller
 keeps its own fate: its results arrive as soon as the engine delivers them,
 and its deadline or cancellation abandons its work alone.
 
+Double buffering: with an engine that prepares batches ahead
+(brew.engines.base.PreparesBatches: the torch engine), a batch's host work
+(its plan, its pass inputs, pinned on CUDA) runs as soon as it is
+collected, while the batch before it computes; the prepared batches then
+run on the engine one at a time, in the order they were collected. With
+`max_inflight_batches` 2 (the default) batch k+1 is collected and prepared
+while batch k runs, so the device goes from one batch to the next without
+waiting for the host. A request's own host work (decode, render,
+tokenize) is done before it joins the queue (serving.service), on worker
+threads, so it overlaps the engine already.
+
 Self-protection lives here, its decisions in serving.admission:
   - admission: a request the queue has no room for (hard cap or adaptive
     limit), or whose deadline the queue's expected wait makes impossible,
@@ -33,7 +44,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from brew.engines.base import CallerOutcome, CallerWork, ScoringEngine
+from brew.engines.base import CallerOutcome, CallerWork, PreparesBatches, ScoringEngine
 from brew.types import GroupResult, ScoringGroup
 from brew.errors import BrewError
 from serving.admission import AdmissionPolicy
@@ -108,6 +119,7 @@ class Dispatcher:
         self._queue: list[Queued[_Caller]] = []
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(config.max_inflight_batches)
+        self._engine_turn = asyncio.Lock()  # prepared batches run one at a time, in order (FIFO)
         self._loop_task: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[list[CallerOutcome]]] = set()  # the loop keeps only weak references
         self._accepting = True
@@ -270,9 +282,19 @@ class Dispatcher:
         for caller in callers:
             caller.started = started
             caller.work.on_delivered = lambda outcome, caller=caller: delivered(caller, outcome)
-        batch = asyncio.create_task(self._engine.score_batch([caller.work for caller in callers]))
+        batch = asyncio.create_task(self._score_batch([caller.work for caller in callers]))
         self._batches.add(batch)
         batch.add_done_callback(lambda task: self._batch_finished(task, callers))
+
+    async def _score_batch(self, works: list[CallerWork]) -> list[CallerOutcome]:
+        """The engine's work on one batch: prepared ahead, then run in its
+        turn, where the engine prepares batches; else one score_batch."""
+        engine = self._engine
+        if not isinstance(engine, PreparesBatches):
+            return await engine.score_batch(works)
+        prepared = await engine.prepare_batch(works)  # overlaps the batch running before this one
+        async with self._engine_turn:
+            return await engine.run_prepared(prepared)
 
     def _batch_finished(self, task: asyncio.Task[list[CallerOutcome]], callers: list[_Caller]) -> None:
         """Deliver what the engine did not deliver early: its outcomes, or its

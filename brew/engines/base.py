@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from brew.types import GroupResult, ScoringGroup
 
@@ -108,6 +108,21 @@ class ScoringEngine(Protocol):
     async def check_health(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class PreparesBatches(Protocol):
+    """An engine whose batch has host work worth doing ahead (the torch
+    engine: its plan and pass inputs, pinned on CUDA). The dispatcher calls
+    `prepare_batch` for batch k+1 while batch k is in `run_prepared`, and
+    runs prepared batches one at a time, in order (serving.dispatcher), so
+    the device does not wait for the host between batches.
+    `score_batch(b)` is `run_prepared(await prepare_batch(b))`; the outcome
+    rules are score_batch's."""
+
+    async def prepare_batch(self, batch: Sequence[CallerWork]) -> Any: ...
+
+    async def run_prepared(self, prepared: Any) -> list[CallerOutcome]: ...
 
 
 @runtime_checkable

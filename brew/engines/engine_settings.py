@@ -15,7 +15,7 @@ from typing import Any
 from brew import defaults
 from brew.engines import ENGINES, EngineKind
 from brew.engines.multi_item_rule import MultiItemMode, PackingRule
-from brew.engines.options import TorchOptions, VllmOptions
+from brew.engines.options import DTYPES, TorchOptions, VllmOptions
 from brew.settings import Settings, section, setting
 
 
@@ -30,7 +30,9 @@ class EngineSettings(Settings):
                                  help="scoring engine: vllm (production), torch (reference), naive (baseline)")
     model: Path = setting(defaults.DEMO_MODEL_DIR, top_level=True,
                           help="Hugging Face checkpoint directory")
-    dtype: str = setting("float32", top_level=True, help="model dtype; label log-probabilities are read in fp32")
+    dtype: str = setting("float32", top_level=True, choices=DTYPES,
+                         help="the weights' dtype; label log-probabilities are read in fp32 (the torch "
+                              "engines keep an fp32 copy of the head)")
     device: str = setting("cpu", top_level=True, help="torch device of the torch engines (vLLM picks its own)")
     multi_item: MultiItemMode = setting(
         MultiItemMode.AUTO, top_level=True,
@@ -49,6 +51,10 @@ class EngineSettings(Settings):
             with_it = [kind.value for kind, spec in ENGINES.items() if spec.multi_item]
             yield (f"multi_item: engine {self.engine.value} has no multi-item scoring; use engine {with_it}, "
                    "or multi_item auto or off")
+        packs = self.engine is EngineKind.TORCH and self.multi_item is not MultiItemMode.OFF
+        if self.torch.compile and not packs:
+            yield ("torch.compile compiles the torch engine's packed passes: use engine torch with "
+                   "multi_item on or auto, or leave compile off")
 
     def engine_options(self) -> dict[str, Any]:
         """The keyword arguments of create_engine/build_ranker besides kind and model."""

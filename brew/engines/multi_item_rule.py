@@ -12,11 +12,14 @@ decision 7; the measurements in BENCHMARKS.md, section 2):
 - packing saves per-candidate work that does not grow with the prompt: one
   request, one plan, one read-out instead of N. That saving is per
   candidate, so a group with few candidates gains little;
-- a packed row attends over the prefix and every candidate at once: when
-  the candidates' tokens outweigh the prefix, the packed row's attention
-  and mask cost more than the per-candidate rows, which share the prefix's
-  keys and values and attend only to them and themselves;
-- a very long row costs length squared in dense attention kernels.
+- a packed row attends over the prefix and every candidate at once: a
+  dense kernel computes every candidate-to-candidate entry that the mask
+  then discards, and those grow with the square of the candidates' tokens,
+  while the per-candidate rows share the prefix's keys and values and
+  attend only to them and themselves. So the candidates' share of the row
+  decides, not the row's length: a long row that is mostly prefix still
+  gains (decision 16; BENCHMARKS.md, sections 3 and 8);
+- a very long row costs memory for its dense mask, length squared.
 
 `multi_item` (MultiItemMode) is the engine-wide switch: `off` never packs,
 `on` packs every group that fits a row, `auto` (the default) lets
@@ -51,12 +54,13 @@ class GroupPath(StrEnum):
 
 
 DEFAULT_MIN_CANDIDATES = 2
-DEFAULT_MIN_PREFIX_SHARE = 0.25
-# Measured on the CPU with the dense SDPA kernel (BENCHMARKS.md, section 2):
-# a group packed alone beat the per-group path up to about 3,000 tokens and
-# lost beyond, where a dense mask's length-squared attention outweighs the
-# saving.
-DEFAULT_MAX_ROW_TOKENS = 3072
+# The knee, measured on the CPU (BENCHMARKS.md, section 3) and on an H200
+# (section 8) with the dense SDPA kernel: packing wins while the candidates
+# are at most this share of the packed row, whatever its length.
+DEFAULT_MAX_CANDIDATE_SHARE = 0.75
+# A memory bound, not a speed rule: a row's dense mask and attention
+# scores grow with its length squared.
+DEFAULT_MAX_ROW_TOKENS = 8192
 
 
 def row_tokens(group: ScoringGroup) -> int:
@@ -64,10 +68,10 @@ def row_tokens(group: ScoringGroup) -> int:
     return len(group.prefix_ids) + sum(len(suffix) for suffix in group.suffix_ids)
 
 
-def prefix_share(group: ScoringGroup) -> float:
-    """The prefix's share of the packed row's tokens: prefix / (prefix + every suffix)."""
+def candidate_share(group: ScoringGroup) -> float:
+    """The candidates' share of the packed row's tokens: every suffix / (prefix + every suffix)."""
     total = row_tokens(group)
-    return len(group.prefix_ids) / total if total else 0.0
+    return (total - len(group.prefix_ids)) / total if total else 0.0
 
 
 @dataclass(frozen=True)
@@ -75,9 +79,9 @@ class PackingRule(Settings):
     """When a group is packed (`[packing]`): the rule of `multi_item = "auto"`.
 
     With `auto`, a group is packed when it has at least `min_candidates`
-    candidates, its prefix is at least `min_prefix_share` of the packed row's
-    tokens, and the row is at most `max_row_tokens` long; any other group is
-    scored one candidate at a time. With `on`, only `max_row_tokens` applies.
+    candidates, its candidates are at most `max_candidate_share` of the
+    packed row's tokens, and the row is at most `max_row_tokens` long; any
+    other group is scored one candidate at a time. With `on`, only `max_row_tokens` applies.
     With `off`, nothing is packed. The rule is the same on both engines; a
     packed vLLM group longer than vLLM's model length is also split into
     runs of candidates that fit it, each behind the prefix.
@@ -85,12 +89,12 @@ class PackingRule(Settings):
 
     min_candidates: int = setting(DEFAULT_MIN_CANDIDATES, ge=1,
                                   help="multi_item auto: a group with fewer candidates is scored per candidate")
-    min_prefix_share: float = setting(DEFAULT_MIN_PREFIX_SHARE, ge=0, le=1,
-                                      help="multi_item auto: a group whose prefix is a smaller share of its "
-                                           "packed row's tokens is scored per candidate")
+    max_candidate_share: float = setting(DEFAULT_MAX_CANDIDATE_SHARE, ge=0, le=1,
+                                         help="multi_item auto: a group whose candidates are a larger share "
+                                              "of its packed row's tokens is scored per candidate")
     max_row_tokens: int = setting(DEFAULT_MAX_ROW_TOKENS, ge=1,
                                   help="multi_item on or auto: a longer group (prefix plus every candidate) is "
-                                       "scored per candidate")
+                                       "scored per candidate (a dense mask's memory grows with its square)")
 
     def path(self, mode: MultiItemMode, group: ScoringGroup) -> GroupPath:
         """The way `group` is scored under `mode`."""
@@ -103,5 +107,6 @@ class PackingRule(Settings):
         return GroupPath.PER_CANDIDATE
 
     def packs_by_shape(self, group: ScoringGroup) -> bool:
-        """`auto`'s test of the group's shape: enough candidates, a prefix that weighs enough."""
-        return group.num_candidates >= self.min_candidates and prefix_share(group) >= self.min_prefix_share
+        """`auto`'s test of the group's shape: enough candidates, not outweighing the row."""
+        enough = group.num_candidates >= self.min_candidates
+        return enough and candidate_share(group) <= self.max_candidate_share

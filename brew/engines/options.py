@@ -14,9 +14,13 @@ from brew.settings import Settings, setting
 
 DEFAULT_MAX_FORWARD_CANDIDATES = 64
 DEFAULT_MAX_BATCH_TOKENS = 16384
+DEFAULT_BUCKET_TOKENS = 128
 # The attention kernels the torch engines run exactly, any mask included
 # (brew.engines.torch_multi_item.AttentionKernel).
 ATTENTION_KERNELS = ("sdpa", "eager", "flex_attention")
+# The weights' dtypes every engine takes (auto: the checkpoint's). On the
+# torch engines the head stays fp32 (brew.engines.loading.Fp32Head).
+DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,9 @@ class TorchOptions(Settings):
 
     `attention`: on a GPU, "flex_attention" lets multi-item passes skip the
     blocks the mask rules out (BENCHMARKS.md, section 8); it is refused on CPU.
+
+    `compile` (brew.engines.compiled): the packed passes run a
+    `torch.compile`d decoder over shapes padded to `bucket_tokens`.
     """
 
     max_forward_candidates: int = setting(DEFAULT_MAX_FORWARD_CANDIDATES, ge=1,
@@ -75,3 +82,9 @@ class TorchOptions(Settings):
                                     help="torch, multi-item: token slots (rows x length) per packed forward pass")
     attention: str | None = setting(None, choices=ATTENTION_KERNELS,
                                     help="torch: attention kernel (not set: the checkpoint's, sdpa)")
+    compile: bool = setting(False, help="torch, multi-item: torch.compile the packed forward pass "
+                                        "(CUDA graphs on CUDA) over bucketed shapes; each shape's first "
+                                        "pass compiles")
+    bucket_tokens: int = setting(DEFAULT_BUCKET_TOKENS, ge=1,
+                                 help="torch, compile: packed passes are padded to a multiple of this many "
+                                      "tokens, so few shapes are compiled")

@@ -8,7 +8,8 @@ attention mask is needed (tests/integration/test_engine_parity.py checks this
 against the naive engine). Logits are read at each row's own last real token.
 
 It is the engine for machines without vLLM and the GPU baseline to compare
-vLLM with; its outputs match the naive engine within fp32 rounding.
+vLLM with; its outputs match the naive engine within fp32 rounding. With
+bf16 or fp16 weights its head stays fp32 (brew.engines.loading).
 
 With multi-item scoring (`multi_item` on or auto) it scores the groups of the
 dispatcher's whole batch (every caller's) that the packing rule packs
@@ -19,7 +20,10 @@ side into as few forward passes as the token budget allows
 each candidate isolated by the attention mask, no prefix KV copied; the other
 groups take the per-group path. A caller is answered as soon as the last pass
 holding one of its candidates is done; a pass holding only abandoned callers
-is skipped.
+is skipped. A batch is prepared (`prepare_batch`: paths, plan, pass inputs,
+on a host thread) apart from its run (`run_prepared`: the passes, on the
+worker thread), so the dispatcher prepares the next batch while one runs
+(brew.engines.base.PreparesBatches; docs/design/decisions.md, decision 16).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import asyncio
 import copy
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -35,11 +40,18 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from brew.engines.base import CallerOutcome, CallerWork, score_callers_concurrently, score_one_caller
+from brew.engines.compiled import compiled_decoder
 from brew.engines.loading import load_causal_lm, probe_model
 from brew.engines.multi_item_rule import GroupPath, MultiItemMode, PackingRule
 from brew.engines.options import TorchOptions
 from brew.engines.packing import PackingStats, plan_passes
-from brew.engines.torch_multi_item import assemble_results, attention_kernel, score_pass
+from brew.engines.torch_multi_item import (
+    PassInputs,
+    assemble_results,
+    attention_kernel,
+    pass_inputs,
+    run_pass,
+)
 from brew.types import CandidateLogprobs, GroupResult, ScoringGroup
 
 _PAD_ID = 0  # any valid id: no real token ever attends to a pad (right padding, causal mask)
@@ -110,13 +122,34 @@ def _caller_results(groups: Sequence[ScoringGroup], span: range,
                                   for i in span for c in range(groups[i].num_candidates)})
 
 
+@dataclass
+class PreparedBatch:
+    """A batch whose host work is done (TorchEngine.prepare_batch): each
+    group's path, the packed passes' inputs, and the callers refused before
+    any pass (an empty prompt). With multi-item off, only the batch."""
+
+    batch: Sequence[CallerWork]
+    outcomes: list[CallerOutcome | None] = field(default_factory=list)
+    groups: list[ScoringGroup] = field(default_factory=list)
+    spans: dict[int, range] = field(default_factory=dict)  # caller -> its groups' indices in `groups`
+    paths: list[GroupPath] = field(default_factory=list)  # per group
+    packable: list[int] = field(default_factory=list)  # the packed groups' indices in `groups`
+    passes: list[PassInputs] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.outcomes:
+            self.outcomes = [None] * len(self.batch)
+
+
 class TorchEngine:
     """ScoringEngine over one transformers model, prefix computed once per group.
 
-    All torch work runs on one worker thread (one model, used serially), one
-    job per prefix and per chunk of at most `max_forward_candidates` suffixes:
-    the event loop never waits on torch, and a cancelled or abandoned caller
-    stops at the next job boundary.
+    All forward passes run on one worker thread (one model, used serially),
+    one job per prefix and per chunk of at most `max_forward_candidates`
+    suffixes, or per packed pass: the event loop never waits on torch, and a
+    cancelled or abandoned caller stops at the next job boundary. A batch's
+    host work (its plan and pass inputs) runs on a second, host thread
+    (`prepare_batch`), so the next batch is ready when the device is free.
     """
 
     def __init__(self, model: PreTrainedModel, model_name: str, options: TorchOptions | None = None,
@@ -130,6 +163,11 @@ class TorchEngine:
         if self._multi_item is not MultiItemMode.OFF:
             attention_kernel(model)  # refuse a model the packed path cannot run, at start
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="brew-torch")
+        # The host work of a batch (plan, pass inputs) runs here, beside the
+        # worker thread, so the next batch is prepared while one computes.
+        self._host = ThreadPoolExecutor(max_workers=1, thread_name_prefix="brew-torch-host")
+        # A compiled decoder for the packed passes (TorchOptions.compile), or None: eager.
+        self._decoder = compiled_decoder(model) if self._options.compile else None
         # Called after every packed forward pass with what it cost, and with
         # each group's path (metrics).
         self.on_forward: Callable[[PackingStats], None] | None = None
@@ -201,24 +239,48 @@ class TorchEngine:
         """Multi-item on or auto: the groups the packing rule packs, every
         caller's together, the rest per group. Off: callers interleave on the
         one worker thread, job by job."""
-        if self._multi_item is not MultiItemMode.OFF:
-            return await self._score_packed(batch)
-        return await score_callers_concurrently(self._score_groups, batch)
+        return await self.run_prepared(await self.prepare_batch(batch))
 
-    async def _score_packed(self, batch: Sequence[CallerWork]) -> list[CallerOutcome]:
-        """One plan for the whole batch, one worker-thread job per pass."""
-        outcomes: list[CallerOutcome | None] = [None] * len(batch)
-        groups: list[ScoringGroup] = []
-        spans: dict[int, range] = {}  # caller -> its groups' indices in `groups`
+    async def prepare_batch(self, batch: Sequence[CallerWork]) -> PreparedBatch:
+        """The batch's host work, on the host thread: check the groups, choose
+        each group's path, plan the packed passes and build their inputs
+        (pinned on CUDA). The dispatcher runs it while the batch before
+        computes on the worker thread (serving.dispatcher)."""
+        if self._multi_item is MultiItemMode.OFF:
+            return PreparedBatch(batch)
+        prepared = await asyncio.get_running_loop().run_in_executor(self._host, self._plan, batch)
+        if self.on_group_path is not None:
+            for path in prepared.paths:
+                self.on_group_path(path)
+        return prepared
+
+    def _plan(self, batch: Sequence[CallerWork]) -> PreparedBatch:
+        prepared = PreparedBatch(batch)
         for caller, work in enumerate(batch):
             try:
                 for group in work.groups:
                     _check_not_empty(group)
             except ValueError as error:
-                outcomes[caller] = error
+                prepared.outcomes[caller] = error
                 continue
-            spans[caller] = range(len(groups), len(groups) + len(work.groups))
-            groups.extend(work.groups)
+            prepared.spans[caller] = range(len(prepared.groups), len(prepared.groups) + len(work.groups))
+            prepared.groups.extend(work.groups)
+        prepared.paths = [self._packing.path(self._multi_item, group) for group in prepared.groups]
+        prepared.packable = [i for i, path in enumerate(prepared.paths) if path is GroupPath.PACKED]
+        packed_groups = [prepared.groups[i] for i in prepared.packable]
+        plan = plan_passes(packed_groups, self._options.max_batch_tokens)
+        bucket = self._options.bucket_tokens if self._decoder is not None else 1
+        device = self._model.device
+        prepared.passes = [pass_inputs(packed, packed_groups, device, bucket) for packed in plan.passes]
+        return prepared
+
+    async def run_prepared(self, prepared: PreparedBatch) -> list[CallerOutcome]:
+        """Run a prepared batch on the worker thread, one job per pass (and
+        per prefix or chunk on the per-group path)."""
+        batch = prepared.batch
+        if self._multi_item is MultiItemMode.OFF:
+            return await score_callers_concurrently(self._score_groups, batch)
+        outcomes, groups, spans = prepared.outcomes, prepared.groups, prepared.spans
         owner = {index: caller for caller, span in spans.items() for index in span}
         pending = {caller: sum(groups[i].num_candidates for i in span) for caller, span in spans.items()}
         logprobs: dict[tuple[int, int], tuple[float, ...]] = {}
@@ -231,27 +293,21 @@ class TorchEngine:
                 outcomes[caller] = _caller_results(groups, spans[caller], logprobs)
                 batch[caller].deliver(outcomes[caller])
 
-        # The groups the rule does not pack go the per-group way (prefix KV once).
-        paths = [self._packing.path(self._multi_item, group) for group in groups]
-        if self.on_group_path is not None:
-            for path in paths:
-                self.on_group_path(path)
-        packable = [i for i, path in enumerate(paths) if path is GroupPath.PACKED]
-        long = [i for i, path in enumerate(paths) if path is GroupPath.PER_CANDIDATE]
-        packed_groups = [groups[i] for i in packable]
+        packable = prepared.packable
+        per_group = [i for i, path in enumerate(prepared.paths) if path is GroupPath.PER_CANDIDATE]
         loop = asyncio.get_running_loop()
         try:
-            plan = await loop.run_in_executor(self._executor, plan_passes, packed_groups,
-                                              self._options.max_batch_tokens)
-            for packed in plan.passes:
-                if all(batch[owner[packable[r.group]]].abandoned for r in packed.readouts):
+            for inputs in prepared.passes:
+                readouts = inputs.packed.readouts
+                if all(batch[owner[packable[r.group]]].abandoned for r in readouts):
                     continue
-                values = await loop.run_in_executor(self._executor, score_pass, self._model, packed, packed_groups)
+                values = await loop.run_in_executor(self._executor, run_pass, self._model, inputs,
+                                                    self._decoder)
                 if self.on_forward is not None:
-                    self.on_forward(packed.stats)
-                for readout, value in zip(packed.readouts, values, strict=True):
+                    self.on_forward(inputs.packed.stats)
+                for readout, value in zip(readouts, values, strict=True):
                     record(packable[readout.group], readout.candidate, value)
-            for index in long:
+            for index in per_group:
                 if batch[owner[index]].abandoned:
                     continue
                 result = await self._score_group(groups[index])
@@ -269,4 +325,5 @@ class TorchEngine:
         await self._run(probe_model)
 
     async def close(self) -> None:
+        await asyncio.to_thread(self._host.shutdown, wait=True, cancel_futures=True)
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)

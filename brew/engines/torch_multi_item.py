@@ -7,7 +7,11 @@ last token computes what it would after its plain prompt `prefix + suffix`
 forward (no forked model code), and logits are computed only at the read-out
 positions: the decoder runs, the read-out rows of its last hidden state are
 gathered, and only they go through `lm_head`. Label log-probabilities are
-fp32 full-vocabulary `log_softmax` values, as every engine reports them.
+fp32 full-vocabulary `log_softmax` values, as every engine reports them
+(with bf16 or fp16 weights `lm_head` is brew.engines.loading.Fp32Head).
+A pass's inputs are built apart from its run: `pass_inputs` on the
+engine's host thread (pinned on CUDA, and padded to steady shapes by
+`pad_pass` for a compiled decoder), `run_pass` on its worker thread.
 
 The attention kernel is the model's own (`config._attn_implementation`),
 chosen where the model is loaded (`from_pretrained(attn_implementation=...)`)
@@ -54,8 +58,11 @@ Transformers facts this relies on (transformers 5.19, checked in its source):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel
@@ -67,6 +74,10 @@ from brew.types import CandidateLogprobs, GroupResult, ScoringGroup
 # Model types whose packed scores are checked against plain forward passes
 # (tests/integration/test_multi_item.py) and whose logits are lm_head(hidden).
 VERIFIED_MODEL_TYPES = frozenset({"llama", "qwen2", "qwen3"})
+
+# With bucketed shapes (TorchOptions.bucket_tokens), rows are padded to a
+# multiple of this, so a compiled forward pass sees few distinct shapes.
+ROW_BUCKET = 4
 
 
 class AttentionKernel(StrEnum):
@@ -150,25 +161,101 @@ def gather_label_logprobs(
     return [tuple(row[: len(labels)]) for row, labels in zip(values, label_ids, strict=True)]
 
 
+def bucketed(size: int, bucket: int) -> int:
+    """`size` rounded up to a multiple of `bucket` (1: unchanged)."""
+    return -(-size // bucket) * bucket
+
+
+def pad_pass(packed: PackedPass, rows: int, length: int, pad_id: int = 0) -> PackedPass:
+    """`packed` right-padded to (rows, length) with pads that attend only to
+    themselves (segment -1): no real token sees them, read-outs are unchanged.
+    How steady shapes are made for a compiled forward pass."""
+    extra_rows, extra_columns = rows - packed.rows, length - packed.length
+    if extra_rows < 0 or extra_columns < 0:
+        raise ValueError(f"cannot pad a {packed.rows}x{packed.length} pass to {rows}x{length}")
+    if not extra_rows and not extra_columns:
+        return packed
+
+    def padded(tensor: torch.Tensor, value: int) -> torch.Tensor:
+        return torch.nn.functional.pad(tensor, (0, extra_columns, 0, extra_rows), value=value)
+
+    return dataclasses.replace(
+        packed, input_ids=padded(packed.input_ids, pad_id), position_ids=padded(packed.position_ids, 0),
+        segment_ids=padded(packed.segment_ids, -1), context_ids=padded(packed.context_ids, -1),
+        attended_pairs=packed.attended_pairs + rows * length - packed.rows * packed.length)
+
+
+@dataclass(frozen=True)
+class PassInputs:
+    """One packed pass's host-side inputs, built before the pass runs (on
+    CUDA in pinned memory, so the copy to the device is asynchronous): the
+    host work the dispatcher's next batch does while this one computes."""
+
+    packed: PackedPass  # its tensors pinned where the device is CUDA
+    readout_rows: torch.Tensor  # (readouts,) long
+    readout_columns: torch.Tensor  # (readouts,) long
+    label_ids: tuple[tuple[int, ...], ...]  # per read-out
+
+
+def pass_inputs(packed: PackedPass, groups: Sequence[ScoringGroup], device: torch.device | str,
+                bucket_tokens: int = 1) -> PassInputs:
+    """The pass's inputs: padded to a multiple of `bucket_tokens` in length
+    (and rows, for steady shapes), pinned if `device` is CUDA."""
+    if bucket_tokens > 1:
+        packed = pad_pass(packed, bucketed(packed.rows, ROW_BUCKET), bucketed(packed.length, bucket_tokens))
+    pin = torch.device(device).type == "cuda"
+
+    def host(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.pin_memory() if pin else tensor
+
+    pinned = dataclasses.replace(
+        packed, input_ids=host(packed.input_ids), position_ids=host(packed.position_ids),
+        segment_ids=host(packed.segment_ids), context_ids=host(packed.context_ids))
+    return PassInputs(pinned, host(packed.readout_rows), host(packed.readout_columns),
+                      tuple(groups[r.group].label_ids for r in packed.readouts))
+
+
+def _on_device(packed: PackedPass, device: torch.device) -> PackedPass:
+    def moved(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(device, non_blocking=True)
+
+    return dataclasses.replace(
+        packed, input_ids=moved(packed.input_ids), position_ids=moved(packed.position_ids),
+        segment_ids=moved(packed.segment_ids), context_ids=moved(packed.context_ids))
+
+
 @torch.inference_mode()
+def run_pass(model: PreTrainedModel, inputs: PassInputs,
+             decoder: Callable[..., Any] | None = None) -> list[tuple[float, ...]]:
+    """One forward pass over prepared inputs: fp32 full-vocabulary label
+    log-probs of each read-out, in read-out order. `decoder` replaces the
+    model's decoder (a compiled one, brew.engines.compiled)."""
+    kernel = attention_kernel(model)
+    device = model.device
+    packed = _on_device(inputs.packed, device)
+    forward = decoder if decoder is not None else model.get_decoder()
+    hidden = forward(
+        input_ids=packed.input_ids,
+        position_ids=packed.position_ids,
+        attention_mask=_MASK_BUILDERS[kernel](packed, device, model.dtype),
+        use_cache=False,
+    ).last_hidden_state  # (rows, length, hidden)
+    rows = inputs.readout_rows.to(device, non_blocking=True)
+    columns = inputs.readout_columns.to(device, non_blocking=True)
+    picked = hidden[rows, columns]  # (readouts, hidden)
+    # The head is fp32 whatever the body's dtype (brew.engines.loading.Fp32Head);
+    # .float() keeps a plain fp32 model's logits as they were.
+    logits = model.get_output_embeddings()(picked)  # (readouts, vocab)
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    return gather_label_logprobs(logprobs, inputs.label_ids)
+
+
 def score_pass(
     model: PreTrainedModel, packed: PackedPass, groups: Sequence[ScoringGroup]
 ) -> list[tuple[float, ...]]:
     """One forward pass: fp32 full-vocabulary label log-probs of each read-out
     of `packed`, in `packed.readouts` order (`groups` are the planned ones)."""
-    kernel = attention_kernel(model)
-    device = model.device
-    decoder = model.get_decoder()
-    hidden = decoder(
-        input_ids=packed.input_ids.to(device),
-        position_ids=packed.position_ids.to(device),
-        attention_mask=_MASK_BUILDERS[kernel](packed, device, model.dtype),
-        use_cache=False,
-    ).last_hidden_state  # (rows, length, hidden)
-    picked = hidden[packed.readout_rows.to(device), packed.readout_columns.to(device)]  # (readouts, hidden)
-    logits = model.get_output_embeddings()(picked)  # (readouts, vocab)
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    return gather_label_logprobs(logprobs, [groups[r.group].label_ids for r in packed.readouts])
+    return run_pass(model, pass_inputs(packed, groups, model.device))
 
 
 def assemble_results(

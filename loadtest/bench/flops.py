@@ -158,20 +158,22 @@ def measure_matmul_flops(threads: int, size: int = 1024, seconds: float = 2.0, r
         torch.set_num_threads(before)
 
 
-def measure_cuda_matmul_flops(device: str = "cuda", size: int = 8192, seconds: float = 2.0, repeats: int = 5) -> float:
-    """The GPU's fp32 matmul FLOP/s: the median of `repeats` timed stretches
-    of square `size` matmuls after a warm-up, each stretch timed between two
-    synchronizations. TF32 is switched off for the measurement (and restored):
-    Brew scores in true fp32, so the peak it is judged against is fp32's."""
+def measure_cuda_matmul_flops(device: str = "cuda", size: int = 8192, seconds: float = 2.0, repeats: int = 5,
+                              dtype: torch.dtype = torch.float32) -> float:
+    """The GPU's matmul FLOP/s in `dtype` (fp32 by default): the median of
+    `repeats` timed stretches of square `size` matmuls after a warm-up, each
+    stretch timed between two synchronizations. TF32 is switched off for the
+    measurement (and restored): Brew scores fp32 models in true fp32, so the
+    peak they are judged against is fp32's; bf16 weights against bf16's."""
     if size < 1 or seconds <= 0 or repeats < 1:
         raise ValueError("size, seconds and repeats must be positive")
     before = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
     try:
         generator = torch.Generator(device=device).manual_seed(0)
-        a = torch.randn(size, size, generator=generator, device=device)
-        b = torch.randn(size, size, generator=generator, device=device)
-        out = torch.empty(size, size, device=device)
+        a = torch.randn(size, size, generator=generator, device=device).to(dtype)
+        b = torch.randn(size, size, generator=generator, device=device).to(dtype)
+        out = torch.empty(size, size, device=device, dtype=dtype)
         for _ in range(3):
             torch.mm(a, b, out=out)
         torch.cuda.synchronize(device)

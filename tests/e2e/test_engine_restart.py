@@ -38,7 +38,7 @@ async def broken_check() -> None:
     raise RuntimeError("simulated dead device")
 
 
-async def broken_batch(batch):  # type: ignore[no-untyped-def]
+async def broken_batch(prepared):  # type: ignore[no-untyped-def]
     raise RuntimeError("simulated device loss")
 
 
@@ -88,7 +88,7 @@ async def test_a_dead_engine_is_restarted_whether_idle_or_failing_calls():
         assert len(scores(await client.score(example_request(), timeout=30))) == 7
 
         # Under calls: every batch fails.
-        second.score_batch = broken_batch
+        second.run_prepared = broken_batch  # where the dispatcher runs its prepared batches
         with pytest.raises(grpc.aio.AioRpcError) as failed:
             await client.score(example_request(), timeout=30)
         assert failed.value.code() is grpc.StatusCode.UNAVAILABLE

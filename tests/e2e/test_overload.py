@@ -15,7 +15,6 @@ cover them with a fake engine.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 
 import grpc
 import pytest
@@ -23,7 +22,8 @@ from live_server import client_for, running_server, scrape
 from service_wire import job_request, scores
 from waiting import eventually_async
 
-from brew.engines.base import CallerOutcome, CallerWork
+from brew.engines.base import CallerOutcome
+from brew.engines.torch_engine import PreparedBatch
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
@@ -43,13 +43,13 @@ async def test_a_burst_over_capacity_is_refused_without_waiting_and_the_admitted
                               limits={"max_candidates_per_request": CANDIDATES}) as server, \
             client_for(server) as client:
         engine = server.service.ranker.engine
-        score_batch, gate = engine.score_batch, asyncio.Event()
+        run_prepared, gate = engine.run_prepared, asyncio.Event()
 
-        async def held(batch: Sequence[CallerWork]) -> list[CallerOutcome]:
+        async def held(prepared: PreparedBatch) -> list[CallerOutcome]:
             await gate.wait()
-            return await score_batch(batch)
+            return await run_prepared(prepared)
 
-        engine.score_batch = held
+        engine.run_prepared = held  # the dispatcher prepares a batch, then runs it here (score_batch too)
         before = scrape(server)
 
         def since_before(name: str, **labels: str) -> float:

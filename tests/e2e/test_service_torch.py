@@ -248,10 +248,12 @@ async def test_an_engine_failure_turns_health_not_serving_and_calls_unavailable(
             client_for(failing) as client:
         assert failing.service.ranker is not None
 
-        async def broken(batch):
+        async def broken(prepared):
             raise RuntimeError("simulated device loss")
 
-        failing.service.ranker.engine.score_batch = broken  # the engine dies under the running server
+        # The engine dies under the running server: its batches run in run_prepared
+        # (the dispatcher prepares them ahead; score_batch goes through it too).
+        failing.service.ranker.engine.run_prepared = broken
         details = await asyncio.wait_for(
             expect_error(client.score(example_request()), grpc.StatusCode.UNAVAILABLE), timeout=10
         )

@@ -116,7 +116,10 @@ def test_the_config_is_frozen():
         ({"cluster": {"hash_policy": "random"}}, "cluster.hash_policy 'random' is not one of ['ring_hash', 'maglev']"),
         ({"multi_item": "on", "engine": "naive"}, "multi_item: engine naive has no multi-item scoring"),
         ({"multi_item": True}, "multi_item True is not one of ['off', 'on', 'auto']"),
-        ({"packing": {"min_prefix_share": 2.0}}, "packing.min_prefix_share must be in 0..1, got 2.0"),
+        ({"packing": {"max_candidate_share": 2.0}}, "packing.max_candidate_share must be in 0..1, got 2.0"),
+        ({"dtype": "float8"}, "dtype must be one of float32, bfloat16, float16, auto, got 'float8'"),
+        ({"engine": "torch", "multi_item": "off", "torch": {"compile": True}},
+         "torch.compile compiles the torch engine's packed passes: use engine torch with multi_item on"),
     ],
 )
 def test_an_invalid_setting_is_named_with_the_fix(overrides, message):

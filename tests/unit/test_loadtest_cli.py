@@ -149,5 +149,5 @@ def test_scalings_packing_flags_are_the_packing_rules_own(capsys):
     args = build_parser().parse_args(["scaling", "--out", "x", "--max-row-tokens", "99", "--min-candidates", "4"])
     assert from_table(PackingRule, given_flags(args, PackingRule, PACKING_PREFIX)) == PackingRule(
         max_row_tokens=99, min_candidates=4)
-    assert main(["scaling", "--out", "x", "--min-prefix-share", "2"]) == 2
-    assert "min_prefix_share must be in 0..1, got 2.0" in capsys.readouterr().err
+    assert main(["scaling", "--out", "x", "--max-candidate-share", "2"]) == 2
+    assert "max_candidate_share must be in 0..1, got 2.0" in capsys.readouterr().err

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from brew.engines.multi_item_rule import GroupPath, MultiItemMode, PackingRule, prefix_share, row_tokens
+from brew.engines.multi_item_rule import GroupPath, MultiItemMode, PackingRule, candidate_share, row_tokens
 from brew.types import ScoringGroup
 
 PACKED, PER = GroupPath.PACKED, GroupPath.PER_CANDIDATE
@@ -14,17 +14,19 @@ def group(prefix: int, candidates: int, suffix: int = 10) -> ScoringGroup:
     return ScoringGroup(tuple(range(prefix)), tuple(tuple(range(suffix)) for _ in range(candidates)), (1, 2))
 
 
-def test_row_tokens_and_prefix_share():
+def test_row_tokens_and_candidate_share():
     g = group(300, 10, suffix=10)
-    assert row_tokens(g) == 400 and prefix_share(g) == 0.75
-    assert prefix_share(ScoringGroup((), ((),), (1,))) == 0.0
+    assert row_tokens(g) == 400 and candidate_share(g) == 0.25
+    assert candidate_share(ScoringGroup((), ((),), (1,))) == 0.0
 
 
 @pytest.mark.parametrize(("shape", "auto"), [
     ((300, 10), PACKED),  # the prefix weighs: packed
     ((300, 1), PER),  # one candidate: nothing to share a request with
-    ((20, 50), PER),  # 500 candidate tokens behind 20: the prefix is 4% of the row
-    ((2000, 200), PER),  # 4,000 tokens: longer than a row
+    ((20, 50), PER),  # 500 candidate tokens behind 20: the candidates are 96% of the row
+    ((4000, 32), PACKED),  # 4,320 tokens, but mostly prefix: the share decides, not the length
+    ((60, 70), PER),  # 760 tokens, candidates 92% of them: short, but mostly candidates
+    ((9000, 20), PER),  # 9,200 tokens: longer than a row may be
 ])
 def test_each_mode_on_each_shape(shape, auto):
     rule = PackingRule()
@@ -36,11 +38,11 @@ def test_each_mode_on_each_shape(shape, auto):
 
 
 def test_the_thresholds_are_the_settings():
-    g = group(100, 8)  # prefix 100 of 180 tokens
+    g = group(100, 8)  # candidates 80 of 180 tokens
     assert PackingRule(min_candidates=9).path(MultiItemMode.AUTO, g) is PER
     assert PackingRule(min_candidates=8).path(MultiItemMode.AUTO, g) is PACKED
-    assert PackingRule(min_prefix_share=0.6).path(MultiItemMode.AUTO, g) is PER
-    assert PackingRule(min_prefix_share=0.55).path(MultiItemMode.AUTO, g) is PACKED
+    assert PackingRule(max_candidate_share=0.4).path(MultiItemMode.AUTO, g) is PER
+    assert PackingRule(max_candidate_share=0.45).path(MultiItemMode.AUTO, g) is PACKED
     assert PackingRule(max_row_tokens=179).path(MultiItemMode.ON, g) is PER
     assert PackingRule(max_row_tokens=180).path(MultiItemMode.ON, g) is PACKED
 
@@ -48,6 +50,6 @@ def test_the_thresholds_are_the_settings():
 def test_the_rule_is_checked_like_any_setting():
     from brew.settings import SettingsError, from_table
 
-    with pytest.raises(SettingsError, match="min_prefix_share"):
-        from_table(PackingRule, {"min_prefix_share": 1.5})
+    with pytest.raises(SettingsError, match="max_candidate_share"):
+        from_table(PackingRule, {"max_candidate_share": 1.5})
     assert from_table(PackingRule, {"min_candidates": 4}) == PackingRule(min_candidates=4)
