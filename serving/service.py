@@ -38,6 +38,7 @@ from brew.ranker import Ranker, assemble_response
 from brew.tasks import TaskRegistry
 from brew.types import GroupResult, ScoreRequest, ScoreResponse, ScoringGroup
 from brew.verbalize import PreparedTask
+from serving.admission import AdmissionPolicy
 from serving.config import Limits, ServerConfig
 from serving.dispatcher import Dispatcher, Reservation
 from serving.errors import NotReadyError, reason_of
@@ -129,17 +130,20 @@ class ScoringService:
     `status_name` names a failure's status for the metrics (the gRPC server
     passes its status table's code names; the canonical codes are gRPC's).
     `default_deadline_seconds` is the deadline of a request that comes
-    without one (None: such a request has none).
+    without one (None: such a request has none). `slo_seconds` is the
+    server's latency SLO, the time admission gives a request whose tasks
+    name no SLO of their own (serving.admission; None: none).
     """
 
     def __init__(self, lifecycle: Lifecycle, metrics: ServiceMetrics, limits: Limits,
                  status_name: Callable[[BaseException], str] = _unlabelled,
-                 default_deadline_seconds: float | None = None) -> None:
+                 default_deadline_seconds: float | None = None, slo_seconds: float | None = None) -> None:
         self.lifecycle = lifecycle
         self._metrics = metrics
         self._limits = limits
         self._status_name = status_name
         self._default_deadline = default_deadline_seconds
+        self._slo = slo_seconds
         self._ranker: Ranker | None = None
         self._dispatcher: Dispatcher | None = None
 
@@ -183,9 +187,11 @@ class ScoringService:
         try:
             ranker, dispatcher = self._serving()
             check_limits(shape, self._limits)
+            now = time.monotonic()
             if deadline is None and self._default_deadline is not None:
-                deadline = time.monotonic() + self._default_deadline
-            reservation = dispatcher.reserve(shape.candidates, deadline)
+                deadline = now + self._default_deadline
+            slo = self._slo_of(shape, ranker)
+            reservation = dispatcher.reserve(shape.candidates, deadline, None if slo is None else now + slo)
             try:
                 response = await self._score(ranker, dispatcher, work, deadline, started, reservation)
             finally:
@@ -235,6 +241,14 @@ class ScoringService:
             raise NotReadyError("server not ready: model is loading; retry shortly")
         return self._ranker, self._dispatcher
 
+    def _slo_of(self, shape: RequestShape, ranker: Ranker) -> float | None:
+        """The request's SLO in seconds: the smallest of its tasks' own
+        (`slo_ms` in a task's config), else the server's."""
+        tasks = ranker.verbalizer.tasks
+        own = [task.slo_seconds for name, _ in shape.tasks
+               if (task := tasks.get(name)) is not None and task.slo_seconds is not None]
+        return min(own) if own else self._slo
+
     def _task_label(self, task: str) -> str:
         """A metric label: the task name if loaded, else "unknown" (caller
         input must not create label values)."""
@@ -271,7 +285,8 @@ async def local_service(ranker: Ranker, config: ServerConfig | None = None) -> A
     lifecycle = Lifecycle()
     service = ScoringService(lifecycle, ServiceMetrics(slo_seconds=config.slo_seconds, model=ranker.model_name),
                              config.limits, status_name=lambda error: code_for(error).name)
-    dispatcher = Dispatcher(ranker.engine, config.batching, on_engine_failure=lifecycle.to_failed)
+    dispatcher = Dispatcher(ranker.engine, config.batching, on_engine_failure=lifecycle.to_failed,
+                            admission=AdmissionPolicy(config.batching, slo_seconds=config.slo_seconds))
     dispatcher.start()
     service.install(ranker, dispatcher)
     lifecycle.to_serving()
