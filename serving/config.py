@@ -125,6 +125,9 @@ class ClusterConfig(Settings):
                            help="Envoy's retries of UNAVAILABLE and dead connections, on another replica")
     replicas_dns: str | None = setting(None, help="find the replicas at this DNS name on the server's port "
                                                   "(a Kubernetes headless service) instead of on this host")
+    rollout_file: Path | None = setting(None, help="on SIGHUP the replicas restart one at a time; this TOML "
+                                                   "file's model and prompts (each optional) are the new ones "
+                                                   "(serving.cluster_run)")
 
     def cross_checks(self) -> Iterator[str]:
         if self.replicas < 1:

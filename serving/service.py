@@ -113,11 +113,13 @@ class _QueryItemsWork:
                                   prepare_seconds=prepare_seconds, engine_seconds=engine_seconds)
 
 
-def _scored(response: ScoreResponse | QueryItemsResponse) -> list[tuple[str, int, int, int]]:
-    """(task label, candidates, prompt tokens, cached tokens) per task of an answer, for the metrics."""
+def _scored(response: ScoreResponse | QueryItemsResponse) -> list[tuple[str, int, int, int, str | None]]:
+    """(task label, candidates, prompt tokens, cached tokens, template version) per task of an
+    answer, for the metrics."""
     if isinstance(response, QueryItemsResponse):
-        return [(QUERY_ITEMS_TASK, len(response.items), response.prompt_tokens, response.cached_tokens)]
-    return [(r.task, len(r.candidates), r.prompt_tokens, r.cached_prompt_tokens) for r in response.results]
+        return [(QUERY_ITEMS_TASK, len(response.items), response.prompt_tokens, response.cached_tokens, None)]
+    return [(r.task, len(r.candidates), r.prompt_tokens, r.cached_prompt_tokens, r.template_version)
+            for r in response.results]
 
 
 def _unlabelled(error: BaseException) -> str:
@@ -203,8 +205,8 @@ class ScoringService:
             self._failed(started, self._status_name(error), reason_of(error), tasks)
             raise
         self._metrics.queue_and_engine(response.queue_seconds, response.engine_seconds)
-        for task, candidates, prompt_tokens, cached_tokens in _scored(response):
-            self._metrics.task_scored(task, candidates, prompt_tokens, cached_tokens)
+        for task, candidates, prompt_tokens, cached_tokens, version in _scored(response):
+            self._metrics.task_scored(task, candidates, prompt_tokens, cached_tokens, version)
         self._metrics.request_finished(OK, response.total_seconds)
         return response
 
