@@ -205,3 +205,12 @@ async def test_a_query_items_request_takes_the_same_path_as_one_group(ranker):
         assert service._metrics.candidates.labels(task=QUERY_ITEMS_TASK, status="OK")._value.get() == 2
         with pytest.raises(LimitExceededError, match="max_candidates_per_request"):
             await service.score_query_items(RequestShape("big", ((QUERY_ITEMS_TASK, 5000),), 0), lambda: raw, None)
+
+
+async def test_tasks_scored_are_counted_by_model_and_template_version(ranker, example):
+    async with local_service(ranker) as service:
+        await service.score(RequestShape.of(example), lambda: example, deadline=None)
+        counter = service._metrics.version_tasks
+        for task in example.tasks:
+            version = ranker.verbalizer.tasks[task.task].version
+            assert counter.labels(model=ranker.model_name, task=task.task, version=version)._value.get() == 1
