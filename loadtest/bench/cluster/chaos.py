@@ -234,6 +234,27 @@ def rollout_prompts(into: Path) -> Path:
     return prompts
 
 
+class VersionSampler:
+    """Each replica's ROLLOUT_TASK tasks by template version, scraped over
+    and over: the last answer of each replica (a draining one stops answering)."""
+
+    def __init__(self, cluster: ClusterProcess) -> None:
+        self.cluster = cluster
+        self.latest: dict[tuple[str, int], dict[str, float]] = {}  # (replica, pid) -> version -> tasks
+
+    def sample(self) -> None:
+        for name, replica in self.cluster.replicas().items():
+            try:
+                self.latest[(name, replica.pid)] = version_share(replica.metrics_url)
+            except OSError:
+                pass  # draining, or not up yet: keep its last answer
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.to_thread(self.sample)
+            await asyncio.sleep(POLL_SECONDS)
+
+
 def version_share(metrics_url: str) -> dict[str, float]:
     """ROLLOUT_TASK's tasks scored by template version, from a replica's /metrics."""
     from loadtest.summary import parse_samples, scrape_metrics
@@ -249,12 +270,15 @@ def version_share(metrics_url: str) -> dict[str, float]:
 async def rollout_under_load(cluster: ClusterProcess, rate: float, rollout_file: Path, prompts: Path,
                              settle_seconds: float = 2.0) -> EventReport:
     """SIGHUP to brew cluster with `rollout_file` naming `prompts`; load until the rollout is done."""
-    load = OpenLoopLoad(cluster.target, rate)
+    load, sampler = OpenLoopLoad(cluster.target, rate), VersionSampler(cluster)
     running = asyncio.create_task(load.run())
     report = EventReport("rollout of every replica", rate)
     replicas = sorted(cluster.replicas())
+    old_pids = {name: replica.pid for name, replica in cluster.replicas().items()}
+    sampling: asyncio.Task[None] | None = None
     try:
         await settle(load, cluster, settle_seconds)
+        sampling = asyncio.create_task(sampler.run())
         rollout_file.write_text(f'prompts = "{prompts}"\n', encoding="utf-8")
         seen = len(cluster.stdout())
         started = time.monotonic()
@@ -264,11 +288,18 @@ async def rollout_under_load(cluster: ClusterProcess, rate: float, rollout_file:
             return text in cluster.stdout()[seen:]
 
         first = await until(lambda: said(f"rollout: replica {replicas[0]} ("), "the first replica back")
-        report.metrics_share = {name: version_share(replica.metrics_url)
-                                for name, replica in cluster.replicas().items()}
+        # Midway: the first replica's new process once it has answered, the other's old one as last seen.
+        await until(lambda: load.answered_by(replicas[0], first), f"an answer from the new {replicas[0]}")
+        await asyncio.to_thread(sampler.sample)
+        new_pid = cluster.replicas()[replicas[0]].pid
+        report.metrics_share = {f"{replicas[0]} (new pid {new_pid})": sampler.latest.get((replicas[0], new_pid), {}),
+                                f"{replicas[1]} (old pid {old_pids[replicas[1]]})":
+                                    sampler.latest.get((replicas[1], old_pids[replicas[1]]), {})}
         done = await until(lambda: said("rollout done") or said("rollout stopped"), "the rollout's end")
         await until(lambda: any(call.sent >= done and call.code == OK for call in load.calls), "an answer after it")
     finally:
+        if sampling is not None:
+            sampling.cancel()
         load.stop()
         await running
     report.timeline_s = {f"replica {replicas[0]} back": first - started, "rollout done": done - started}
