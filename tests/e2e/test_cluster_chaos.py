@@ -48,8 +48,8 @@ async def test_a_replica_killed_under_load_fails_no_call_and_comes_back(cluster:
     assert report.failures == {}, report.format()
     assert report.during_calls > 0  # calls were sent while the replica was down
     timeline = report.timeline_s
-    assert (timeline["ejected by Envoy"] <= timeline["readmitted by Envoy (SERVING)"]
-            and timeline["restarted by brew cluster"] <= timeline["readmitted by Envoy (SERVING)"])
+    readmitted = timeline["readmitted by Envoy (SERVING)"]
+    assert timeline["ejected from brew_affinity"] <= readmitted and timeline["restarted by brew cluster"] <= readmitted
     assert all(routed_to(cluster, replica) for replica in cluster.replicas().values())
 
 

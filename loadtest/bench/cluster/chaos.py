@@ -8,9 +8,12 @@ otherwise), sends an open-loop load at --rate through Envoy from the
 project's own client with no retries of its own (every failure Envoy lets
 through is counted), and in the middle of it:
 
-- kill: SIGKILL to one replica. Timeline: when Envoy stopped routing to it
-  (ejected), when `brew cluster` started it again (restarted), when Envoy
-  routed to it again (readmitted), from the kill.
+- kill: SIGKILL to one replica. Timeline, from the kill: when Envoy
+  stopped routing to it in the cluster the load uses (`brew_affinity`:
+  calls with x-brew-member; outlier detection and health checks) and in
+  the one it does not (`brew_balanced`: health checks alone), when `brew
+  cluster` started it again (restarted), when Envoy routed to it again
+  (readmitted: it answers SERVING), and its first answer after that.
 - rollout: SIGHUP to `brew cluster` with a rollout file naming a new
   prompts directory (the same templates, job_apply's version pinned to
   ROLLOUT_VERSION): every replica restarts in turn. Timeline: each
@@ -38,6 +41,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
@@ -70,14 +74,15 @@ class Call:
         return (self.done - self.sent) * 1000.0
 
 
-def member_request(member: str) -> pb.ScoreCandidatesRequest:
-    """The example request, job_apply only (a short call), as `member`."""
+def member_request(member: str, all_tasks: bool = False) -> pb.ScoreCandidatesRequest:
+    """The example request as `member`: job_apply only (a short call), or with `all_tasks` as written."""
     request = json_format.Parse(defaults.EXAMPLE_REQUEST.read_text(encoding="utf-8"), pb.ScoreCandidatesRequest())
     request.member.member_id = member
     request.request_id = f"{member}-{time.monotonic_ns()}"
-    kept = [task for task in request.tasks if task.task == ROLLOUT_TASK]
-    del request.tasks[:]
-    request.tasks.extend(kept)
+    if not all_tasks:
+        kept = [task for task in request.tasks if task.task == ROLLOUT_TASK]
+        del request.tasks[:]
+        request.tasks.extend(kept)
     return request
 
 
@@ -85,8 +90,8 @@ class OpenLoopLoad:
     """One call every 1/rate seconds, over MEMBERS members, each call on its
     own (no waiting for the previous one), through a client that never retries."""
 
-    def __init__(self, target: str, rate: float) -> None:
-        self.target, self.rate = target, rate
+    def __init__(self, target: str, rate: float, all_tasks: bool = False, timeout: float = CALL_TIMEOUT_SECONDS) -> None:
+        self.target, self.rate, self.all_tasks, self.timeout = target, rate, all_tasks, timeout
         self.calls: list[Call] = []
         self._stop = asyncio.Event()
 
@@ -113,7 +118,7 @@ class OpenLoopLoad:
     async def _call(self, client: RankingClient, member: str) -> None:
         sent = time.monotonic()
         try:
-            served = await client.score_served(member_request(member), timeout=CALL_TIMEOUT_SECONDS)
+            served = await client.score_served(member_request(member, self.all_tasks), timeout=self.timeout)
         except grpc.aio.AioRpcError as error:
             self.calls.append(Call(sent, time.monotonic(), error.code().name, ""))
             return
@@ -197,9 +202,11 @@ async def settle(load: OpenLoopLoad, cluster: ClusterProcess, seconds: float) ->
         await until(lambda name=name: load.answered_by(name, start), f"an answer from {name}")
 
 
-async def kill_under_load(cluster: ClusterProcess, rate: float, settle_seconds: float = 2.0) -> EventReport:
-    """SIGKILL one replica under load; until it is restarted, routed to and has answered again."""
-    load = OpenLoopLoad(cluster.target, rate)
+async def kill_under_load(cluster: ClusterProcess, rate: float, settle_seconds: float = 2.0,
+                          **load_options: Any) -> EventReport:
+    """SIGKILL one replica under load; until it is restarted, routed to and has answered again.
+    `load_options` go to OpenLoopLoad."""
+    load = OpenLoopLoad(cluster.target, rate, **load_options)
     running = asyncio.create_task(load.run())
     report = EventReport("kill -9 of one replica", rate)
     try:
@@ -207,9 +214,10 @@ async def kill_under_load(cluster: ClusterProcess, rate: float, settle_seconds: 
         victim = sorted(cluster.replicas().values(), key=lambda r: r.name)[-1]
         killed = time.monotonic()
         os.kill(victim.pid, signal.SIGKILL)
-        ejected = await until(lambda: not any(victim.address in cluster.healthy(name)
-                                              for name in (AFFINITY_CLUSTER, BALANCED_CLUSTER)),
-                              "Envoy ejecting the killed replica")
+        ejected = await until(lambda: victim.address not in cluster.healthy(AFFINITY_CLUSTER),
+                              "Envoy ejecting the killed replica from the cluster the load uses")
+        out = await until(lambda: victim.address not in cluster.healthy(BALANCED_CLUSTER),
+                          "Envoy's health checks taking the killed replica out")
         restarted = await until(lambda: cluster.replicas()[victim.name].pid != victim.pid,
                                 "brew cluster starting the killed replica again")
         readmitted = await until(lambda: routed_to(cluster, victim), "Envoy routing to the restarted replica")
@@ -218,7 +226,9 @@ async def kill_under_load(cluster: ClusterProcess, rate: float, settle_seconds: 
     finally:
         load.stop()
         await running
-    report.timeline_s = {"ejected by Envoy": ejected - killed, "restarted by brew cluster": restarted - killed,
+    report.timeline_s = {f"ejected from {AFFINITY_CLUSTER}": ejected - killed,
+                         f"out of {BALANCED_CLUSTER} (no load)": out - killed,
+                         "restarted by brew cluster": restarted - killed,
                          "readmitted by Envoy (SERVING)": readmitted - killed,
                          "first answer after readmission": answered - killed}
     report.summarize(load.calls, killed, readmitted)
@@ -268,9 +278,10 @@ def version_share(metrics_url: str) -> dict[str, float]:
 
 
 async def rollout_under_load(cluster: ClusterProcess, rate: float, rollout_file: Path, prompts: Path,
-                             settle_seconds: float = 2.0) -> EventReport:
-    """SIGHUP to brew cluster with `rollout_file` naming `prompts`; load until the rollout is done."""
-    load, sampler = OpenLoopLoad(cluster.target, rate), VersionSampler(cluster)
+                             settle_seconds: float = 2.0, **load_options: Any) -> EventReport:
+    """SIGHUP to brew cluster with `rollout_file` naming `prompts`; load until the rollout is done.
+    `load_options` go to OpenLoopLoad."""
+    load, sampler = OpenLoopLoad(cluster.target, rate, **load_options), VersionSampler(cluster)
     running = asyncio.create_task(load.run())
     report = EventReport("rollout of every replica", rate)
     replicas = sorted(cluster.replicas())
@@ -313,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--event", choices=["kill", "rollout"], required=True)
     parser.add_argument("--rate", type=float, default=8.0, help="calls per second through Envoy (open loop)")
     parser.add_argument("--engine", default="torch")
+    parser.add_argument("--all-tasks", action="store_true",
+                        help="the example request as written (3 tasks, 7 candidates); default: job_apply only")
+    parser.add_argument("--timeout", type=float, default=CALL_TIMEOUT_SECONDS, help="each call's deadline, s")
     parser.add_argument("--out", type=Path, required=True, help="the cluster's logs and report.json go here")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -320,11 +334,12 @@ def main(argv: list[str] | None = None) -> int:
         rollout_file = Path(scratch) / "rollout.toml"
         with running_cluster(args.out / "cluster", "--engine", args.engine, "--replicas", "2",
                              "--rollout-file", str(rollout_file)) as cluster:
+            load = {"all_tasks": args.all_tasks, "timeout": args.timeout}
             if args.event == "kill":
-                report = asyncio.run(kill_under_load(cluster, args.rate))
+                report = asyncio.run(kill_under_load(cluster, args.rate, **load))
             else:
                 report = asyncio.run(rollout_under_load(cluster, args.rate, rollout_file,
-                                                        rollout_prompts(Path(scratch))))
+                                                        rollout_prompts(Path(scratch)), **load))
     (args.out / "report.json").write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")
     print(report.format())
     return 0 if not report.failures else 1
