@@ -205,11 +205,13 @@ def test_under_the_slo_target_what_would_answer_past_the_slo_is_refused_though_t
     run_batch(policy, clock, 100, 0.5)  # 200/s, batches of 100
     deadline, slo = clock.now + 2.0, clock.now + 0.5
     # 50 in flight + 20 queued + its own 20, batch filled to 100: 150 candidates, 0.75 s: within the
-    # deadline's 80%, past the SLO's (0.4 s).
+    # deadline's 80%, past the SLO's 60% (0.3 s).
     with pytest.raises(OverloadedError, match=r"scored in about 0.750s, its SLO leaves 0.500s"):
         policy.check(20, deadline, queued=20, inflight=50, slo=slo)
-    policy.check(20, deadline, queued=0, inflight=50, slo=slo)  # 50 + 20 alone: 0.35 s, within the SLO
-    policy.check(20, None, queued=0, inflight=50, slo=slo)  # no deadline: the SLO alone
+    policy.check(20, deadline, queued=0, inflight=30, slo=slo)  # 30 + 20 alone: 0.25 s, within the SLO's 60%
+    with pytest.raises(OverloadedError, match="its SLO leaves"):  # 50 + 20: 0.35 s, within 80% but not 60%
+        policy.check(20, deadline, queued=0, inflight=50, slo=slo)
+    policy.check(20, None, queued=0, inflight=30, slo=slo)  # no deadline: the SLO alone
     with pytest.raises(OverloadedError, match="its SLO leaves"):
         policy.check(20, None, queued=20, inflight=50, slo=slo)
 
