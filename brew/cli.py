@@ -245,7 +245,7 @@ def _cluster(args: argparse.Namespace) -> int:
         return 2
     from serving.cluster_run import ClusterRun
 
-    return asyncio.run(ClusterRun(plan, envoy_binary, args.envoy_log_level).run())
+    return asyncio.run(ClusterRun(plan, envoy_binary, args.envoy_log_level, plan.cluster.rollout_file).run())
 
 
 def _add_cluster_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -260,7 +260,8 @@ def _add_cluster_parser(commands: argparse._SubParsersAction) -> None:  # type: 
                     "member's prefix cache), balances requests without it by least request, health-checks "
                     "the replicas over grpc.health.v1, ejects failing ones and retries UNAVAILABLE on another. "
                     "Settings come from the [cluster] section of --config, then these flags; every other flag "
-                    "is a brew serve flag (brew serve --help) given to every replica. SIGTERM or Ctrl-C drains "
+                    "is a brew serve flag (brew serve --help) given to every replica. SIGHUP restarts the "
+                    "replicas one at a time (with --rollout-file's model and prompts). SIGTERM or Ctrl-C drains "
                     "the replicas, then stops Envoy.",
     )
     add_flags(cluster, ClusterConfig)

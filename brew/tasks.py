@@ -35,6 +35,11 @@ class Task:
     history: HistoryPolicy
     max_candidate_tokens: int
     template: TaskTemplate
+    slo_ms: float | None = None  # this task's latency SLO; None: the server's (serving.admission)
+
+    @property
+    def slo_seconds(self) -> float | None:
+        return None if self.slo_ms is None else self.slo_ms / 1000.0
 
     @property
     def positive_index(self) -> int:
@@ -105,7 +110,7 @@ def load_tasks(prompts_dir: Path | str) -> TaskRegistry:
     return TaskRegistry({path.stem: load_task(path, environment, files.partials) for path in files.configs})
 
 
-CONFIG_KEYS = {"description", "template", "version", "max_candidate_tokens", "labels", "history"}
+CONFIG_KEYS = {"description", "template", "version", "max_candidate_tokens", "slo_ms", "labels", "history"}
 LABEL_KEYS = {"words", "positive"}
 HISTORY_KEYS = {"max_item_tokens", "max_tokens", "max_items", "action_priority", "downsample"}
 
@@ -139,6 +144,7 @@ def load_task(config_path: Path, environment: jinja2.Environment, partials: Sequ
         max_candidate_tokens = int(config.get("max_candidate_tokens", 128))
     except (TypeError, ValueError) as error:
         raise TaskConfigError(f"{config_path}: max_candidate_tokens must be an integer: {error}") from error
+    slo_ms = _slo_ms(config_path, config.get("slo_ms"))
     version = str(config.get("version") or content_version(config_path, template_path, *partials))
     return Task(
         name=name,
@@ -149,7 +155,17 @@ def load_task(config_path: Path, environment: jinja2.Environment, partials: Sequ
         history=history,
         max_candidate_tokens=max_candidate_tokens,
         template=template,
+        slo_ms=slo_ms,
     )
+
+
+def _slo_ms(config_path: Path, value: Any) -> float | None:
+    """The task's own latency SLO in milliseconds, if it names one."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise TaskConfigError(f"{config_path}: slo_ms must be a positive number of milliseconds, got {value!r}")
+    return float(value)
 
 
 def _reject_unknown_keys(path: Path, where: str, section: Mapping[str, Any], known: set[str]) -> None:

@@ -9,11 +9,14 @@ loadtest.capacity's search), one open-loop run at each multiple of it
 
 - goodput: OK answers per second (an OK answer is within its deadline: the
   client gives up at the deadline), also in candidates/s, and the answers
-  within the SLO per second;
+  OK within the SLO per second (from the intended send), with the p99 of
+  the OK answers;
 - errors per second by status, and how fast each kind came back;
-- goodput relative to the goodput at capacity (the 1x step, or the nearest
-  step at or below 1x): the sweep `holds` when it stays at or above
-  HOLD_SHARE for every step past capacity.
+- both rates relative to the same rate at capacity (the 1x step, or the
+  nearest step at or below 1x). The sweep `holds` when OK within the SLO
+  stays at or above HOLD_SHARE of its rate at capacity for every step past
+  capacity: an answer that comes after the SLO is of no use to a page that
+  renders within it, however long the caller's deadline.
 
 Like the capacity search, the sweep takes the measurement as a callable
 (rate -> Summary), so it is tested without a server. overload.json holds
@@ -51,6 +54,7 @@ class OverloadStep:
 
     @property
     def within_slo_per_s(self) -> float:
+        """OK answers within the SLO (from the intended send) per second."""
         summary = self.summary
         return (summary.goodput or 0.0) * summary.total / summary.wall_s if summary.wall_s > 0 else 0.0
 
@@ -58,7 +62,7 @@ class OverloadStep:
         wall = self.summary.wall_s
         return {status: count / wall for status, count in self.summary.errors.items()} if wall > 0 else {}
 
-    def to_json(self, reference: float | None) -> dict[str, object]:
+    def to_json(self, reference: OverloadStep | None) -> dict[str, object]:
         summary = self.summary
         refused = summary.error_latency.get(REFUSED)
         return {
@@ -68,7 +72,9 @@ class OverloadStep:
             "ok_per_s": self.ok_per_s,
             "ok_candidates_per_s": summary.candidates_per_s,
             "within_slo_per_s": self.within_slo_per_s,
-            "goodput_vs_capacity": None if not reference else self.ok_per_s / reference,
+            "goodput_vs_capacity": _ratio(self.ok_per_s, None if reference is None else reference.ok_per_s),
+            "within_slo_vs_capacity": _ratio(self.within_slo_per_s,
+                                             None if reference is None else reference.within_slo_per_s),
             "errors": dict(summary.errors),
             "errors_per_s": self.errors_per_s(),
             "refused_ms": None if refused is None else {"p50": refused.p50, "p99": refused.p99},
@@ -90,30 +96,38 @@ class OverloadSweep:
         return max(at_or_below, key=lambda step: step.multiple, default=None)
 
     def share_of_capacity(self, step: OverloadStep) -> float | None:
+        """OK answers per second relative to the rate at capacity."""
         reference = self.reference
-        if reference is None or reference.ok_per_s <= 0:
-            return None
-        return step.ok_per_s / reference.ok_per_s
+        return _ratio(step.ok_per_s, None if reference is None else reference.ok_per_s)
+
+    def slo_share_of_capacity(self, step: OverloadStep) -> float | None:
+        """OK answers within the SLO per second relative to the rate at capacity."""
+        reference = self.reference
+        return _ratio(step.within_slo_per_s, None if reference is None else reference.within_slo_per_s)
 
     @property
     def holds(self) -> bool | None:
-        """Goodput past capacity stays at HOLD_SHARE of goodput at capacity (None: nothing to compare)."""
-        shares = [self.share_of_capacity(step) for step in self.steps if step.multiple > 1.0]
+        """OK within the SLO past capacity stays at HOLD_SHARE of its rate at
+        capacity (None: nothing to compare)."""
+        shares = [self.slo_share_of_capacity(step) for step in self.steps if step.multiple > 1.0]
         if not shares or any(share is None for share in shares):
             return None
         return all(share is not None and share >= HOLD_SHARE for share in shares)
 
     def to_json(self) -> dict[str, object]:
         reference = self.reference
-        ok_at_capacity = None if reference is None else reference.ok_per_s
         return {
             "format": FORMAT,
             "capacity": {"rate": self.capacity, "source": self.capacity_source},
             "reference_multiple": None if reference is None else reference.multiple,
             "hold_share": HOLD_SHARE,
             "holds": self.holds,
-            "steps": [step.to_json(ok_at_capacity) for step in self.steps],
+            "steps": [step.to_json(reference) for step in self.steps],
         }
+
+
+def _ratio(value: float, reference: float | None) -> float | None:
+    return None if reference is None or reference <= 0 else value / reference
 
 
 def parse_multiples(values: Sequence[float]) -> tuple[float, ...]:
@@ -138,25 +152,34 @@ async def sweep_overload(measure: Measure, capacity: float, multiples: Sequence[
 
 def format_overload(sweep: OverloadSweep) -> str:
     """The table printed after a sweep."""
-    lines = [f"capacity {sweep.capacity:g} requests/s ({sweep.capacity_source})",
-             f"{'load':>6} {'offered/s':>10} {'OK/s':>8} {'vs 1x':>7} {'in SLO/s':>9} {'refused/s':>10} "
-             f"{'refused p99 ms':>15}  other errors"]
+    slo = sweep.steps[0].summary.slo_ms if sweep.steps else 0.0
+    lines = [f"capacity {sweep.capacity:g} requests/s ({sweep.capacity_source}); SLO {slo:g} ms",
+             f"{'load':>6} {'offered/s':>10} {'OK/s':>8} {'vs 1x':>7} {'in SLO/s':>9} {'vs 1x':>7} "
+             f"{'OK p99 ms':>10} {'refused/s':>10} {'refused p99 ms':>15}  other errors"]
     for step in sweep.steps:
-        share = sweep.share_of_capacity(step)
         refused = step.summary.error_latency.get(REFUSED)
-        refused_p99 = "-" if refused is None or refused.p99 is None else f"{refused.p99:.1f}"
         others = ", ".join(f"{status} {count}" for status, count in step.summary.errors.items()
                            if status != REFUSED) or "none"
         lines.append(
             f"{step.multiple:>5g}x {step.summary.requests_per_s:>10.1f} {step.ok_per_s:>8.1f} "
-            f"{'-' if share is None else f'{share:.0%}':>7} {step.within_slo_per_s:>9.1f} "
-            f"{step.errors_per_s().get(REFUSED, 0.0):>10.1f} {refused_p99:>15}  {others}"
+            f"{_percent(sweep.share_of_capacity(step)):>7} {step.within_slo_per_s:>9.1f} "
+            f"{_percent(sweep.slo_share_of_capacity(step)):>7} {_ms(step.summary.p99_ms):>10} "
+            f"{step.errors_per_s().get(REFUSED, 0.0):>10.1f} {_ms(None if refused is None else refused.p99):>15}  "
+            f"{others}"
         )
-    threshold = f"{HOLD_SHARE:.0%} of goodput at capacity"
-    verdict = {True: f"holds: goodput past capacity stays at or above {threshold}",
-               False: f"does not hold: goodput past capacity falls below {threshold}",
-               None: "no verdict: no step at or below capacity answered OK"}[sweep.holds]
+    threshold = f"{HOLD_SHARE:.0%} of its rate at capacity"
+    verdict = {True: f"holds: OK within the SLO past capacity stays at or above {threshold}",
+               False: f"does not hold: OK within the SLO past capacity falls below {threshold}",
+               None: "no verdict: no step at or below capacity answered OK within the SLO"}[sweep.holds]
     return "\n".join([*lines, verdict])
+
+
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{share:.0%}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def write_overload_json(sweep: OverloadSweep, path: Path) -> None:

@@ -44,8 +44,16 @@ ConfigError = SettingsError
 
 
 @dataclass(frozen=True)
+class AdmissionTarget(StrEnum):
+    """What an admitted request must finish by (serving.admission)."""
+
+    SLO = "slo"  # min(its deadline, arrival + the SLO): the answers admitted come in time
+    DEADLINE = "deadline"  # its deadline alone: late answers are admitted while the deadline allows
+
+
+@dataclass(frozen=True)
 class BatchingConfig(Settings):
-    """How the dispatcher forms engine batches from concurrent callers."""
+    """How the dispatcher forms engine batches from concurrent callers, and what it admits."""
 
     max_batch_candidates: int = setting(256, ge=1, help="engine batch limit, in candidates")
     collect_window_ms: float = setting(4.0, ge=0, help="how long a batch waits for more callers")
@@ -53,7 +61,10 @@ class BatchingConfig(Settings):
                                                          "RESOURCE_EXHAUSTED")
     max_inflight_batches: int = setting(2, ge=1, help="engine batches running at once")
     target_queue_delay_ms: float = setting(100.0, gt=0, help="the queue delay the adaptive queue limit aims at "
-                                                             "(serving.admission)")
+                                                             "(serving.admission; under admission_target slo "
+                                                             "at most half the SLO)")
+    admission_target: AdmissionTarget = setting(AdmissionTarget.SLO, help="admit what would finish within "
+                                                "min(deadline, SLO) (slo) or within the deadline alone (deadline)")
 
     def cross_checks(self) -> Iterator[str]:
         if self.max_queue_candidates < self.max_batch_candidates:
@@ -114,6 +125,9 @@ class ClusterConfig(Settings):
                            help="Envoy's retries of UNAVAILABLE and dead connections, on another replica")
     replicas_dns: str | None = setting(None, help="find the replicas at this DNS name on the server's port "
                                                   "(a Kubernetes headless service) instead of on this host")
+    rollout_file: Path | None = setting(None, help="on SIGHUP the replicas restart one at a time; this TOML "
+                                                   "file's model and prompts (each optional) are the new ones "
+                                                   "(serving.cluster_run)")
 
     def cross_checks(self) -> Iterator[str]:
         if self.replicas < 1:

@@ -22,7 +22,7 @@ threads, so it overlaps the engine already.
 
 Self-protection lives here, its decisions in serving.admission:
   - admission: a request the queue has no room for (hard cap or adaptive
-    limit), or whose deadline the queue's expected wait makes impossible,
+    limit), or whose deadline or SLO the queue's expected wait makes impossible,
     is refused at once (QueueFullError, OverloadedError -> RESOURCE_EXHAUSTED);
     admitted work is unaffected. The service asks at the door (`reserve`),
     before the request is rendered, so a refusal costs no rendering; the
@@ -165,13 +165,15 @@ class Dispatcher:
         return self.admission.expected_wait(stats.queued_candidates + stats.reserved_candidates,
                                             stats.inflight_candidates)
 
-    def reserve(self, candidates: int, deadline: float | None) -> Reservation:
+    def reserve(self, candidates: int, deadline: float | None, slo: float | None = None) -> Reservation:
         """Admit a request of `candidates` at the door, or raise its refusal
-        (see serving.admission); the reservation goes to `score`."""
+        (see serving.admission: `slo` is when its answer is due by the SLO);
+        the reservation goes to `score`."""
         self._require_accepting()
         stats = self.stats
         ahead = stats.queued_candidates + stats.reserved_candidates
-        self.admission.check(candidates, deadline, ahead, stats.inflight_candidates, stats.reserved_requests)
+        self.admission.check(candidates, deadline, ahead, stats.inflight_candidates, stats.reserved_requests,
+                             slo=slo)
         return Reservation(stats, candidates)
 
     def prepared(self, seconds: float) -> None:

@@ -36,10 +36,14 @@ balance.
 
 Ejection. Envoy maps the grpc-status of a trailers-only answer to an HTTP
 code for outlier detection (UNAVAILABLE -> 503, DEADLINE_EXCEEDED -> 504,
-RESOURCE_EXHAUSTED -> 429, INTERNAL -> 500); connection failures and resets
-count as 503s. `consecutive_gateway_failure` (502/503/504) ejects a replica
-that keeps answering UNAVAILABLE or cannot be reached; there is no setting
-for 503 alone, so DEADLINE_EXCEEDED counts too. Plain 5xx ejection is off:
+RESOURCE_EXHAUSTED -> 429, INTERNAL -> 500). `consecutive_gateway_failure`
+(502/503/504) ejects a replica that keeps answering UNAVAILABLE; there is
+no setting for 503 alone, so DEADLINE_EXCEEDED counts too. Failures of
+Envoy's own making (connection refused, reset, timed out: a replica that
+died) are counted apart (`split_external_local_origin_errors`) and eject
+after CONSECUTIVE_LOCAL_FAILURES in a row: a dead replica is out after
+two calls, each retried on another replica, well before its health checks
+fail twice. Plain 5xx ejection is off:
 INTERNAL is a bug that follows the request, not the replica; 429 (the
 replica's full queue) never ejects. At most half the replicas are ejected.
 
@@ -93,6 +97,7 @@ ADMIN_CLUSTER = "envoy_admin"
 STATS_PATHS = ("/stats/prometheus", "/ready")
 UNHEALTHY_THRESHOLD = 2  # network failures in a row; NOT_SERVING counts at once
 CONSECUTIVE_GATEWAY_FAILURES = 3
+CONSECUTIVE_LOCAL_FAILURES = 2  # connection refused or reset: the replica is gone
 BASE_EJECTION_SECONDS = 10.0
 MAX_EJECTION_PERCENT = 50
 RETRY_ON = "unavailable,connect-failure,refused-stream,reset"
@@ -225,6 +230,9 @@ def _replica_cluster(name: str, lb_policy: str, cluster: ClusterConfig, replicas
         "outlier_detection": {
             "consecutive_gateway_failure": CONSECUTIVE_GATEWAY_FAILURES,
             "enforcing_consecutive_gateway_failure": 100,
+            "split_external_local_origin_errors": True,
+            "consecutive_local_origin_failure": CONSECUTIVE_LOCAL_FAILURES,
+            "enforcing_consecutive_local_origin_failure": 100,
             "enforcing_consecutive_5xx": 0,
             "enforcing_success_rate": 0,
             "base_ejection_time": duration(BASE_EJECTION_SECONDS),

@@ -106,6 +106,10 @@ class ServiceMetrics:
                                        registry=r)
         self.task_info = Gauge("brew_task_info", "The tasks being served (value 1), with their template versions.",
                                ["task", "version"], registry=r)
+        self._model = model
+        self.version_tasks = Counter(
+            "brew_version_tasks", "Tasks scored OK, by model and template version: during a rollout, the share "
+            "each version serves.", ["model", "task", "version"], registry=r)
         self.groups = Counter(
             "brew_groups", "Groups (one member and task) scored, by path: packed (multi-item) or per_candidate.",
             ["path"], registry=r)
@@ -149,8 +153,12 @@ class ServiceMetrics:
         self.task_requests.labels(task=task, status=status).inc()
         self.candidates.labels(task=task, status=status).inc(candidates)
 
-    def task_scored(self, task: str, candidates: int, prompt_tokens: int, cached_tokens: int) -> None:
+    def task_scored(self, task: str, candidates: int, prompt_tokens: int, cached_tokens: int,
+                    version: str | None = None) -> None:
+        """A task scored OK; `version`: the template version that rendered it (None: no template)."""
         self.task_requests.labels(task=task, status="OK").inc()
+        if version is not None:
+            self.version_tasks.labels(model=self._model, task=task, version=version).inc()
         self.candidates.labels(task=task, status="OK").inc(candidates)
         self.prompt_tokens.labels(task=task).inc(prompt_tokens)
         self.cached_tokens.labels(task=task).inc(cached_tokens)

@@ -48,6 +48,7 @@ from brew.types import ScoreRequest
 from brew.v1 import ranking_pb2, ranking_pb2_grpc
 from brew.wire import parse_request_json, request_from_proto
 from serving.admin import AdminServicer
+from serving.admission import AdmissionPolicy
 from serving.config import ServerConfig
 from serving.dispatcher import Dispatcher, DispatcherStats
 from serving.errors import EngineFailedError, NotReadyError, ListenError, PortInUseError, PromptReloadError
@@ -93,7 +94,8 @@ class BrewServer:
         self.metrics = ServiceMetrics(slo_seconds=config.slo_seconds, model=config.model.name)
         self.service = ScoringService(self.lifecycle, self.metrics, config.limits,
                                       status_name=lambda error: code_for(error).name,
-                                      default_deadline_seconds=config.default_deadline_seconds)
+                                      default_deadline_seconds=config.default_deadline_seconds,
+                                      slo_seconds=config.slo_seconds)
         self.health = health_aio.HealthServicer()
         self._health_updates: set[asyncio.Task[None]] = set()
         self._server: grpc.aio.Server | None = None
@@ -241,7 +243,8 @@ class BrewServer:
             engine.on_group_path = self.metrics.group_scored
         dispatcher = Dispatcher(engine, self.config.batching, on_batch=self.metrics.batch_dispatched,
                                 on_engine_failure=lambda error: self.supervisor.engine_failed(engine, error),
-                                on_admitted=self.metrics.request_admitted)
+                                on_admitted=self.metrics.request_admitted,
+                                admission=AdmissionPolicy(self.config.batching, slo_seconds=self.config.slo_seconds))
         dispatcher.start()
         self.service.install(ranker, dispatcher)
         warm_up = _warm_up_request(ranker.verbalizer.tasks)

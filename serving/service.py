@@ -38,6 +38,7 @@ from brew.ranker import Ranker, assemble_response
 from brew.tasks import TaskRegistry
 from brew.types import GroupResult, ScoreRequest, ScoreResponse, ScoringGroup
 from brew.verbalize import PreparedTask
+from serving.admission import AdmissionPolicy
 from serving.config import Limits, ServerConfig
 from serving.dispatcher import Dispatcher, Reservation
 from serving.errors import NotReadyError, reason_of
@@ -112,11 +113,13 @@ class _QueryItemsWork:
                                   prepare_seconds=prepare_seconds, engine_seconds=engine_seconds)
 
 
-def _scored(response: ScoreResponse | QueryItemsResponse) -> list[tuple[str, int, int, int]]:
-    """(task label, candidates, prompt tokens, cached tokens) per task of an answer, for the metrics."""
+def _scored(response: ScoreResponse | QueryItemsResponse) -> list[tuple[str, int, int, int, str | None]]:
+    """(task label, candidates, prompt tokens, cached tokens, template version) per task of an
+    answer, for the metrics."""
     if isinstance(response, QueryItemsResponse):
-        return [(QUERY_ITEMS_TASK, len(response.items), response.prompt_tokens, response.cached_tokens)]
-    return [(r.task, len(r.candidates), r.prompt_tokens, r.cached_prompt_tokens) for r in response.results]
+        return [(QUERY_ITEMS_TASK, len(response.items), response.prompt_tokens, response.cached_tokens, None)]
+    return [(r.task, len(r.candidates), r.prompt_tokens, r.cached_prompt_tokens, r.template_version)
+            for r in response.results]
 
 
 def _unlabelled(error: BaseException) -> str:
@@ -129,17 +132,20 @@ class ScoringService:
     `status_name` names a failure's status for the metrics (the gRPC server
     passes its status table's code names; the canonical codes are gRPC's).
     `default_deadline_seconds` is the deadline of a request that comes
-    without one (None: such a request has none).
+    without one (None: such a request has none). `slo_seconds` is the
+    server's latency SLO, the time admission gives a request whose tasks
+    name no SLO of their own (serving.admission; None: none).
     """
 
     def __init__(self, lifecycle: Lifecycle, metrics: ServiceMetrics, limits: Limits,
                  status_name: Callable[[BaseException], str] = _unlabelled,
-                 default_deadline_seconds: float | None = None) -> None:
+                 default_deadline_seconds: float | None = None, slo_seconds: float | None = None) -> None:
         self.lifecycle = lifecycle
         self._metrics = metrics
         self._limits = limits
         self._status_name = status_name
         self._default_deadline = default_deadline_seconds
+        self._slo = slo_seconds
         self._ranker: Ranker | None = None
         self._dispatcher: Dispatcher | None = None
 
@@ -183,9 +189,11 @@ class ScoringService:
         try:
             ranker, dispatcher = self._serving()
             check_limits(shape, self._limits)
+            now = time.monotonic()
             if deadline is None and self._default_deadline is not None:
-                deadline = time.monotonic() + self._default_deadline
-            reservation = dispatcher.reserve(shape.candidates, deadline)
+                deadline = now + self._default_deadline
+            slo = self._slo_of(shape, ranker)
+            reservation = dispatcher.reserve(shape.candidates, deadline, None if slo is None else now + slo)
             try:
                 response = await self._score(ranker, dispatcher, work, deadline, started, reservation)
             finally:
@@ -197,8 +205,8 @@ class ScoringService:
             self._failed(started, self._status_name(error), reason_of(error), tasks)
             raise
         self._metrics.queue_and_engine(response.queue_seconds, response.engine_seconds)
-        for task, candidates, prompt_tokens, cached_tokens in _scored(response):
-            self._metrics.task_scored(task, candidates, prompt_tokens, cached_tokens)
+        for task, candidates, prompt_tokens, cached_tokens, version in _scored(response):
+            self._metrics.task_scored(task, candidates, prompt_tokens, cached_tokens, version)
         self._metrics.request_finished(OK, response.total_seconds)
         return response
 
@@ -234,6 +242,14 @@ class ScoringService:
         if self._ranker is None or self._dispatcher is None:
             raise NotReadyError("server not ready: model is loading; retry shortly")
         return self._ranker, self._dispatcher
+
+    def _slo_of(self, shape: RequestShape, ranker: Ranker) -> float | None:
+        """The request's SLO in seconds: the smallest of its tasks' own
+        (`slo_ms` in a task's config), else the server's."""
+        tasks = ranker.verbalizer.tasks
+        own = [task.slo_seconds for name, _ in shape.tasks
+               if (task := tasks.get(name)) is not None and task.slo_seconds is not None]
+        return min(own) if own else self._slo
 
     def _task_label(self, task: str) -> str:
         """A metric label: the task name if loaded, else "unknown" (caller
@@ -271,7 +287,8 @@ async def local_service(ranker: Ranker, config: ServerConfig | None = None) -> A
     lifecycle = Lifecycle()
     service = ScoringService(lifecycle, ServiceMetrics(slo_seconds=config.slo_seconds, model=ranker.model_name),
                              config.limits, status_name=lambda error: code_for(error).name)
-    dispatcher = Dispatcher(ranker.engine, config.batching, on_engine_failure=lifecycle.to_failed)
+    dispatcher = Dispatcher(ranker.engine, config.batching, on_engine_failure=lifecycle.to_failed,
+                            admission=AdmissionPolicy(config.batching, slo_seconds=config.slo_seconds))
     dispatcher.start()
     service.install(ranker, dispatcher)
     lifecycle.to_serving()

@@ -10,11 +10,18 @@ Nothing here depends on the machine's speed: a busy machine makes the test
 slower, not different. Refusals on time grounds (a deadline the queue makes
 impossible) depend on the throughput measured; the dispatcher's unit tests
 cover them with a fake engine.
+
+Admission by the SLO, end to end: the engine is made slow on purpose (every
+batch waits BATCH_DELAY_SECONDS more), so one batch alone nearly fills the
+SLO whatever the machine; a burst with long deadlines is then refused past
+the first calls under `admission_target = "slo"`, and admitted in full under
+`"deadline"` (the same burst, the same server settings otherwise).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import grpc
 import pytest
@@ -82,3 +89,65 @@ async def test_a_burst_over_capacity_is_refused_without_waiting_and_the_admitted
         # The server keeps serving.
         again = await client.score(job_request(CANDIDATES, "after"), timeout=TIMEOUT_SECONDS)
         assert len(scores(again)) == CANDIDATES
+
+
+# The engine is slowed so that a batch takes BATCH_DELAY_SECONDS plus its own
+# time e: a request alone (one batch) fits in the 60% of the SLO admission
+# aims at (2.1 s) while e <= 0.9 s (a few candidates take far less), and a
+# request behind a batch (two batches, more than 2.4 s) never does, however
+# fast the machine.
+SLO_MS = 3500.0
+BATCH_DELAY_SECONDS = 1.2
+SLO_CANDIDATES = 4  # per call, one call per batch
+SLO_BATCHING = {"max_batch_candidates": SLO_CANDIDATES, "max_queue_candidates": 4096, "max_inflight_batches": 1}
+SLO_BURST = 6
+LONG_DEADLINE_SECONDS = 60.0  # the whole burst fits in it many times over
+
+
+def slowed(run_prepared: Callable[[PreparedBatch], Awaitable[list[CallerOutcome]]]):
+    async def slow(prepared: PreparedBatch) -> list[CallerOutcome]:
+        await asyncio.sleep(BATCH_DELAY_SECONDS)
+        return await run_prepared(prepared)
+    return slow
+
+
+async def burst_with_long_deadlines(admission_target: str) -> tuple[list[object], float]:
+    """SLO_BURST calls at once after three calls alone (which measure the
+    slowed engine); their outcomes (a response or the error), and the
+    rejections counted as overloaded."""
+    async with running_server(engine="torch", slo_ms=SLO_MS,
+                              batching={**SLO_BATCHING, "admission_target": admission_target}) as server, \
+            client_for(server) as client:
+        engine = server.service.ranker.engine
+        engine.run_prepared = slowed(engine.run_prepared)  # where the dispatcher runs its batches
+        for n in range(3):
+            await client.score(job_request(SLO_CANDIDATES, f"alone-{n}"), timeout=LONG_DEADLINE_SECONDS)
+        before = scrape(server).value("brew_rejections_total", reason="overloaded")
+        outcomes = await asyncio.gather(
+            *(client.score(job_request(SLO_CANDIDATES, f"burst-{n}"), timeout=LONG_DEADLINE_SECONDS)
+              for n in range(SLO_BURST)), return_exceptions=True)
+        overloaded = scrape(server).value("brew_rejections_total", reason="overloaded") - before
+        # The server keeps serving.
+        again = await client.score(job_request(SLO_CANDIDATES, "after"), timeout=LONG_DEADLINE_SECONDS)
+        assert len(scores(again)) == SLO_CANDIDATES
+    return outcomes, overloaded
+
+
+async def test_under_the_slo_target_a_burst_with_long_deadlines_is_refused_past_what_fits_in_the_slo():
+    outcomes, overloaded = await burst_with_long_deadlines("slo")
+    served = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
+    refused = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+    # Only the first of the burst: any later one would wait for a batch.
+    assert len(served) == 1, outcomes
+    assert all(len(scores(response)) == SLO_CANDIDATES for response in served)
+    for error in refused:
+        assert isinstance(error, grpc.aio.AioRpcError), error
+        assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED and "its SLO leaves" in error.details()
+    assert overloaded == len(refused)
+
+
+async def test_under_the_deadline_target_the_same_burst_is_admitted_in_full():
+    outcomes, overloaded = await burst_with_long_deadlines("deadline")
+    assert not [outcome for outcome in outcomes if isinstance(outcome, BaseException)], outcomes
+    assert [len(scores(response)) for response in outcomes] == [SLO_CANDIDATES] * SLO_BURST
+    assert overloaded == 0

@@ -39,8 +39,10 @@ def prompts(tmp_path_factory):
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def server(prompts):
+    # The callers are patient (120 s deadlines, 24 at once on a slow engine): admitted by their deadline,
+    # not refused for the SLO (serving.admission), so a call can fail only for the reload.
     async with running_server(engine="torch", prompts=prompts,
-                              batching={"collect_window_ms": 2}) as running:
+                              batching={"collect_window_ms": 2, "admission_target": "deadline"}) as running:
         yield running
 
 

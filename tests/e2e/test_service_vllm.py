@@ -33,8 +33,10 @@ LARGE = 1024  # distinct candidates: over a second of vLLM CPU work (0.73 s for 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=["off", "on"], ids=["per-candidate", "multi-item"])
 async def server(request):
+    # The callers are patient (long deadlines, 16 at once): admitted by their deadline, not refused for
+    # the SLO (serving.admission), as the tests here are about what the engine does with them.
     async with running_server(
-        engine="vllm", multi_item=request.param, batching={"collect_window_ms": 10},
+        engine="vllm", multi_item=request.param, batching={"collect_window_ms": 10, "admission_target": "deadline"},
         limits={"max_candidates_per_request": 1024}, http_port=0,
     ) as running:
         yield running

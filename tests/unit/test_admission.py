@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from serving.admission import AdmissionPolicy
-from serving.config import BatchingConfig
+from serving.config import AdmissionTarget, BatchingConfig
 from serving.errors import DeadlineExceededError, OverloadedError, QueueFullError
 
 BATCH = 100
@@ -28,7 +28,7 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def policy_on(clock: FakeClock, **config: float) -> AdmissionPolicy:
+def policy_on(clock: FakeClock, **config: object) -> AdmissionPolicy:
     settings = {"max_batch_candidates": BATCH, "max_queue_candidates": 1000,
                 "target_queue_delay_ms": 100}
     return AdmissionPolicy(BatchingConfig(**{**settings, **config}), clock=clock)
@@ -198,3 +198,53 @@ def test_forget_drops_what_a_warm_up_taught(clock):
     policy.forget()
     assert policy.throughput is None and policy.limit == 1000
     policy.check(100, deadline=clock.now + 0.5, queued=0, inflight=0)
+
+
+def test_under_the_slo_target_what_would_answer_past_the_slo_is_refused_though_the_deadline_allows_it(clock):
+    policy = policy_on(clock)  # admission_target "slo", the default
+    run_batch(policy, clock, 100, 0.5)  # 200/s, batches of 100
+    deadline, slo = clock.now + 2.0, clock.now + 0.5
+    # 50 in flight + 20 queued + its own 20, batch filled to 100: 150 candidates, 0.75 s: within the
+    # deadline's 80%, past the SLO's 60% (0.3 s).
+    with pytest.raises(OverloadedError, match=r"scored in about 0.750s, its SLO leaves 0.500s"):
+        policy.check(20, deadline, queued=20, inflight=50, slo=slo)
+    policy.check(20, deadline, queued=0, inflight=30, slo=slo)  # 30 + 20 alone: 0.25 s, within the SLO's 60%
+    with pytest.raises(OverloadedError, match="its SLO leaves"):  # 50 + 20: 0.35 s, within 80% but not 60%
+        policy.check(20, deadline, queued=0, inflight=50, slo=slo)
+    policy.check(20, None, queued=0, inflight=30, slo=slo)  # no deadline: the SLO alone
+    with pytest.raises(OverloadedError, match="its SLO leaves"):
+        policy.check(20, None, queued=20, inflight=50, slo=slo)
+
+
+def test_under_the_deadline_target_the_slo_is_not_a_reason_to_refuse(clock):
+    policy = policy_on(clock, admission_target=AdmissionTarget.DEADLINE)
+    run_batch(policy, clock, 100, 0.5)
+    policy.check(20, clock.now + 2.0, queued=20, inflight=50, slo=clock.now + 0.5)
+
+
+def test_the_earlier_of_deadline_and_slo_is_the_one_that_counts(clock):
+    policy = policy_on(clock)
+    run_batch(policy, clock, 100, 0.5)
+    with pytest.raises(OverloadedError, match="its deadline leaves 0.300s"):
+        policy.check(20, clock.now + 0.3, queued=0, inflight=50, slo=clock.now + 0.5)
+
+
+def test_a_request_too_large_for_the_slo_alone_is_judged_by_its_deadline(clock):
+    policy = policy_on(clock)
+    run_batch(policy, clock, 100, 0.5)  # 200/s
+    # 400 candidates take 2 s alone: no queue brings them within a 0.5 s SLO, so the deadline decides.
+    policy.check(400, clock.now + 5.0, queued=100, inflight=100, slo=clock.now + 0.5)
+    with pytest.raises(OverloadedError, match="its deadline leaves"):
+        policy.check(400, clock.now + 3.0, queued=100, inflight=100, slo=clock.now + 0.5)
+
+
+def test_under_the_slo_target_the_queue_delay_target_is_at_most_half_the_slo(clock):
+    assert policy_on(clock, target_queue_delay_ms=400).target_queue_delay == pytest.approx(0.4)
+    slo_bound = AdmissionPolicy(BatchingConfig(target_queue_delay_ms=400), clock=clock, slo_seconds=0.5)
+    assert slo_bound.target_queue_delay == pytest.approx(0.25)
+    by_deadline = AdmissionPolicy(BatchingConfig(target_queue_delay_ms=400, admission_target=AdmissionTarget.DEADLINE),
+                                  clock=clock, slo_seconds=0.5)
+    assert by_deadline.target_queue_delay == pytest.approx(0.4)
+    # The bound is the one the limit follows: a head that waited 0.3 s shrinks it.
+    run_batch(slo_bound, clock, BATCH, 0.5, head_wait=0.3, queued_before=slo_bound.limit)
+    assert slo_bound.limit < 4096

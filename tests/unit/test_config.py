@@ -190,7 +190,7 @@ def test_a_setting_of_the_wrong_type_is_named(tmp_path):
     ("text", "message"),
     [
         ("[batching]\nmax_batch = 8\n",
-         "config file [batching]: unknown key(s) ['max_batch']; known: ['collect_window_ms'"),
+         "config file [batching]: unknown key(s) ['max_batch']; known: ['admission_target', 'collect_window_ms'"),
         ("[limits]\nmax_tasks = 2\n",
          "config file [limits]: unknown key(s) ['max_tasks']; known: ['max_candidates_per_request'"),
         ("[cluster]\nreplica = 2\n", "config file [cluster]: unknown key(s) ['replica']; known: ['envoy_admin_port'"),

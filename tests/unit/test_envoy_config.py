@@ -92,6 +92,10 @@ def test_outlier_detection_ejects_on_gateway_failures_only():
     assert detection["consecutive_gateway_failure"] == 3
     assert detection["enforcing_consecutive_gateway_failure"] == 100  # Envoy's default is 0: off
     assert detection["enforcing_consecutive_5xx"] == 0 and detection["enforcing_success_rate"] == 0
+    # A replica that refuses or resets connections (dead) is out after two, counted apart.
+    assert detection["split_external_local_origin_errors"] is True
+    assert detection["consecutive_local_origin_failure"] == 2
+    assert detection["enforcing_consecutive_local_origin_failure"] == 100
     assert detection["max_ejection_percent"] == 50
 
 

@@ -92,7 +92,7 @@ def test_while_loading_health_is_503_live_is_200_and_calls_are_503(parts):
 def test_a_refusal_at_the_door_is_429_with_retry_after(serving, parts, monkeypatch):
     _, _, service, _ = parts
 
-    def full(candidates, deadline):  # type: ignore[no-untyped-def]
+    def full(candidates, deadline, slo=None):  # type: ignore[no-untyped-def]
         raise QueueFullError("queue is full (4096 candidates); retry after a backoff")
 
     monkeypatch.setattr(service.dispatcher, "reserve", full)

@@ -47,6 +47,23 @@ async def shedding(rate: float) -> Summary:
     return summary_of(records_at(rate, min(rate, CAPACITY), refused_s=0.002), rate)
 
 
+def late_records(rate: float, ok_per_s: float, latency: float) -> list[RequestRecord]:
+    """WALL_S seconds offered at `rate`: `ok_per_s` of them answered OK in
+    `latency`, the rest refused in 2 ms."""
+    records = []
+    total, ok = round(rate * WALL_S), round(ok_per_s * WALL_S)
+    for index in range(total):
+        start = index / rate
+        status, took = ("OK", latency) if index < ok else ("RESOURCE_EXHAUSTED", 0.002)
+        records.append(RequestRecord(index, f"r{index}", 8, start, start, start + took, status))
+    return records
+
+
+async def late(rate: float) -> Summary:
+    """Past capacity it keeps answering OK within the 2 s deadline, but after the 0.5 s SLO."""
+    return summary_of(late_records(rate, min(rate, CAPACITY), 0.1 if rate <= CAPACITY else 1.5), rate)
+
+
 async def collapsing(rate: float) -> Summary:
     """Past capacity it queues everything and serves a shrinking share in time."""
     ok = rate if rate <= CAPACITY else CAPACITY * CAPACITY / rate
@@ -63,7 +80,7 @@ async def test_a_server_that_sheds_the_excess_holds_its_goodput():
     assert sweep.holds is True
     assert sweep.steps[-1].errors_per_s() == pytest.approx({"RESOURCE_EXHAUSTED": 40.0})
     table = format_overload(sweep)
-    assert "holds: goodput past capacity stays at or above 80%" in table
+    assert "holds: OK within the SLO past capacity stays at or above 80%" in table
     assert "    5x" in table and "100%" in table
 
 
@@ -76,6 +93,20 @@ async def test_a_server_that_collapses_does_not_hold():
 
 
 @pytest.mark.asyncio
+async def test_a_server_that_answers_ok_but_past_the_slo_does_not_hold():
+    sweep = await sweep_overload(late, CAPACITY, [1, 2, 5])
+    assert [sweep.share_of_capacity(step) for step in sweep.steps] == pytest.approx([1, 1, 1])
+    assert [sweep.slo_share_of_capacity(step) for step in sweep.steps] == pytest.approx([1, 0, 0])
+    assert [step.within_slo_per_s for step in sweep.steps] == pytest.approx([10, 0, 0])
+    assert sweep.holds is False
+    table = format_overload(sweep)
+    assert "does not hold: OK within the SLO past capacity falls below 80%" in table
+    assert "SLO 500 ms" in table
+    ok_p99_ms = [float(line.split()[6]) for line in table.splitlines()[2:5]]
+    assert ok_p99_ms == pytest.approx([100, 1500, 1500], rel=0.01)
+
+
+@pytest.mark.asyncio
 async def test_json_and_chart(tmp_path, saved_figures):
     sweep = await sweep_overload(shedding, CAPACITY, [0.5, 1, 2, 5], capacity_source="searched")
     write_overload_json(sweep, tmp_path / "overload.json")
@@ -84,6 +115,7 @@ async def test_json_and_chart(tmp_path, saved_figures):
     assert document["capacity"] == {"rate": CAPACITY, "source": "searched"}
     last = document["steps"][-1]
     assert last["multiple"] == 5 and last["goodput_vs_capacity"] == pytest.approx(1.0)
+    assert last["within_slo_per_s"] == pytest.approx(10.0) and last["within_slo_vs_capacity"] == pytest.approx(1.0)
     assert last["errors"] == {"RESOURCE_EXHAUSTED": 400}
     assert last["refused_ms"]["p99"] == pytest.approx(2.0, rel=0.01)
     assert last["summary"]["format"] == "brew.loadtest.summary/1"

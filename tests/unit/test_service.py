@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
+import time
 
 import pytest
 from test_ranker import FakeEngine
@@ -15,9 +16,11 @@ from waiting import eventually_async
 from brew import defaults
 from brew.errors import UnknownTaskError
 from brew.ranker import Ranker
+from brew.tasks import TaskRegistry
 from brew.types import ScoreRequest, ScoringGroup
 from brew.verbalize import Verbalizer
 from brew.wire import parse_request_json, request_from_proto
+from serving.admission import AdmissionPolicy
 from serving.config import BatchingConfig, Limits, ServerConfig
 from serving.dispatcher import Dispatcher
 from serving.errors import DeadlineExceededError, LimitExceededError, NotReadyError, QueueFullError
@@ -134,6 +137,48 @@ async def test_a_request_without_a_deadline_gets_the_server_s_default(ranker, ex
         await dispatcher.close()
 
 
+class RecordingAdmission(AdmissionPolicy):
+    """Admits everything; records the deadline and SLO time each check was given."""
+
+    def __init__(self) -> None:
+        super().__init__(BatchingConfig())
+        self.checks: list[tuple[float | None, float | None]] = []
+
+    def check(self, candidates, deadline, queued, inflight, preparing=0, slo=None) -> None:
+        self.checks.append((deadline, slo))
+
+
+@pytest.mark.parametrize(("task_slos_ms", "expected_slo"), [
+    ({}, 0.5),  # no task names one: the server's
+    ({"job_apply": 200.0}, 0.2),
+    ({"job_apply": 200.0, "feed_engagement": 100.0}, 0.1),  # the smallest of the request's tasks
+    ({"rerank": 50.0}, 0.5),  # a task the request does not have does not count
+])
+async def test_admission_is_given_the_request_s_slo_the_task_s_own_or_the_server_s(
+        ranker, example, task_slos_ms, expected_slo):
+    tasks = TaskRegistry({name: dataclasses.replace(task, slo_ms=task_slos_ms.get(name))
+                          for name, task in ranker.verbalizer.tasks.items()})
+    assert {t.task for t in example.tasks} >= {"job_apply", "feed_engagement"} and "rerank" not in {
+        t.task for t in example.tasks}
+    ranker = Ranker(Verbalizer(tasks, ranker.verbalizer.tokenizer, max_model_len=1024), ranker.engine)
+    lifecycle, admission = Lifecycle(), RecordingAdmission()
+    service = ScoringService(lifecycle, ServiceMetrics(slo_seconds=0.5, model="fake"), Limits(),
+                             status_name=status_name, default_deadline_seconds=5.0, slo_seconds=0.5)
+    dispatcher = Dispatcher(ranker.engine, BatchingConfig(collect_window_ms=0), admission=admission)
+    dispatcher.start()
+    service.install(ranker, dispatcher)
+    lifecycle.to_serving()
+    try:
+        before = time.monotonic()
+        await service.score(RequestShape.of(example), lambda: example, deadline=None)
+        after = time.monotonic()
+    finally:
+        await dispatcher.close()
+    [(deadline, slo)] = admission.checks
+    assert before + 5.0 <= deadline <= after + 5.0
+    assert before + expected_slo <= slo <= after + expected_slo
+
+
 async def test_an_overloaded_dispatcher_refuses_before_the_request_is_decoded(ranker, example):
     async with local_service(ranker, ServerConfig(batching=BatchingConfig(max_queue_candidates=256),
                                                     limits=Limits(max_candidates_per_request=256))) as service:
@@ -160,3 +205,12 @@ async def test_a_query_items_request_takes_the_same_path_as_one_group(ranker):
         assert service._metrics.candidates.labels(task=QUERY_ITEMS_TASK, status="OK")._value.get() == 2
         with pytest.raises(LimitExceededError, match="max_candidates_per_request"):
             await service.score_query_items(RequestShape("big", ((QUERY_ITEMS_TASK, 5000),), 0), lambda: raw, None)
+
+
+async def test_tasks_scored_are_counted_by_model_and_template_version(ranker, example):
+    async with local_service(ranker) as service:
+        await service.score(RequestShape.of(example), lambda: example, deadline=None)
+        counter = service._metrics.version_tasks
+        for task in example.tasks:
+            version = ranker.verbalizer.tasks[task.task].version
+            assert counter.labels(model=ranker.model_name, task=task.task, version=version)._value.get() == 1

@@ -65,6 +65,7 @@ def test_a_minimal_task_gets_the_defaults(write_prompts):
     task = load_tasks(write_prompts(t=(LABELS, TEMPLATE)))["t"]
     assert task.labels == (" Yes", " No") and task.positive_label == " Yes"
     assert task.max_candidate_tokens == 128 and task.description == ""
+    assert task.slo_ms is None and task.slo_seconds is None  # the server's SLO applies
     assert (task.history.max_item_tokens, task.history.max_tokens, task.history.max_items) == (32, 256, 50)
 
 
@@ -73,6 +74,11 @@ def test_a_config_can_name_its_template_and_pin_its_version(write_prompts):
     (prompts / "t.toml").write_text('template = "shared.jinja"\nversion = "v7"\n' + LABELS, encoding="utf-8")
     task = load_tasks(prompts)["t"]
     assert task.version == "v7" and task.template.name == "shared.jinja"
+
+
+def test_a_task_can_name_its_own_slo(write_prompts):
+    task = load_tasks(write_prompts(t=("slo_ms = 250\n" + LABELS, TEMPLATE)))["t"]
+    assert task.slo_ms == 250.0 and task.slo_seconds == pytest.approx(0.25)
 
 
 def test_the_positive_label_need_not_come_first(write_prompts):
@@ -139,6 +145,8 @@ def test_changing_a_config_changes_its_version(shipped_tasks, tmp_path):
         (LABELS + '[history]\ndownsample = [{ action = "impression", keep_rate = 2.0 }]\n',
          r"\[history\]: downsample keep_rate must be in \[0, 1\], got 2.0"),
         ("[labels\nwords = 1\n", r"invalid TOML"),
+        ("slo_ms = 0\n" + LABELS, r"slo_ms must be a positive number of milliseconds, got 0"),
+        ('slo_ms = "fast"\n' + LABELS, r"slo_ms must be a positive number of milliseconds, got 'fast'"),
     ],
 )
 def test_a_broken_config_is_refused_with_the_reason(write_prompts, config, message):
