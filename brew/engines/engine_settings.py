@@ -56,8 +56,8 @@ class EngineSettings(Settings):
             with_it = [kind.value for kind, spec in ENGINES.items() if spec.multi_item]
             yield (f"multi_item: engine {self.engine.value} has no multi-item scoring; use engine {with_it}, "
                    "or multi_item auto or off")
-        quantization = None if self.quantization is None else LoadScheme(self.quantization)
-        yield from load_scheme_problems(self.engine.value, quantization, self.device)
+        if self.quantization in tuple(LoadScheme):  # another value is refused by its choices
+            yield from load_scheme_problems(self.engine.value, LoadScheme(self.quantization), self.device)
 
     def engine_options(self) -> dict[str, Any]:
         """The keyword arguments of create_engine/build_ranker besides kind and model."""
