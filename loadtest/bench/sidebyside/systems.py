@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from brew.engines import EngineKind, EngineVariant, engine_variants
+from brew.engines import EngineKind, EngineVariant, MultiItemMode, engine_variants
 from brew.quantization.schemes import LOAD_SCHEMES, CheckpointScheme
 
 VLLM_OPENAI = "vllm-openai"  # vLLM's own OpenAI server, POST /generative_scoring
@@ -49,9 +49,11 @@ HTTP_SYSTEMS = tuple(f"{name}{HTTP}" for name, variant in ENGINE_SYSTEMS.items()
 # serves the checkpoint `brew quantize` wrote (--quantized-model), e.g.
 # brew-vllm+int8-w8a8; SYSTEM+int8-dynamic (or +int8-weight) quantizes at load,
 # on the engines that can (brew.quantization.schemes.LOAD_SCHEMES, CPU ones).
+# Each engine's plain variant (multi-item off) only.
 QUANTIZED = "+"
 QUANTIZED_SYSTEMS = tuple(
-    f"{name}{QUANTIZED}{scheme}" for name, variant in ENGINE_SYSTEMS.items() if variant.kind is not EngineKind.NAIVE
+    f"{name}{QUANTIZED}{scheme}" for name, variant in ENGINE_SYSTEMS.items()
+    if variant.kind is not EngineKind.NAIVE and variant.multi_item is MultiItemMode.OFF
     for scheme in (*(s.value for s in CheckpointScheme),
                    *(s.value for s, device in LOAD_SCHEMES[variant.kind.value].items() if device == "any")))
 # What --systems accepts; the default is SYSTEMS.
