@@ -132,3 +132,17 @@ async def test_quantized_at_load_the_head_stays_fp32_and_scores_stay_close(schem
     assert 0 < max_abs_dp(scores, fp32_scores) < SCORE_BOUND
     # The torch engine's batching and packing still give the naive engine's scores, quantized alike.
     assert max_abs_dp(scores, naive_scores) < parity
+
+
+def test_eval_compare_prints_one_table_per_task_against_fp32(quantized_dir, capsys):
+    from brew.cli import main
+
+    assert main(["eval", "--engine", "torch", "--compare", "int8-w8a8,int8-weight", "--quantized-model",
+                 str(quantized_dir), "--task", TASK, "--members", "6", "--candidates", "4", "--json"]) == 0
+    tables = json.loads(capsys.readouterr().out)
+    assert list(tables) == [TASK]
+    rows = {row["variant"]: row for row in tables[TASK]}
+    assert list(rows) == ["fp32", "int8-w8a8", "int8-weight"]
+    assert rows["fp32"]["max_abs_dp"] == 0 and rows["fp32"]["median_tau"] == 1
+    assert 0 < rows["int8-w8a8"]["max_abs_dp"] < SCORE_BOUND
+    assert rows["int8-w8a8"]["auc"] == pytest.approx(rows["fp32"]["auc"], abs=0.05)
