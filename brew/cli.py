@@ -2,8 +2,9 @@
 
     brew score --request examples/request.json [--engine vllm|torch|naive] [--model DIR]
     brew batch --input FILE --output DIR [--engine ...] [--ray [--actors N]] ...
-    brew eval [--task T] [--engine torch|vllm|naive]
+    brew eval [--task T] [--engine torch|vllm|naive] [--compare fp32,bf16,int8-w8a8,...]
     brew train-demo [--out DIR]
+    brew quantize --model DIR --out DIR --scheme int8-w8a8 [--calibration FILE.jsonl]
     brew serve [--config FILE] [--engine vllm|torch|naive] [--port N] [--http-port N] [--metrics-port N] ...
     brew cluster [--replicas N] [--envoy-port N] [--print-envoy-config] [brew serve flags] ...
     brew prompts render --task T [--request FILE] [--json]
@@ -123,6 +124,8 @@ async def _eval(args: argparse.Namespace) -> int:
     from brew.runtime import build_ranker
 
     config = _config_from_flags(args)
+    if args.compare is not None:
+        return await _eval_compare(args, config)
     ranker = await build_ranker(config.model, config.prompts, config.engine, **config.engine_options())
     try:
         reports = await evaluate_engine(
@@ -140,6 +143,48 @@ async def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _eval_compare(args: argparse.Namespace, config) -> int:  # type: ignore[no-untyped-def]
+    """`brew eval --compare`: every variant on the same held-out data, one table per task (brew.demo.compare)."""
+    import dataclasses
+    import tempfile
+
+    from brew.demo.compare import VariantKind, compare_tables, format_task_table, parse_variants, score_variant
+    from brew.demo.world import DEMO_TASKS
+
+    try:
+        variants = parse_variants(args.compare)
+    except ValueError as error:
+        print(f"brew eval: error: {error}", file=sys.stderr)
+        return 2
+    tasks = args.task or list(DEMO_TASKS)
+    with tempfile.TemporaryDirectory(prefix="brew-eval-int8-") as scratch:
+        quantized = args.quantized_model
+        if quantized is None and any(v.kind is VariantKind.CHECKPOINT for v in variants):
+            from brew.quantization.checkpoint import quantize_checkpoint
+            from brew.quantization.schemes import CheckpointScheme
+
+            quantized = Path(scratch)
+            quantize_checkpoint(config.model, quantized, CheckpointScheme.INT8_W8A8, config.prompts,
+                                log=lambda line: None)
+        # Every variant's settings checked before the first engine starts (ConfigError: exit 2).
+        configs = {v.name: dataclasses.replace(config, dtype=v.dtype, quantization=v.quantization,
+                                               model=quantized if v.kind is VariantKind.CHECKPOINT else config.model)
+                   for v in variants}
+        results = {name: await score_variant(c, tasks, args.members, args.candidates) for name, c in configs.items()}
+    tables = compare_tables(results)
+    if args.json:
+        print(json.dumps({task: [{**r.__dict__, "meets_goals": r.meets_goals} for r in rows]
+                          for task, rows in tables.items()}, indent=2))
+        return 0
+    print(f"held-out synthetic data, engine {config.engine.value}, model {config.model}, "
+          f"{args.members} members x {args.candidates} candidates per task; int8-w8a8: {quantized}\n")
+    for task, rows in tables.items():
+        base = results["fp32"][task]
+        header = f"{base.candidates} candidates, {base.positives} positive, truth AUC {base.truth_auc:.4f}"
+        print(format_task_table(task, header, rows) + "\n")
+    return 0
+
+
 def _train_demo(args: argparse.Namespace) -> int:
     from brew.demo.train import TrainConfig, train_demo
 
@@ -148,6 +193,63 @@ def _train_demo(args: argparse.Namespace) -> int:
     summary = train_demo(config, progress=not args.quiet)
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
     return 0
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    """An int8 checkpoint of --model in --out (brew.quantization.checkpoint)."""
+    from brew.quantization.schemes import checkpoint_scheme
+
+    try:
+        scheme = checkpoint_scheme(args.scheme)
+    except ValueError as error:
+        print(f"brew quantize: error: {error}", file=sys.stderr)
+        return 2
+    problems = []
+    if not (args.model / "config.json").is_file():
+        problems.append(f"--model {args.model} is not a checkpoint directory (no config.json)")
+    elif "quantization_config" in json.loads((args.model / "config.json").read_text(encoding="utf-8")):
+        problems.append(f"--model {args.model} is already quantized; pass its fp32 (or bf16) checkpoint")
+    if args.out.exists() and any(args.out.iterdir()):
+        problems.append(f"--out {args.out} is not empty; pass a new directory")
+    if args.calibration is not None and not args.calibration.is_file():
+        problems.append(f"--calibration {args.calibration}: no such file")
+    if not 0 <= args.smoothing_alpha <= 1:
+        problems.append(f"--smoothing-alpha {args.smoothing_alpha}: must be between 0 and 1")
+    if problems:
+        print("\n".join(f"brew quantize: error: {p}" for p in problems), file=sys.stderr)
+        return 2
+    from brew.quantization.checkpoint import quantize_checkpoint
+
+    summary = quantize_checkpoint(args.model, args.out, scheme, args.prompts, args.calibration,
+                                  args.smoothing_alpha, log=lambda line: print(line, file=sys.stderr))
+    print(json.dumps(summary.__dict__, indent=2))
+    return 0
+
+
+def _add_quantize_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from brew.quantization.schemes import DEFAULT_SMOOTHING_ALPHA, CheckpointScheme
+
+    schemes = ", ".join(s.value for s in CheckpointScheme)
+    quantize = commands.add_parser(
+        "quantize", help="write an int8 checkpoint (compressed-tensors) that brew serve runs on vLLM or torch",
+        description="Quantize a checkpoint for serving (docs/quantization.md): SmoothQuant on the activations "
+                    "of calibration prompts verbalized as served, then int8 weights per output channel and "
+                    "int8 activations per token at run time, every linear layer but lm_head (kept in full "
+                    "precision: label probabilities are read from it). Serve the output with "
+                    "brew serve --model OUT.",
+    )
+    quantize.add_argument("--model", type=Path, default=defaults.DEMO_MODEL_DIR,
+                          help="fp32 (or bf16) checkpoint directory (default: the bundled demo model)")
+    quantize.add_argument("--out", type=Path, required=True, help="directory to write (new or empty)")
+    quantize.add_argument("--scheme", required=True, metavar="SCHEME", help=f"one of: {schemes}")
+    quantize.add_argument("--calibration", type=Path, default=None, metavar="FILE.jsonl",
+                          help="calibration requests, one ScoreCandidatesRequest per line in the proto's JSON "
+                               "mapping (default: the prompts directory's examples/*.json)")
+    quantize.add_argument("--prompts", type=Path, default=defaults.PROMPTS_DIR,
+                          help="prompts directory the requests are verbalized with (default: %(default)s)")
+    quantize.add_argument("--smoothing-alpha", type=float, default=DEFAULT_SMOOTHING_ALPHA,
+                          help="SmoothQuant's migration strength, 0 (none) to 1 (default: %(default)s)")
+    quantize.set_defaults(run=_quantize)
 
 
 def _serve_config(args: argparse.Namespace, **sections: dict[str, object]):  # type: ignore[no-untyped-def]
@@ -351,6 +453,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--members", type=int, default=400, help="held-out members per task")
     evaluate.add_argument("--candidates", type=int, default=10, help="candidates per member")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    evaluate.add_argument("--compare", metavar="V1,V2,...",
+                          help="score the same data with each variant and set it against fp32, one table per "
+                               "task: fp32, bf16, int8-w8a8 (a brew quantize checkpoint), int8-weight, "
+                               "int8-dynamic, fp8 (quantized at load; docs/quantization.md)")
+    evaluate.add_argument("--quantized-model", type=Path, metavar="DIR",
+                          help="with --compare: the int8-w8a8 checkpoint (default: --model quantized "
+                               "now with the prompts directory's examples)")
     _add_engine_flags(evaluate)
     evaluate.set_defaults(run=lambda a: asyncio.run(_eval(a)))
 
@@ -363,6 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(run=_train_demo)
 
+    _add_quantize_parser(commands)
     _add_batch_parser(commands)
     _add_serve_parser(commands)
     _add_cluster_parser(commands)

@@ -26,6 +26,7 @@ async def build_ranker(
     torch: TorchOptions | None = None,
     multi_item: MultiItemMode = MultiItemMode.AUTO,
     packing: PackingRule | None = None,
+    quantization: str | None = None,
     context_cache: ContextCache | None = None,
 ) -> Ranker:
     """Load tasks and tokenizer first (fast, fail early on a bad label), then
@@ -35,6 +36,6 @@ async def build_ranker(
     tokenizer = PromptTokenizer.from_pretrained(model_dir)
     label_ids = task_label_ids(tasks, tokenizer)
     scoring_engine = await create_engine(engine, model_dir, dtype=dtype, device=device, vllm=vllm, torch=torch,
-                                         multi_item=multi_item, packing=packing)
+                                         multi_item=multi_item, packing=packing, quantization=quantization)
     verbalizer = Verbalizer(tasks, tokenizer, scoring_engine.max_model_len, label_ids, context_cache)
     return Ranker(verbalizer, scoring_engine)

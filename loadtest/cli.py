@@ -189,8 +189,12 @@ def _add_sidebyside(commands: argparse._SubParsersAction) -> None:  # type: igno
     flags.OUT.add(parser)
     parser.add_argument("--systems", default=",".join(SYSTEMS),
                         help=f"comma-separated, from {', '.join(CHOICES)} (default: {', '.join(SYSTEMS)}; "
-                             "a -http system is its brew system served and loaded over the HTTP API)")
+                             "a -http system is its brew system served and loaded over the HTTP API; a "
+                             "SYSTEM+SCHEME one serves a quantized model)")
     flags.MODEL.add(parser)
+    parser.add_argument("--quantized-model", type=Path, metavar="DIR",
+                        help="the brew quantize checkpoint the SYSTEM+int8-w8a8 systems serve (e.g. "
+                             "brew-vllm+int8-w8a8 beside brew-vllm on --model; docs/quantization.md)")
     parser.add_argument("--prompts", type=Path, default=defaults.PROMPTS_DIR,
                         help="the prompts directory every system renders with (default: the bundled one)")
     _add_workload(parser)

@@ -105,6 +105,22 @@ def process_tree(pid: int) -> list[int]:
     return descendants(pid, all_stats())
 
 
+def resident_bytes(pid: int, proc: Path = PROC) -> int:
+    """Resident memory (VmRSS of /proc/<pid>/status) of the process and all
+    its descendants, summed: pages two of them share count twice, so this is
+    an upper bound of what the tree holds. 0 where /proc is not readable."""
+    total = 0
+    for member in descendants(pid, all_stats(proc)):
+        try:
+            status = (proc / str(member) / "status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024  # kB
+    return total
+
+
 def command_name(pid: int, fallback: str = "", proc: Path = PROC) -> str:
     """The process's command line (its title, where it set one), the
     interpreter's directory left out, cut to NAME_CHARS; `fallback` (the

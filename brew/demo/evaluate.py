@@ -56,6 +56,13 @@ def task_auc(task: str, groups: Sequence[LabeledGroup], model_positive: Sequence
     )
 
 
+async def heldout_scores(engine: ScoringEngine, groups: Sequence[LabeledGroup]) -> list[list[float]]:
+    """Per group (member), each candidate's P(positive) as `engine` scores it."""
+    results = await engine.score([g.prepared.group for g in groups])
+    positive = groups[0].prepared.task.positive_index
+    return [[label_probabilities(c.label_logprobs)[positive] for c in r.candidates] for r in results]
+
+
 async def evaluate_engine(
     engine: ScoringEngine,
     verbalizer: Verbalizer,
@@ -68,10 +75,6 @@ async def evaluate_engine(
     reports = []
     for task in tasks:
         groups = heldout_groups(verbalizer, task, members, candidates, seed)
-        results = await engine.score([g.prepared.group for g in groups])
-        positive = groups[0].prepared.task.positive_index
-        scores = [
-            label_probabilities(c.label_logprobs)[positive] for r in results for c in r.candidates
-        ]
-        reports.append(task_auc(task, groups, scores))
+        scores = await heldout_scores(engine, groups)
+        reports.append(task_auc(task, groups, [s for group in scores for s in group]))
     return reports

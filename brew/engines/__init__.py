@@ -18,6 +18,7 @@ from brew.engines.base import CallerOutcome, CallerWork, ScoringEngine
 from brew.engines.multi_item_rule import MultiItemMode, PackingRule
 from brew.engines.options import TorchOptions, VllmOptions
 from brew.errors import EngineConfigError
+from brew.quantization.schemes import LoadScheme, load_scheme_problems
 
 
 class EngineKind(StrEnum):
@@ -39,6 +40,7 @@ class EngineStart:
     torch: TorchOptions
     multi_item: MultiItemMode
     packing: PackingRule
+    quantization: str | None = None  # brew.quantization.schemes.LoadScheme, applied at load
 
 
 async def _start_vllm(start: EngineStart) -> ScoringEngine:
@@ -46,20 +48,22 @@ async def _start_vllm(start: EngineStart) -> ScoringEngine:
 
     # vLLM picks its own device; `device` is for the torch engines.
     return await VllmEngine.start(start.model_dir, start.vllm, dtype=start.dtype, multi_item=start.multi_item,
-                                  packing=start.packing)
+                                  packing=start.packing, quantization=start.quantization)
 
 
 async def _start_torch(start: EngineStart) -> ScoringEngine:
     from brew.engines.torch_engine import TorchEngine
 
     return await TorchEngine.start(start.model_dir, dtype=start.dtype, device=start.device, options=start.torch,
-                                   multi_item=start.multi_item, packing=start.packing)
+                                   multi_item=start.multi_item, packing=start.packing,
+                                   quantization=start.quantization)
 
 
 async def _start_naive(start: EngineStart) -> ScoringEngine:
     from brew.engines.naive import NaiveTorchEngine
 
-    return await NaiveTorchEngine.start(start.model_dir, dtype=start.dtype, device=start.device)
+    return await NaiveTorchEngine.start(start.model_dir, dtype=start.dtype, device=start.device,
+                                        quantization=start.quantization)
 
 
 @dataclass(frozen=True)
@@ -125,13 +129,16 @@ async def create_engine(
     torch: TorchOptions | None = None,
     multi_item: MultiItemMode | str = MultiItemMode.OFF,
     packing: PackingRule | None = None,
+    quantization: str | None = None,
 ) -> ScoringEngine:
     """Start an engine of `kind` on the checkpoint in `model_dir`.
     `multi_item` (brew.engines.multi_item_rule): off, on (exact multi-item
     scoring for every group that fits `packing.max_row_tokens`) or auto (the
     groups `packing` packs); auto on an engine that cannot pack, or cannot
     choose per group (vLLM, see brew.engines.vllm_engine), is the
-    per-candidate path."""
+    per-candidate path. `quantization` (brew.quantization.schemes.LoadScheme)
+    quantizes the model as it loads, the LM head left out; EngineConfigError
+    if this engine cannot (brew.quantization.schemes.LOAD_SCHEMES)."""
     kind = EngineKind(kind)
     spec = ENGINES[kind]
     multi_item = MultiItemMode(multi_item)
@@ -140,8 +147,12 @@ async def create_engine(
         raise EngineConfigError(f"engine {kind.value} has no multi-item scoring; engines with it: {with_it}")
     if not spec.multi_item:
         multi_item = MultiItemMode.OFF
+    problems = list(load_scheme_problems(kind.value, None if quantization is None else LoadScheme(quantization),
+                                         device))
+    if problems:
+        raise EngineConfigError("; ".join(problems))
     start = EngineStart(Path(model_dir), dtype, device, vllm or VllmOptions(), torch or TorchOptions(), multi_item,
-                        packing or PackingRule())
+                        packing or PackingRule(), quantization)
     return await spec.start(start)
 
 

@@ -16,6 +16,7 @@ from brew import defaults
 from brew.engines import ENGINES, EngineKind
 from brew.engines.multi_item_rule import MultiItemMode, PackingRule
 from brew.engines.options import DTYPES, TorchOptions, VllmOptions
+from brew.quantization.schemes import LoadScheme, load_scheme_problems
 from brew.settings import Settings, section, setting
 
 
@@ -34,6 +35,12 @@ class EngineSettings(Settings):
                          help="the weights' dtype; label log-probabilities are read in fp32 (the torch "
                               "engines keep an fp32 copy of the head)")
     device: str = setting("cpu", top_level=True, help="torch device of the torch engines (vLLM picks its own)")
+    quantization: str | None = setting(
+        None, top_level=True, choices=tuple(s.value for s in LoadScheme),
+        help="quantize the model as it loads, every linear layer but the LM head (read in fp32): torch and "
+             "naive int8-weight or int8-dynamic (torchao; the quantize extra), fp8 on CUDA only (torch, and "
+             "vLLM on a GPU). Not needed for a checkpoint written by brew quantize, which every engine reads "
+             "as it is (docs/quantization.md)")
     multi_item: MultiItemMode = setting(
         MultiItemMode.AUTO, top_level=True,
         help="exact multi-item scoring, a member's candidates packed behind their shared context (torch: in few "
@@ -55,8 +62,10 @@ class EngineSettings(Settings):
         if self.torch.compile and not packs:
             yield ("torch.compile compiles the torch engine's packed passes: use engine torch with "
                    "multi_item on or auto, or leave compile off")
+        if self.quantization in tuple(LoadScheme):  # another value is refused by its choices
+            yield from load_scheme_problems(self.engine.value, LoadScheme(self.quantization), self.device)
 
     def engine_options(self) -> dict[str, Any]:
         """The keyword arguments of create_engine/build_ranker besides kind and model."""
         return {"dtype": self.dtype, "device": self.device, "vllm": self.vllm, "torch": self.torch,
-                "multi_item": self.multi_item, "packing": self.packing}
+                "multi_item": self.multi_item, "packing": self.packing, "quantization": self.quantization}

@@ -101,8 +101,11 @@ def load_causal_lm(model_dir: str | Path, dtype: str = "float32", device: str = 
     CPU kernel once shapes vary."""
     if attention == "flex_attention" and torch.device(device).type == "cpu":
         raise EngineConfigError(FLEX_ON_CPU_REFUSED)
+    from brew.engines.quantization import checkpoint_load_options
+
     extra = {} if attention is None else {"attn_implementation": attention}
     weights_dtype = resolved_dtype(model_dir, dtype)
+    extra.update(checkpoint_load_options(model_dir))
     model = AutoModelForCausalLM.from_pretrained(
         str(model_dir), dtype=torch.float32, local_files_only=True, **extra
     )

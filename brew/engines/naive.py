@@ -16,6 +16,7 @@ from transformers import PreTrainedModel
 
 from brew.engines.base import CallerOutcome, CallerWork, score_callers_concurrently, score_one_caller
 from brew.engines.loading import load_causal_lm, probe_model
+from brew.engines.quantization import quantize_loaded
 from brew.types import CandidateLogprobs, GroupResult, ScoringGroup
 
 
@@ -46,9 +47,12 @@ class NaiveTorchEngine:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="brew-naive")
 
     @classmethod
-    async def start(cls, model_dir: str | Path, *, dtype: str = "float32", device: str = "cpu") -> NaiveTorchEngine:
-        """Load the model off the event loop (loading takes seconds)."""
+    async def start(cls, model_dir: str | Path, *, dtype: str = "float32", device: str = "cpu",
+                    quantization: str | None = None) -> NaiveTorchEngine:
+        """Load the model off the event loop (loading takes seconds), quantized
+        at load to `quantization` (brew.engines.quantization)."""
         model = await asyncio.to_thread(load_causal_lm, model_dir, dtype, device)
+        model = await asyncio.to_thread(quantize_loaded, model, quantization)
         return cls(model, Path(model_dir).name)
 
     @property

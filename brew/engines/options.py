@@ -44,7 +44,6 @@ class VllmOptions(Settings):
                                "on CPU, vLLM's default on GPU)")
     tensor_parallel_size: int = setting(1, ge=1, help="vLLM: GPUs one model is sharded over")
     data_parallel_size: int = setting(1, ge=1, help="vLLM: engine copies inside this replica")
-    quantization: str | None = setting(None, help="vLLM: quantization method of the checkpoint (e.g. fp8)")
     enforce_eager: bool = setting(True, help="vLLM: no CUDA graphs / compilation (faster start)")
     max_num_seqs: int | None = setting(None, ge=1, help="vLLM: sequences per engine step")
     max_num_batched_tokens: int | None = setting(None, ge=1, help="vLLM: tokens per engine step")

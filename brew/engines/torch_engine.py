@@ -45,6 +45,7 @@ from brew.engines.loading import load_causal_lm, probe_model
 from brew.engines.multi_item_rule import GroupPath, MultiItemMode, PackingRule
 from brew.engines.options import TorchOptions
 from brew.engines.packing import PackingStats, plan_passes
+from brew.engines.quantization import quantize_loaded
 from brew.engines.torch_multi_item import (
     PassInputs,
     assemble_results,
@@ -183,11 +184,14 @@ class TorchEngine:
         options: TorchOptions | None = None,
         multi_item: MultiItemMode = MultiItemMode.OFF,
         packing: PackingRule | None = None,
+        quantization: str | None = None,
     ) -> TorchEngine:
         """Load the model off the event loop (loading takes seconds), with
-        the attention kernel `options.attention` names, if it names one."""
+        the attention kernel `options.attention` names, if it names one,
+        quantized at load to `quantization` (brew.engines.quantization)."""
         options = options or TorchOptions()
         model = await asyncio.to_thread(load_causal_lm, model_dir, dtype, device, options.attention)
+        model = await asyncio.to_thread(quantize_loaded, model, quantization)
         return cls(model, Path(model_dir).name, options, multi_item, packing)
 
     @property

@@ -30,6 +30,20 @@ Facts of vLLM 0.32 this module relies on (read in its source):
   default `logprobs_mode="raw_logprobs"` the sampler computes
   `logits.log_softmax(dim=-1, dtype=torch.float32)` before any temperature or
   penalty (vllm/v1/sample/sampler.py), then gathers the requested ids.
+- The LM head runs in fp32 with `hf_overrides={"head_dtype": "float32"}`:
+  `ModelConfig.head_dtype` reads it from the HF config, and
+  `LogitsProcessor._apply_head` (vllm/model_executor/layers/logits_processor.py)
+  casts the hidden states and the head's weight to it when it differs from
+  the model's dtype (an unquantized head only; Brew's checkpoints and vLLM's
+  fp8 leave lm_head unquantized). In fp32 it changes nothing.
+- An int8 W8A8 compressed-tensors checkpoint (`brew quantize`) runs on the
+  x86 CPU build: `CompressedTensorsW8A8Int8` selects
+  `CPUInt8ScaledMMLinearKernel` (vllm/model_executor/kernels/linear/scaled_mm/cpu.py),
+  which without AMX takes its oneDNN path: `onednn_scaled_int8_quant`
+  quantizes each token's activations at run time (dynamic, symmetric:
+  `_C.dynamic_scaled_int8_quant`) and
+  `onednn_scaled_mm` multiplies int8 by int8 with the per-channel weight
+  scales. Both are in the AVX2 build's `_C_AVX2` library.
 - Requests go to the engine core through Brew's own client
   (brew.engines.vllm_core_client, which lists the facts it relies on), not
   AsyncLLM's per-request front end: that front end cost Brew's server four
@@ -92,6 +106,8 @@ from brew.engines.options import VllmOptions
 from brew.engines.multi_item_rule import GroupPath, MultiItemMode, PackingRule
 from brew.engines.vllm_core_client import EngineCoreClient
 from brew.engines.vllm_multi_item import requests as multi_item_requests
+from brew.errors import EngineConfigError
+from brew.quantization.schemes import FP8_ON_CPU, LoadScheme
 from brew.types import CandidateLogprobs, GroupResult, ScoringGroup
 
 _GIB = 1 << 30
@@ -100,27 +116,39 @@ _GIB = 1 << 30
 CPU_MEMORY_UTILIZATION = 0.3
 # KV block size on CPU, where vLLM's own default (128) wastes shared prefixes.
 CPU_BLOCK_SIZE = 32
+# The LM head's matmul in fp32 whatever the weights' dtype (ModelConfig.head_dtype).
+FP32_HEAD = {"head_dtype": "float32"}
 
 
 def engine_args(options: VllmOptions, model_dir: str | Path, *, dtype: str, on_cpu: bool,
-                pooling: bool = False) -> AsyncEngineArgs:
+                pooling: bool = False, quantization: str | None = None) -> AsyncEngineArgs:
     """The AsyncEngineArgs for these options; unset ones keep vLLM's defaults.
-    `pooling` starts vLLM as Brew's pooling model (multi-item scoring)."""
+    `pooling` starts vLLM as Brew's pooling model (multi-item scoring);
+    `quantization` fp8 is vLLM's own fp8 at load, on a GPU only. The LM head
+    runs in fp32 whatever the model's dtype (`head_dtype`, see the module
+    docstring)."""
+    if quantization is not None and LoadScheme(quantization) is LoadScheme.FP8 and on_cpu:
+        raise EngineConfigError(f"quantization fp8 on vLLM's CPU build: {FP8_ON_CPU}")
     settings = asdict(options)
     kv_cache_gib = settings.pop("kv_cache_gib")
     if settings["gpu_memory_utilization"] is None and on_cpu:
         settings["gpu_memory_utilization"] = CPU_MEMORY_UTILIZATION
     if settings["block_size"] is None and on_cpu:
         settings["block_size"] = CPU_BLOCK_SIZE
+    overrides = multi_item_requests.engine_overrides(model_dir) if pooling else {}
+    hf_overrides = {**FP32_HEAD, **overrides.pop("hf_overrides", {})}
+    if quantization is not None:
+        settings["quantization"] = LoadScheme(quantization).value
     return AsyncEngineArgs(
         model=str(model_dir),
         dtype=dtype,
+        hf_overrides=hf_overrides,
         kv_cache_memory_bytes=int(kv_cache_gib * _GIB),
         enable_prefix_caching=True,
         # Token ids in, logprobs out: vLLM never needs the tokenizer.
         skip_tokenizer_init=True,
         disable_log_stats=True,
-        **(multi_item_requests.engine_overrides(model_dir) if pooling else {}),
+        **overrides,
         **{name: value for name, value in settings.items() if value is not None},
     )
 
@@ -157,11 +185,11 @@ class VllmEngine:
     @classmethod
     async def start(cls, model_dir: str | Path, options: VllmOptions | None = None, *,
                     dtype: str = "float32", multi_item: MultiItemMode = MultiItemMode.OFF,
-                    packing: PackingRule | None = None) -> VllmEngine:
+                    packing: PackingRule | None = None, quantization: str | None = None) -> VllmEngine:
         """Start vLLM (tens of seconds on CPU) on a worker thread: AsyncLLM can
         be built outside the event loop."""
         args = engine_args(options or VllmOptions(), model_dir, dtype=dtype, on_cpu=current_platform.is_cpu(),
-                           pooling=uses_pooling_model(MultiItemMode(multi_item)))
+                           pooling=uses_pooling_model(MultiItemMode(multi_item)), quantization=quantization)
         llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
         try:
             client = await EngineCoreClient.attach(llm)

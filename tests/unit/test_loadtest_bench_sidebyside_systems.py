@@ -38,11 +38,26 @@ def test_multi_item_runs_as_its_own_system(tmp_path):
 
 
 def test_a_brew_system_over_http_is_the_same_server_with_its_http_port(tmp_path):
-    from loadtest.bench.sidebyside.systems import CHOICES, HTTP_SYSTEMS, over_http
+    from loadtest.bench.sidebyside.systems import CHOICES, HTTP_SYSTEMS, QUANTIZED_SYSTEMS, over_http
 
     assert "brew-vllm-http" in HTTP_SYSTEMS and "brew-torch-http" in HTTP_SYSTEMS
-    assert not set(HTTP_SYSTEMS) & set(SYSTEMS) and set(CHOICES) == {*SYSTEMS, *HTTP_SYSTEMS}
+    assert not set(HTTP_SYSTEMS) & set(SYSTEMS) and set(CHOICES) == {*SYSTEMS, *HTTP_SYSTEMS, *QUANTIZED_SYSTEMS}
     assert over_http("brew-vllm-http") and not over_http("brew-vllm") and not over_http("vllm-openai")
     endpoints = Endpoints(8000, 9000, 8080)
     command = server_command("brew-vllm-http", endpoints, tmp_path, tmp_path)
     assert command == [*server_command("brew-vllm", endpoints, tmp_path, tmp_path), "--http-port", "8080"]
+
+
+def test_a_quantized_system_serves_the_quantized_checkpoint_or_quantizes_at_load(tmp_path):
+    from loadtest.bench.sidebyside.systems import QUANTIZED_SYSTEMS, needs_quantized_model
+
+    assert {"brew-vllm+int8-w8a8", "brew-torch+int8-w8a8", "brew-torch+int8-dynamic"} <= set(QUANTIZED_SYSTEMS)
+    assert "brew-vllm+int8-dynamic" not in QUANTIZED_SYSTEMS  # vLLM does not quantize to int8 at load
+    assert not any(system.startswith("naive") for system in QUANTIZED_SYSTEMS)
+    endpoints = Endpoints(8000, 9000, 8080)
+    fp32, int8 = tmp_path / "fp32", tmp_path / "int8"
+    assert needs_quantized_model("brew-vllm+int8-w8a8") and not needs_quantized_model("brew-torch+int8-weight")
+    assert server_command("brew-vllm+int8-w8a8", endpoints, fp32, tmp_path, int8) == server_command(
+        "brew-vllm", endpoints, int8, tmp_path)
+    assert server_command("brew-torch+int8-dynamic", endpoints, fp32, tmp_path, int8) == [
+        *server_command("brew-torch", endpoints, fp32, tmp_path), "--quantization", "int8-dynamic"]

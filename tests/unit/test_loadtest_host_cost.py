@@ -97,3 +97,20 @@ def test_the_run_command_prints_cpu_per_candidate_by_process_in_milliseconds():
     assert [line.split()[0] for line in lines] == ["server", "VLLM::Worker", "load"]
     assert [float(line.split()[-5]) for line in lines] == [2.0, 5.0, 0.1]
     assert "nothing scored" in format_host_cost({"server": 1.0}, 0)
+
+
+@linux_only
+def test_resident_bytes_sum_the_tree_and_a_child_holding_memory_adds_to_it():
+    from loadtest.host_cost import resident_bytes
+
+    alone = resident_bytes(os.getpid())
+    assert alone > 10 << 20  # this interpreter holds well over 10 MiB
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; b = bytearray(64 << 20); "
+                               "b[::4096] = b'x' * len(b[::4096]); print(1, flush=True); time.sleep(30)"],
+                              stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b"1"  # its 64 MiB are touched, hence resident
+        assert resident_bytes(os.getpid()) - alone > 64 << 20
+    finally:
+        holder.kill()
+        holder.wait()

@@ -187,10 +187,35 @@ def _engine_args_as_brew_builds_them() -> None:
     from brew.engines.vllm_engine import engine_args
 
     passed = {"model", "dtype", "kv_cache_memory_bytes", "enable_prefix_caching", "skip_tokenizer_init",
-              "disable_log_stats"}
+              "disable_log_stats", "hf_overrides", "quantization"}
     passed |= {field.name for field in dataclasses.fields(VllmOptions)} - {"kv_cache_gib"}
     require_fields("vllm.engine.arg_utils:AsyncEngineArgs", *passed)
     engine_args(VllmOptions(), "/no/model", dtype="float32", on_cpu=True)  # builds AsyncEngineArgs only
+    engine_args(VllmOptions(), "/no/model", dtype="bfloat16", on_cpu=False, quantization="fp8")
+
+
+def _head_dtype_is_read_from_the_hf_config() -> None:
+    """hf_overrides' head_dtype reaches ModelConfig.head_dtype, and the logits
+    processor casts an unquantized head to it."""
+    require_source("vllm.config.model:_get_head_dtype", 'getattr(config, "head_dtype", None)')
+    require_attrs("vllm.config:ModelConfig", "head_dtype")
+    require_source("vllm.model_executor.layers.logits_processor:LogitsProcessor.__init__",
+                   "self.head_dtype = model_config.head_dtype")
+    require_source("vllm.model_executor.layers.logits_processor:LogitsProcessor._apply_head",
+                   "hidden_states.to(self.head_dtype)", "lm_head.weight.to(self.head_dtype)")
+
+
+def _int8_w8a8_runs_on_the_cpu_build() -> None:
+    """compressed-tensors int8 W8A8 picks the CPU int8 kernel, whose oneDNN path
+    (no AMX needed) quantizes activations per token at run time."""
+    require_attrs("vllm.model_executor.layers.quantization.compressed_tensors.schemes:CompressedTensorsW8A8Int8",
+                  "create_weights", "apply_weights")
+    require_source("vllm.model_executor.kernels.linear.scaled_mm.cpu:CPUInt8ScaledMMLinearKernel.is_supported",
+                   "if not current_platform.is_cpu():")
+    require_source("vllm.model_executor.kernels.linear.scaled_mm.cpu:CPUInt8ScaledMMLinearKernel."
+                   "process_weights_after_loading", "self.linear_method = self._apply_weights_onednn")
+    require_source("vllm._custom_ops:onednn_scaled_int8_quant", "torch.ops._C.dynamic_scaled_int8_quant(")
+    require_attrs("vllm._custom_ops", "onednn_scaled_mm", "create_onednn_scaled_mm")
 
 
 def _engine_core_output_types() -> None:
@@ -348,6 +373,10 @@ VLLM_ENGINE = (
         lambda: require_attrs("vllm.sampling_params:RequestOutputKind", "FINAL_ONLY")),
     Use("AsyncEngineArgs", "every setting engine_args passes, VllmOptions' included",
         _engine_args_as_brew_builds_them),
+    Use("ModelConfig.head_dtype", "hf_overrides head_dtype float32: the LM head's matmul in fp32",
+        _head_dtype_is_read_from_the_hf_config),
+    Use("CPUInt8ScaledMMLinearKernel", "brew quantize's int8 W8A8 checkpoints run on the x86 CPU build",
+        _int8_w8a8_runs_on_the_cpu_build),
     Use("current_platform.is_cpu", "CPU defaults of memory share and block size",
         lambda: require_call("vllm.platforms:current_platform.is_cpu")),
     Use("AsyncLLM.from_engine_args", "starts the engine core",

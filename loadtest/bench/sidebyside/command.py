@@ -17,7 +17,7 @@ from loadtest.bench.sidebyside.measure import (
 from loadtest.bench.sidebyside.plots import plot_sweeps, sweep_points
 from loadtest.bench.sidebyside.report import markdown_table
 from loadtest.bench.sidebyside.results import SystemResult
-from loadtest.bench.sidebyside.systems import CHOICES
+from loadtest.bench.sidebyside.systems import CHOICES, needs_quantized_model
 from loadtest.workload import WorkloadSpec
 
 
@@ -32,6 +32,9 @@ def sidebyside_command(args: argparse.Namespace) -> int:
     results_file = args.out / "sidebyside.json"
     if args.compare is not None:
         return _compare_command(args.compare, args.out, args.tolerance)
+    if any(needs_quantized_model(s) for s in systems) and not args.report and args.quantized_model is None:
+        raise SystemExit(f"systems {[s for s in systems if needs_quantized_model(s)]} serve a brew quantize "
+                         "checkpoint: pass --quantized-model DIR")
     if args.report:
         saved = _read_saved(args.out)
         vars(args).update({k: v for k, v in saved["settings"].items() if k not in ("report", "out")})
@@ -46,6 +49,7 @@ def sidebyside_command(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         results_file.write_text(
             json.dumps({"settings": {**vars(args), "out": str(args.out), "model": str(args.model),
+                                     "quantized_model": str(args.quantized_model) if args.quantized_model else None,
                                      "prompts": str(args.prompts)},
                         "results": [asdict(r) for r in results]}, indent=2) + "\n", encoding="utf-8")
     table = markdown_table(results, settings.workload.candidates, compute_limit(settings))
@@ -74,6 +78,7 @@ def settings_from(args: argparse.Namespace) -> SideBySideSettings:
         slo_s=args.slo_ms / 1000, duration_s=args.duration, start_rate=args.start_rate,
         fixed_rate=args.fixed_rate, repeats=args.repeats, timeout_s=args.timeout, pause_s=args.pause,
         confirm=args.confirm, saturation_callers=args.saturation_callers, fractions=tuple(args.fractions),
+        quantized_model=Path(args.quantized_model).resolve() if getattr(args, "quantized_model", None) else None,
     )
 
 

@@ -39,7 +39,9 @@ from loadtest.capacity import (
     DEFAULT_CONFIRM, WARMUP_CONCURRENCY, RateVerdict, search_capacity, write_sweep_json,
 )
 from loadtest.experiment import RunPlan, execute
-from loadtest.host_cost import LOAD_GENERATOR, SERVER, CpuMeter, per_candidate, write_host_cost_json
+from loadtest.host_cost import (
+    LOAD_GENERATOR, SERVER, CpuMeter, per_candidate, resident_bytes, write_host_cost_json,
+)
 from loadtest.http_client import BrewHttpScorer
 from loadtest.plots import plot_sweep
 from loadtest.runner import Scorer, Target, Transport
@@ -86,6 +88,7 @@ class SideBySideSettings:
     confirm: int = DEFAULT_CONFIRM  # extra windows that confirm a bad step or the capacity
     saturation_callers: int | None = None  # None: loadtest.saturation.saturation_callers
     fractions: tuple[float, ...] = DEFAULT_FRACTIONS  # of the saturation requests/s
+    quantized_model: Path | None = None  # the checkpoint of the SYSTEM+int8-w8a8 systems (brew quantize)
 
     def callers(self, capacity_rate: float | None) -> int:
         """The closed-loop callers of the saturation runs, given the capacity found."""
@@ -211,6 +214,7 @@ async def _measure_system(system: str, endpoints: Endpoints, settings: SideBySid
             await asyncio.sleep(settings.pause_s)
             await execute(replace(base, rate=None, concurrency=WARMUP_CONCURRENCY, seed=0,
                                   out_dir=base_dir / "warmup"), scorer)
+            resident = resident_bytes(server_pid)  # weights, KV cache and buffers, warm
         sweep = await search_capacity(runs.window, settings.start_rate, confirm=settings.confirm)
         async with turn:  # a chart costs CPU: never while another system is loaded
             write_sweep_json(sweep, base_dir / "sweep.json")
@@ -220,7 +224,8 @@ async def _measure_system(system: str, endpoints: Endpoints, settings: SideBySid
         callers = settings.callers(verdict.rate if verdict else None)
         saturations = [await runs.saturation(i, callers, settings.fractions) for i in repeats] if callers else []
         fixed = [await runs.run(f"fixed-{i}", settings.fixed_rate) for i in repeats]
-    return _system_result(system, settings, verdict, at_capacity, callers, saturations, fixed)
+    return replace(_system_result(system, settings, verdict, at_capacity, callers, saturations, fixed),
+                   resident_mib=resident / (1 << 20) if resident else None)
 
 
 async def _measure_all(servers: Sequence[tuple[str, Endpoints, int]], settings: SideBySideSettings
@@ -247,7 +252,7 @@ def measure_interleaved(systems: Sequence[str], settings: SideBySideSettings) ->
         servers = []
         for system in systems:
             endpoints = Endpoints(next(ports), next(ports), next(ports))
-            command = server_command(system, endpoints, settings.model, settings.prompts)
+            command = server_command(system, endpoints, settings.model, settings.prompts, settings.quantized_model)
             server = stack.enter_context(running(command, settings.out / system / "server.log"))
             servers.append((system, endpoints, server.pid))
         return asyncio.run(_measure_all(servers, settings))

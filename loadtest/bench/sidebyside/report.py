@@ -107,6 +107,12 @@ def host_cost_table(results: Sequence[SystemResult]) -> str:
     return "\n".join(lines)
 
 
+def memory_table(results: Sequence[SystemResult]) -> str:
+    lines = [_row(["system", "resident memory after warm-up (MiB)"]), "|---|---|"]
+    lines += [_row([r.system, number_cell(r.resident_mib, 0)]) for r in results]
+    return "\n".join(lines)
+
+
 def markdown_table(results: Sequence[SystemResult], candidates: tuple[int, int],
                    limit: ComputeLimit | None = None) -> str:
     """The report's tables and the notes that read them; `candidates` per
@@ -121,6 +127,9 @@ def markdown_table(results: Sequence[SystemResult], candidates: tuple[int, int],
     host_cost = any(r.capacity_cpu_s_per_candidate or r.fixed_cpu_s_per_candidate for r in results)
     if host_cost:
         tables.append(host_cost_table(results))
+    memory = any(r.resident_mib for r in results)
+    if memory:
+        tables.append(memory_table(results))
     low, high = candidates
     notes = (f"{low if low == high else f'{low}–{high}'} candidates per request. Each figure: median (min–max) over the "
              f"{repeats} repeats; × {BASELINE}: the ratio of the medians. The capacity is the rate one "
@@ -131,6 +140,9 @@ def markdown_table(results: Sequence[SystemResult], candidates: tuple[int, int],
     if host_cost:
         notes += (" CPU: user + system time from /proc over each run's load, per candidate scored OK; the "
                   "server's descendants are named by their command line (vLLM's process titles).")
+    if memory:
+        notes += (" Memory: VmRSS of the server and its descendants summed (pages they share count "
+                  "twice), read once after the warm-up.")
     if limit:
         notes += (f" Work per candidate {limit.flops_per_candidate / 1e6:.2f} MFLOP with the prefix shared "
                   f"({limit.naive_flops_per_candidate / 1e6:.2f} MFLOP from scratch); matmul peak "

@@ -52,6 +52,7 @@ class SystemResult:
     fractions: list[float] = field(default_factory=list)  # of the saturation requests/s, open-loop
     fraction_rates: list[list[float]] = field(default_factory=list)  # per fraction, one per repeat
     fraction_p99_ms: list[list[float | None]] = field(default_factory=list)  # per fraction, one per repeat
+    resident_mib: float | None = None  # the server's process tree, after warm-up (loadtest.host_cost)
 
     @staticmethod
     def median(values: Sequence[float | None]) -> float | None:

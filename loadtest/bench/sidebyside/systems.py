@@ -18,7 +18,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from brew.engines import EngineKind, EngineVariant, engine_variants
+from brew.engines import EngineKind, EngineVariant, MultiItemMode, engine_variants
+from brew.quantization.schemes import LOAD_SCHEMES, CheckpointScheme
 
 VLLM_OPENAI = "vllm-openai"  # vLLM's own OpenAI server, POST /generative_scoring
 BASELINE = VLLM_OPENAI  # the system the report's ratios are taken against
@@ -44,8 +45,24 @@ SYSTEMS = (
 # (loadtest.http_client), e.g. brew-vllm-http: the same server, the other transport.
 HTTP = "-http"
 HTTP_SYSTEMS = tuple(f"{name}{HTTP}" for name, variant in ENGINE_SYSTEMS.items() if variant.kind is not EngineKind.NAIVE)
+# A Brew system on a quantized model (docs/quantization.md): SYSTEM+int8-w8a8
+# serves the checkpoint `brew quantize` wrote (--quantized-model), e.g.
+# brew-vllm+int8-w8a8; SYSTEM+int8-dynamic (or +int8-weight) quantizes at load,
+# on the engines that can (brew.quantization.schemes.LOAD_SCHEMES, CPU ones).
+# Each engine's plain variant (multi-item off) only.
+QUANTIZED = "+"
+QUANTIZED_SYSTEMS = tuple(
+    f"{name}{QUANTIZED}{scheme}" for name, variant in ENGINE_SYSTEMS.items()
+    if variant.kind is not EngineKind.NAIVE and variant.multi_item is MultiItemMode.OFF
+    for scheme in (*(s.value for s in CheckpointScheme),
+                   *(s.value for s, device in LOAD_SCHEMES[variant.kind.value].items() if device == "any")))
 # What --systems accepts; the default is SYSTEMS.
-CHOICES = (*SYSTEMS, *HTTP_SYSTEMS)
+CHOICES = (*SYSTEMS, *HTTP_SYSTEMS, *QUANTIZED_SYSTEMS)
+
+
+def needs_quantized_model(system: str) -> bool:
+    """Whether `system` serves a `brew quantize` checkpoint (--quantized-model)."""
+    return system.partition(QUANTIZED)[2] in tuple(CheckpointScheme)
 
 
 def over_http(system: str) -> bool:
@@ -77,12 +94,20 @@ class Endpoints:
         return f"127.0.0.1:{self.http_port}"
 
 
-def server_command(system: str, endpoints: Endpoints, model: Path, prompts: Path) -> list[str]:
+def server_command(system: str, endpoints: Endpoints, model: Path, prompts: Path,
+                   quantized_model: Path | None = None) -> list[str]:
     """The command line that serves `model` as `system`, vLLM's settings
     matched to Brew's vLLM engine (fp32, eager, prefix caching, 32-token
     blocks on CPU, 1 GiB of KV cache). Brew's servers render with `prompts`;
     vLLM's server is sent prompts rendered with the same directory by the
-    load generator (loadtest.bench.vllm_http), so it takes none."""
+    load generator (loadtest.bench.vllm_http), so it takes none. A quantized
+    system (QUANTIZED) serves `quantized_model` or quantizes at load."""
+    if QUANTIZED in system:
+        base, _, scheme = system.partition(QUANTIZED)
+        if needs_quantized_model(system):
+            assert quantized_model is not None, f"{system} needs --quantized-model"
+            return server_command(base, endpoints, quantized_model, prompts)
+        return [*server_command(base, endpoints, model, prompts), "--quantization", scheme]
     if system == VLLM_OPENAI:
         return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
                 "--served-model-name", model.name, "--host", "127.0.0.1", "--port", str(endpoints.port),
