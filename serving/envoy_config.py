@@ -108,6 +108,13 @@ HTTP_RETRIABLE_STATUS_CODES = (503,)
 # request down a connection the replica is closing.
 HTTP_UPSTREAM_IDLE_SECONDS = 20.0
 RETRY_BUDGET_PERCENT = 25.0
+# How many times Envoy may pick a host again for a retry until it finds one the
+# call has not tried. On the member-affinity cluster the ring hash picks the
+# next ring entry at each try (`(index + attempt) % ring size` in Envoy's
+# RingHashLoadBalancer), and with two replicas each entry is the dead one
+# about half the time: 5 tries sent 1 retry in 32 back to the dead replica
+# (a failed call, seen in the replica-kill test); 32 tries, 1 in 4 billion.
+HOST_SELECTION_ATTEMPTS = 32
 MIN_RETRY_CONCURRENCY = 8
 DNS_REFRESH_SECONDS = 5.0
 MAX_DOWNSTREAM_CONNECTIONS = 10_000
@@ -174,7 +181,7 @@ def _route(match: Config, cluster: ClusterConfig, target: str, hash_on_member: b
             "num_retries": cluster.retries,
             "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts",
                                       "typed_config": {_TYPE: _PREVIOUS_HOSTS}}],
-            "host_selection_retry_max_attempts": 5,
+            "host_selection_retry_max_attempts": HOST_SELECTION_ATTEMPTS,
         }
         if http:
             action["retry_policy"]["retriable_status_codes"] = list(HTTP_RETRIABLE_STATUS_CODES)

@@ -68,6 +68,7 @@ class Call:
     code: str  # OK or the gRPC status name
     replica: str
     versions: tuple[str, ...] = ()  # template version of each task of an OK answer
+    details: str = ""  # a failed call's status details (what Envoy or the replica said)
 
     @property
     def latency_ms(self) -> float:
@@ -120,7 +121,7 @@ class OpenLoopLoad:
         try:
             served = await client.score_served(member_request(member, self.all_tasks), timeout=self.timeout)
         except grpc.aio.AioRpcError as error:
-            self.calls.append(Call(sent, time.monotonic(), error.code().name, ""))
+            self.calls.append(Call(sent, time.monotonic(), error.code().name, "", details=error.details() or ""))
             return
         versions = tuple(result.template_version for result in served.response.results)
         self.calls.append(Call(sent, time.monotonic(), OK, served.replica or "", versions))
@@ -143,10 +144,13 @@ class EventReport:
     timeline_s: dict[str, float] = field(default_factory=dict)  # seconds from the event's start
     versions: dict[str, int] = field(default_factory=dict)  # answers per template version (rollout)
     metrics_share: dict[str, dict[str, float]] = field(default_factory=dict)  # replica -> version -> tasks
+    # each failed call: seconds from the event's start to its sending, its status and details
+    failed: list[tuple[float, str, str]] = field(default_factory=list)
 
     def summarize(self, calls: list[Call], started: float, ended: float) -> None:
         self.calls = len(calls)
         self.failures = dict(sorted(Counter(call.code for call in calls if call.code != OK).items()))
+        self.failed = [(call.sent - started, call.code, call.details) for call in calls if call.code != OK]
         during = [call for call in calls if started <= call.sent <= ended]
         before = [call for call in calls if call.sent < started]
         self.during_calls = len(during)
@@ -162,6 +166,7 @@ class EventReport:
             lines.append(f"  answers by template version: {self.versions}")
         for replica, share in self.metrics_share.items():
             lines.append(f"  {replica} /metrics, {ROLLOUT_TASK} tasks by version, midway: {share}")
+        lines += [f"  failed: sent at {at:+.2f} s, {code}: {details}" for at, code, details in self.failed]
         return "\n".join(lines)
 
 
