@@ -208,20 +208,15 @@ def pass_inputs(packed: PackedPass, groups: Sequence[ScoringGroup], device: torc
     def host(tensor: torch.Tensor) -> torch.Tensor:
         return tensor.pin_memory() if pin else tensor
 
-    pinned = dataclasses.replace(
-        packed, input_ids=host(packed.input_ids), position_ids=host(packed.position_ids),
-        segment_ids=host(packed.segment_ids), context_ids=host(packed.context_ids))
-    return PassInputs(pinned, host(packed.readout_rows), host(packed.readout_columns),
+    return PassInputs(_with_tensors(packed, host), host(packed.readout_rows), host(packed.readout_columns),
                       tuple(groups[r.group].label_ids for r in packed.readouts))
 
 
-def _on_device(packed: PackedPass, device: torch.device) -> PackedPass:
-    def moved(tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.to(device, non_blocking=True)
-
+def _with_tensors(packed: PackedPass, change: Callable[[torch.Tensor], torch.Tensor]) -> PackedPass:
+    """`packed` with `change` applied to each of its token tensors (pinning, the copy to the device)."""
     return dataclasses.replace(
-        packed, input_ids=moved(packed.input_ids), position_ids=moved(packed.position_ids),
-        segment_ids=moved(packed.segment_ids), context_ids=moved(packed.context_ids))
+        packed, input_ids=change(packed.input_ids), position_ids=change(packed.position_ids),
+        segment_ids=change(packed.segment_ids), context_ids=change(packed.context_ids))
 
 
 @torch.inference_mode()
@@ -232,7 +227,7 @@ def run_pass(model: PreTrainedModel, inputs: PassInputs,
     model's decoder (a compiled one, brew.engines.compiled)."""
     kernel = attention_kernel(model)
     device = model.device
-    packed = _on_device(inputs.packed, device)
+    packed = _with_tensors(inputs.packed, lambda tensor: tensor.to(device, non_blocking=True))
     forward = decoder if decoder is not None else model.get_decoder()
     hidden = forward(
         input_ids=packed.input_ids,
