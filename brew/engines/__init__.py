@@ -72,8 +72,8 @@ class EngineSpec:
     description: str
     start: Callable[[EngineStart], Awaitable[ScoringEngine]]
     multi_item: bool = False  # has exact multi-item scoring (candidates packed behind their prefix)
-    # multi_item auto chooses per group (else auto is the per-candidate path:
-    # vLLM runs one kind of model per engine, see brew.engines.vllm_engine)
+    # multi_item auto chooses per group (else auto is the per-candidate path);
+    # vLLM's does where its pooling model runs fast (brew.engines.vllm_engine)
     packs_per_group: bool = False
 
 
@@ -81,7 +81,8 @@ ENGINES: dict[EngineKind, EngineSpec] = {
     spec.kind: spec
     for spec in (
         EngineSpec(EngineKind.VLLM, "vLLM's engine core (its own processes) fed by Brew's client, "
-                                    "prefix caching (production)", _start_vllm, multi_item=True),
+                                    "prefix caching (production)", _start_vllm, multi_item=True,
+                   packs_per_group=True),
         EngineSpec(EngineKind.TORCH, "transformers, prefix KV computed once per group (reference)", _start_torch,
                    multi_item=True, packs_per_group=True),
         EngineSpec(EngineKind.NAIVE, "one plain forward pass per candidate (baseline)", _start_naive),
@@ -135,8 +136,8 @@ async def create_engine(
     `multi_item` (brew.engines.multi_item_rule): off, on (exact multi-item
     scoring for every group that fits `packing.max_row_tokens`) or auto (the
     groups `packing` packs); auto on an engine that cannot pack, or cannot
-    choose per group (vLLM, see brew.engines.vllm_engine), is the
-    per-candidate path. `quantization` (brew.quantization.schemes.LoadScheme)
+    choose per group here (vLLM off its CPU build, see
+    brew.engines.vllm_engine), is the per-candidate path. `quantization` (brew.quantization.schemes.LoadScheme)
     quantizes the model as it loads, the LM head left out; EngineConfigError
     if this engine cannot (brew.quantization.schemes.LOAD_SCHEMES)."""
     kind = EngineKind(kind)

@@ -23,10 +23,13 @@ decision 7; the measurements in BENCHMARKS.md, section 2):
 
 `multi_item` (MultiItemMode) is the engine-wide switch: `off` never packs,
 `on` packs every group that fits a row, `auto` (the default) lets
-PackingRule decide per group where the engine can choose per group (torch).
-vLLM cannot (one kind of model per engine; brew.engines.vllm_engine says
-why and what it costs), so its `auto` is its per-candidate path. The rule's
-thresholds are settings (`[packing]`).
+PackingRule decide per group. Both engines choose per group with the same
+rule: the torch engine between a packed row and its per-group passes, vLLM
+between a packed request and one plain request per candidate on Brew's
+pooling model (where that model's attention runs on vLLM's CPU kernel;
+elsewhere vLLM's `auto` is its own per-candidate path,
+brew.engines.vllm_engine says why). The rule's thresholds are settings
+(`[packing]`).
 """
 
 from __future__ import annotations

@@ -7,23 +7,24 @@ computes it, later ones hit the cache block by block). Each request
 generates one token and asks for the logprobs of exactly the label ids
 (`logprob_token_ids`).
 
-Multi-item (`multi_item` on, EngineSettings.multi_item): vLLM runs Brew's
-pooling model (brew.engines.vllm_multi_item). A group the packing rule packs
-(brew.engines.multi_item_rule: one that fits `max_row_tokens`) is one pooling
-request (or one per run of its candidates that fits the model's length)
-holding the prefix and every candidate: the same label log-probabilities,
-one request's cost instead of one per candidate. A longer group is one
-pooling request per candidate, the same layout holding one candidate, its
-prefix served by the prefix cache.
+Multi-item (`multi_item` on or auto, EngineSettings.multi_item): vLLM runs
+Brew's pooling model (brew.engines.vllm_multi_item), and each group takes
+the path the packing rule gives it (brew.engines.multi_item_rule, the same
+rule as the torch engine's). A packed group is one pooling request (or one
+per run of its candidates that fits the model's length) holding the prefix
+and every candidate: the same label log-probabilities, one request's cost
+instead of one per candidate. Any other group is one pooling request per
+candidate, its plain prompt read at its last token
+(`requests.plain_prompt`), the prefix served by the prefix cache. So one
+engine serves both paths, and `auto` chooses per group.
 
-`multi_item` auto keeps the per-candidate path here. vLLM runs one kind of
-model per engine (a pooling runner or a generating one), so one engine
-cannot choose per group between a packed request and vLLM's own
-per-candidate requests; and the pooling model's one-candidate requests
-cost up to 1.6x vLLM's own (BENCHMARKS.md, section 9). Packing on vLLM
-pays for groups of many candidates (section 9: 1.26x the per-candidate
-path's candidates per second at 50, level at 16 with long histories):
-set `on` for such a workload.
+`auto` runs the pooling model where Brew's multi-item attention runs on
+vLLM's own CPU kernel (vLLM's CPU build, a head size that kernel takes:
+`packs_fast_here`) and the checkpoint is one the pooling model wraps;
+elsewhere (a GPU, where the backend is plain torch and vLLM's own kernels
+are much faster; another architecture) `auto` is vLLM's per-candidate
+path. `on` runs the pooling model wherever it can, and refuses a
+checkpoint it cannot run.
 
 Facts of vLLM 0.32 this module relies on (read in its source):
 - Logprobs are fp32 full-vocabulary log-softmax of the raw logits: with the
@@ -153,10 +154,13 @@ def engine_args(options: VllmOptions, model_dir: str | Path, *, dtype: str, on_c
     )
 
 
-def uses_pooling_model(multi_item: MultiItemMode) -> bool:
-    """Whether vLLM runs Brew's pooling model: only with multi_item on (auto
-    keeps vLLM's per-candidate path, see the module docstring)."""
-    return multi_item is MultiItemMode.ON
+def uses_pooling_model(multi_item: MultiItemMode, model_dir: str | Path, *, on_cpu: bool) -> bool:
+    """Whether vLLM runs Brew's pooling model: always with multi_item on;
+    with auto where its attention runs on vLLM's CPU kernel and it can run
+    this checkpoint (see the module docstring); never with off."""
+    if multi_item is MultiItemMode.ON:
+        return True
+    return multi_item is MultiItemMode.AUTO and on_cpu and multi_item_requests.packs_fast_here(model_dir)
 
 
 @functools.lru_cache(maxsize=256)
@@ -173,11 +177,13 @@ class VllmEngine:
     Brew's own client (brew.engines.vllm_core_client)."""
 
     def __init__(self, llm: AsyncLLM, client: EngineCoreClient, model_name: str, *,
-                 multi_item: MultiItemMode = MultiItemMode.OFF, packing: PackingRule | None = None) -> None:
+                 multi_item: MultiItemMode = MultiItemMode.OFF, pooling: bool = False,
+                 packing: PackingRule | None = None) -> None:
         self._llm = llm
         self._client = client
         self._model_name = model_name
-        self._pooling = uses_pooling_model(MultiItemMode(multi_item))
+        self._mode = MultiItemMode(multi_item)
+        self._pooling = pooling
         self._packing = packing or PackingRule()
         # Called with each group's path, packed or one request per candidate (metrics).
         self.on_group_path: Callable[[GroupPath], None] | None = None
@@ -188,15 +194,17 @@ class VllmEngine:
                     packing: PackingRule | None = None, quantization: str | None = None) -> VllmEngine:
         """Start vLLM (tens of seconds on CPU) on a worker thread: AsyncLLM can
         be built outside the event loop."""
-        args = engine_args(options or VllmOptions(), model_dir, dtype=dtype, on_cpu=current_platform.is_cpu(),
-                           pooling=uses_pooling_model(MultiItemMode(multi_item)), quantization=quantization)
+        on_cpu = current_platform.is_cpu()
+        pooling = uses_pooling_model(MultiItemMode(multi_item), model_dir, on_cpu=on_cpu)
+        args = engine_args(options or VllmOptions(), model_dir, dtype=dtype, on_cpu=on_cpu,
+                           pooling=pooling, quantization=quantization)
         llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
         try:
             client = await EngineCoreClient.attach(llm)
         except BaseException:
             await asyncio.to_thread(llm.shutdown)
             raise
-        return cls(llm, client, Path(model_dir).name, multi_item=multi_item, packing=packing)
+        return cls(llm, client, Path(model_dir).name, multi_item=multi_item, pooling=pooling, packing=packing)
 
     @property
     def model_name(self) -> str:
@@ -264,38 +272,39 @@ class VllmEngine:
             return results
 
     async def _score_groups_pooled(self, groups: Sequence[ScoringGroup]) -> list[GroupResult]:
-        """Brew's pooling model: a group the packing rule packs (with
-        multi_item on) is one vLLM request (per run of candidates that fits
-        the model), a longer one one request per candidate (the same layout
-        holding one candidate); a
-        group's requests in one engine-core message, all sent before any is
-        awaited; aborts as `_score_groups`."""
+        """Brew's pooling model: each group by the packing rule's path, packed
+        (one request per run of candidates that fits the model) or one plain
+        request per candidate; a group's requests in one engine-core message,
+        all sent before any is awaited; aborts as `_score_groups`."""
         client = self._client
-        runs = [self._runs(group) for group in groups]
-        request_ids = [[client.new_request_id() for _ in group_runs] for group_runs in runs]
+        prompts = [self._prompts(group) for group in groups]
+        request_ids = [[client.new_request_id() for _ in group_prompts] for group_prompts in prompts]
         async with self._aborted_on_failure([request_id for ids in request_ids for request_id in ids]):
             sent = [
-                client.submit(ids, (), [multi_item_requests.packed_prompt(group, run) for run in group_runs],
+                client.submit(ids, (), [prompt for _, prompt in group_prompts],
                               multi_item_requests.pooling_params(tuple(group.label_ids)))
-                for group, group_runs, ids in zip(groups, runs, request_ids)
+                for group, group_prompts, ids in zip(groups, prompts, request_ids)
             ]
             results = []
-            for group, group_runs, future in zip(groups, runs, sent):
+            for group, group_prompts, future in zip(groups, prompts, sent):
                 candidates: list[CandidateLogprobs] = []
-                for run, output in zip(group_runs, await future):
+                for (run, _), output in zip(group_prompts, await future):
                     candidates.extend(multi_item_requests.candidate_results(
                         group, run, output.pooling_output, _cached_tokens(output)))
                 results.append(GroupResult(tuple(candidates)))
             return results
 
-    def _runs(self, group: ScoringGroup) -> list[range]:
-        """The candidates of each request of a group on the pooling model."""
-        path = self._packing.path(MultiItemMode.ON, group)
+    def _prompts(self, group: ScoringGroup) -> list[tuple[range, list[int]]]:
+        """The requests of a group on the pooling model: the candidates each
+        scores and its prompt, by the packing rule's path for this mode."""
+        path = self._packing.path(self._mode, group)
         if self.on_group_path is not None:
             self.on_group_path(path)
         if path is GroupPath.PER_CANDIDATE:
-            return [range(index, index + 1) for index in range(group.num_candidates)]
-        return multi_item_requests.split_candidates(group, self._client.max_prompt_len(generates=False))
+            return [(range(index, index + 1), multi_item_requests.plain_prompt(group, index))
+                    for index in range(group.num_candidates)]
+        return [(run, multi_item_requests.packed_prompt(group, run))
+                for run in multi_item_requests.split_candidates(group, self._client.max_prompt_len(generates=False))]
 
     async def check_health(self) -> None:
         """EngineDeadError once vLLM's engine core has died (see

@@ -26,7 +26,7 @@ from brew.engines import EngineKind, create_engine
 from brew.engines.multi_item_rule import GroupPath, MultiItemMode, PackingRule, row_tokens
 from brew.engines.options import TorchOptions, VllmOptions
 from brew.engines.torch_engine import TorchEngine
-from brew.types import GroupResult
+from brew.types import GroupResult, ScoringGroup
 
 pytestmark = pytest.mark.integration
 
@@ -188,18 +188,47 @@ async def test_vllm_multi_item_matches_plain_forward_passes_and_the_per_candidat
 async def test_vllm_packs_the_groups_that_fit_a_row_and_sends_the_rest_per_candidate(
         vllm_multi_item_engine, reference):
     """multi_item on: a packed request for each group that fits the rule's
-    row, one pooling request per candidate for a longer one; the same scores."""
+    row, one plain pooling request per candidate for a longer one; the same scores."""
     from brew.engines.vllm_engine import VllmEngine
 
     rule = PackingRule(max_row_tokens=300)
     engine = VllmEngine(vllm_multi_item_engine._llm, vllm_multi_item_engine._client, "on",
-                        multi_item=MultiItemMode.ON, packing=rule)
+                        multi_item=MultiItemMode.ON, pooling=True, packing=rule)
     paths = []
     engine.on_group_path = paths.append
     results = await engine.score(GROUPS)
     assert paths == [GroupPath.PACKED if row_tokens(g) <= 300 else GroupPath.PER_CANDIDATE for g in GROUPS]
     assert set(paths) == {GroupPath.PACKED, GroupPath.PER_CANDIDATE}
     assert max_gap(results, reference) < PARITY_TOLERANCE
+    assert engine.num_unfinished_requests == 0
+
+
+@pytest.mark.vllm
+@pytest.mark.asyncio(loop_scope="module")
+async def test_vllm_auto_chooses_per_group_on_one_engine_with_the_same_scores(
+        vllm_multi_item_engine, naive_engine, reference):
+    """multi_item auto: the packing rule's path for each group, packed or one
+    plain pooling request per candidate, on the one pooling engine; a plain
+    prompt whose ids happen to spell a packed layout still scores as itself."""
+    from brew.engines.vllm_engine import VllmEngine
+    from brew.engines.vllm_multi_item.layout import pack
+
+    rule = PackingRule(min_candidates=5)
+    engine = VllmEngine(vllm_multi_item_engine._llm, vllm_multi_item_engine._client, "auto",
+                        multi_item=MultiItemMode.AUTO, pooling=True, packing=rule)
+    paths = []
+    engine.on_group_path = paths.append
+    results = await engine.score(GROUPS)
+    assert paths == [rule.path(MultiItemMode.AUTO, g) for g in GROUPS]
+    assert set(paths) == {GroupPath.PACKED, GroupPath.PER_CANDIDATE}
+    assert max_gap(results, reference) < PARITY_TOLERANCE
+    for group, result in zip(GROUPS, results, strict=True):
+        assert [c.prompt_tokens for c in result.candidates] == [
+            len(group.prompt_ids(i)) for i in range(group.num_candidates)]
+    # a plain prompt that reads as a packed one: ids that are a packed prompt
+    spelled = pack(GROUPS[2].prefix_ids, GROUPS[2].suffix_ids[:2])
+    lookalike = ScoringGroup(tuple(spelled[:40]), (tuple(spelled[40:]),), GROUPS[2].label_ids)
+    assert max_gap(await engine.score([lookalike]), await naive_engine.score([lookalike])) < PARITY_TOLERANCE
     assert engine.num_unfinished_requests == 0
 
 

@@ -17,8 +17,8 @@ def test_vllms_server_runs_with_brews_vllm_settings(tmp_path):
 
 def test_every_engine_kind_is_a_system_served_by_that_engine(tmp_path):
     # The names BENCHMARKS.md reports; the baselines run last.
-    # vLLM's auto is its per-candidate path (brew-vllm): no system of its own
-    assert SYSTEMS[:4] == ("brew-vllm", "brew-vllm-mis", "brew-torch", "brew-torch-mis")
+    assert SYSTEMS[:6] == ("brew-vllm", "brew-vllm-mis", "brew-vllm-auto", "brew-torch", "brew-torch-mis",
+                           "brew-torch-auto")
     assert SYSTEMS[-2:] == ("vllm-openai", "naive")
     assert {variant.kind for variant in ENGINE_SYSTEMS.values()} == set(EngineKind)
     for system, variant in ENGINE_SYSTEMS.items():
@@ -31,10 +31,11 @@ def test_every_engine_kind_is_a_system_served_by_that_engine(tmp_path):
 
 
 def test_multi_item_runs_as_its_own_system(tmp_path):
-    for system, mode in (("brew-torch", "off"), ("brew-torch-mis", "on"), ("brew-torch-auto", "auto")):
-        command = server_command(system, Endpoints(8000, 9000), tmp_path, tmp_path)
-        assert command[command.index("--engine") + 1] == "torch"
-        assert command[command.index("--multi-item") + 1] == mode
+    for engine in ("vllm", "torch"):
+        for suffix, mode in (("", "off"), ("-mis", "on"), ("-auto", "auto")):
+            command = server_command(f"brew-{engine}{suffix}", Endpoints(8000, 9000), tmp_path, tmp_path)
+            assert command[command.index("--engine") + 1] == engine
+            assert command[command.index("--multi-item") + 1] == mode
 
 
 def test_a_brew_system_over_http_is_the_same_server_with_its_http_port(tmp_path):

@@ -67,7 +67,7 @@ def test_parser_defaults_are_the_documented_sweeps():
     assert args.candidate_counts == (1, 4, 16, 64, 256)
     assert args.history_tokens == (64, 256, 1024, 4096)
     # every engine variant: multi-item off, on (-mis) and auto (-auto) where the engine can pack
-    assert args.engines == ("vllm", "vllm-mis", "torch", "torch-mis", "torch-auto", "naive")
+    assert args.engines == ("vllm", "vllm-mis", "vllm-auto", "torch", "torch-mis", "torch-auto", "naive")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["scaling", "--out", "x", "--engines", "tgi"])
 

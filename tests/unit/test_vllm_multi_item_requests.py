@@ -10,13 +10,15 @@ import json
 import pytest
 import torch
 
-from brew.engines.vllm_multi_item.layout import packed_len, parse
+from brew.engines.vllm_multi_item.layout import pack, packed_len, parse
 from brew.engines.vllm_multi_item.names import LABEL_IDS_KEY, POOLING_TASK
 from brew.engines.vllm_multi_item.requests import (
     OVERHEAD_TOKENS,
     candidate_results,
     engine_overrides,
     packed_prompt,
+    packs_fast_here,
+    plain_prompt,
     pooling_params,
     split_candidates,
 )
@@ -78,3 +80,36 @@ def test_results_count_the_prefix_as_cached_after_a_runs_first_candidate():
     assert [r.cached_tokens for r in results] == [32, 40]
     with pytest.raises(RuntimeError, match="shape"):
         candidate_results(scored, range(3), torch.zeros(2, 2), cached_tokens=0)
+
+
+def test_a_per_candidate_request_is_the_plain_prompt():
+    group = ScoringGroup((5, 6, 7), ((8, 9), ()), (1, 2))
+    assert plain_prompt(group, 0) == [5, 6, 7, 8, 9]
+    assert plain_prompt(group, 1) == [5, 6, 7]
+
+
+@pytest.mark.parametrize("split", [0, 3, 20])
+def test_a_plain_prompt_that_spells_a_layout_goes_packed_as_itself(split):
+    """The worker reads a layout from ids alone: a plain prompt that spells
+    one is sent as the packed prompt of its one candidate instead."""
+    ids = pack([40, 41, 42, 43, 44], [[50, 51], [52]])
+    group = ScoringGroup(tuple(ids[:split]), (tuple(ids[split:]),), (1,))
+    prompt = plain_prompt(group, 0)
+    layout = parse(prompt)
+    prefix_len = max(split, 1)
+    assert prompt[:prefix_len] == ids[:prefix_len]
+    assert layout.prefix_len == prefix_len and layout.candidate_lengths == (len(ids) - prefix_len,)
+    start = layout.candidate_starts[0]
+    assert prompt[start:start + len(ids) - prefix_len] == ids[prefix_len:]
+
+
+@pytest.mark.parametrize("config,fast", [
+    ({"architectures": ["LlamaForCausalLM"], "vocab_size": 785, "hidden_size": 128, "num_attention_heads": 2}, True),
+    ({"architectures": ["LlamaForCausalLM"], "vocab_size": 785, "hidden_size": 60, "num_attention_heads": 2}, False),
+    ({"architectures": ["GPT2LMHeadModel"], "vocab_size": 785, "hidden_size": 128, "num_attention_heads": 2}, False),
+    ({"architectures": ["LlamaForCausalLM"], "vocab_size": 100, "hidden_size": 128, "num_attention_heads": 2}, False),
+])
+def test_auto_runs_the_pooling_model_only_where_it_packs_fast(tmp_path, config, fast):
+    """vLLM's CPU kernel (this build) takes head size 64, not 30; the pooling
+    model wraps Llama and needs a vocabulary that spells layouts."""
+    assert packs_fast_here(checkpoint(tmp_path, **config)) is fast

@@ -92,12 +92,14 @@ class CandidateEndPooler(Pooler):
             label_ids = (params.extra_kwargs or {}).get(LABEL_IDS_KEY, [])
             layout = _layout_or_none(prompt_ids[request].tolist())
             first = seq_len - count  # logical index of this chunk's first row
-            if layout is not None:
-                rows = [end - first for end in layout.readout_positions if first <= end < seq_len]
-                if rows:
-                    hidden = hidden_states[offset + torch.tensor(rows, device=hidden_states.device)]
-                    logprobs = self._compute_logits(hidden).float().log_softmax(dim=-1)
-                    state.hidden_states_cache.append(logprobs[:, label_ids])
+            # a packed prompt: every candidate's last token; a plain one (a single
+            # candidate's prompt, requests.plain_prompt): its last token
+            ends = layout.readout_positions if layout is not None else (len(prompt_ids[request]) - 1,)
+            rows = [end - first for end in ends if first <= end < seq_len]
+            if rows:
+                hidden = hidden_states[offset + torch.tensor(rows, device=hidden_states.device)]
+                logprobs = self._compute_logits(hidden).float().log_softmax(dim=-1)
+                state.hidden_states_cache.append(logprobs[:, label_ids])
             offset += count
             if not finished:
                 outputs.append(None)

@@ -15,7 +15,8 @@ import torch
 from vllm import PoolingParams
 from vllm.sampling_params import RequestOutputKind
 
-from brew.engines.vllm_multi_item.layout import MIN_VOCAB_SIZE, NONCE_TOKENS, pack, packed_len, trailer_len
+from brew.engines.vllm_multi_item.cpu_kernel import cpu_kernel_available
+from brew.engines.vllm_multi_item.layout import MIN_VOCAB_SIZE, NONCE_TOKENS, pack, packed_len, parse, trailer_len
 from brew.engines.vllm_multi_item.names import ARCHITECTURES, LABEL_IDS_KEY, POOLING_TASK
 from brew.types import CandidateLogprobs, ScoringGroup
 
@@ -39,6 +40,20 @@ def engine_overrides(model_dir: str | Path) -> dict[str, object]:
     # A top-level mrope_section switches vLLM's per-request position rows on
     # (brew.engines.vllm_multi_item.model); the model's own rope settings stay.
     return {"runner": "pooling", "hf_overrides": {"architectures": wrapped[:1], "mrope_section": [1, 1, 1]}}
+
+
+def packs_fast_here(model_dir: str | Path) -> bool:
+    """Whether the pooling model can run this checkpoint and its attention
+    runs on vLLM's own CPU kernel here (vLLM's CPU build, a head size the
+    kernel takes): what `multi_item = "auto"` needs to choose per group
+    (brew.engines.vllm_engine says why)."""
+    try:
+        engine_overrides(model_dir)
+    except ValueError:
+        return False
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    head_size = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    return cpu_kernel_available(torch.device("cpu"), int(head_size))
 
 
 @functools.lru_cache(maxsize=256)
@@ -69,6 +84,22 @@ def split_candidates(group: ScoringGroup, max_len: int) -> list[range]:
 
 def packed_prompt(group: ScoringGroup, run: range) -> list[int]:
     return pack(group.prefix_ids, [group.suffix_ids[index] for index in run])
+
+
+def plain_prompt(group: ScoringGroup, index: int) -> list[int]:
+    """Candidate `index`'s prompt for the pooling model's per-candidate path:
+    the plain prompt (prefix + candidate, read at its last token, no nonce or
+    trailer), unless its ids happen to spell a packed layout (`layout.parse`
+    reads a prompt's layout from its ids alone, so it would read one there):
+    then the packed prompt of that one candidate, which scores the same. So
+    a plain prompt never reaches the worker looking packed, whatever its ids."""
+    ids = [*group.prefix_ids, *group.suffix_ids[index]]
+    try:
+        parse(ids)
+    except ValueError:
+        return ids
+    split = max(len(group.prefix_ids), 1)  # a packed prompt needs a prefix: an empty one lends the first id
+    return pack(ids[:split], [ids[split:]])
 
 
 def candidate_results(group: ScoringGroup, run: range, label_logprobs: torch.Tensor,

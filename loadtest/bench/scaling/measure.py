@@ -33,7 +33,7 @@ def point_flops(shape: DecoderShape, point: ScalingPoint, suffix_tokens: int) ->
 
 def threads_by_engine(engines: Sequence[str], torch_threads: int, environ: Mapping[str, str],
                       cpus: int) -> dict[str, int]:
-    """The threads each engine variant computes on (vllm, vllm-mis:
+    """The threads each engine variant computes on (vllm, vllm-mis, vllm-auto:
     vLLM's CPU worker's; the torch ones: torch's), for its share of peak."""
     from brew.engines import EngineKind, engine_variants
 
