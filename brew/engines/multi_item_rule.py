@@ -83,7 +83,8 @@ class PackingRule(Settings):
 
     With `auto`, a group is packed when it has at least `min_candidates`
     candidates, its candidates are at most `max_candidate_share` of the
-    packed row's tokens, and the row is at most `max_row_tokens` long; any
+    packed row's tokens (on an engine whose packed attention is dense: the
+    torch engine's), and the row is at most `max_row_tokens` long; any
     other group is scored one candidate at a time. With `on`, only `max_row_tokens` applies.
     With `off`, nothing is packed. The rule is the same on both engines; a
     packed vLLM group longer than vLLM's model length is also split into
@@ -93,23 +94,29 @@ class PackingRule(Settings):
     min_candidates: int = setting(DEFAULT_MIN_CANDIDATES, ge=1,
                                   help="multi_item auto: a group with fewer candidates is scored per candidate")
     max_candidate_share: float = setting(DEFAULT_MAX_CANDIDATE_SHARE, ge=0, le=1,
-                                         help="multi_item auto: a group whose candidates are a larger share "
-                                              "of its packed row's tokens is scored per candidate")
+                                         help="multi_item auto, torch engine: a group whose candidates are a larger "
+                                              "share of its packed row's tokens is scored per candidate")
     max_row_tokens: int = setting(DEFAULT_MAX_ROW_TOKENS, ge=1,
                                   help="multi_item on or auto: a longer group (prefix plus every candidate) is "
                                        "scored per candidate (a dense mask's memory grows with its square)")
 
-    def path(self, mode: MultiItemMode, group: ScoringGroup) -> GroupPath:
-        """The way `group` is scored under `mode`."""
+    def path(self, mode: MultiItemMode, group: ScoringGroup, *, dense_attention: bool = True) -> GroupPath:
+        """The way `group` is scored under `mode`. `dense_attention`: the
+        engine's packed attention computes every entry of the row and masks
+        what it discards (the torch engine's SDPA and eager kernels), so the
+        candidates' share bounds packing; vLLM's multi-item backend computes
+        only the visible parts, and the share does not apply (measured:
+        BENCHMARKS.md, section 9)."""
         if mode is MultiItemMode.OFF:
             return GroupPath.PER_CANDIDATE
         if row_tokens(group) > self.max_row_tokens:
             return GroupPath.PER_CANDIDATE
-        if mode is MultiItemMode.ON or self.packs_by_shape(group):
+        if mode is MultiItemMode.ON or self.packs_by_shape(group, dense_attention=dense_attention):
             return GroupPath.PACKED
         return GroupPath.PER_CANDIDATE
 
-    def packs_by_shape(self, group: ScoringGroup) -> bool:
-        """`auto`'s test of the group's shape: enough candidates, not outweighing the row."""
+    def packs_by_shape(self, group: ScoringGroup, *, dense_attention: bool = True) -> bool:
+        """`auto`'s test of the group's shape: enough candidates, and on a
+        dense kernel not outweighing the row."""
         enough = group.num_candidates >= self.min_candidates
-        return enough and candidate_share(group) <= self.max_candidate_share
+        return enough and (not dense_attention or candidate_share(group) <= self.max_candidate_share)

@@ -297,7 +297,8 @@ class VllmEngine:
     def _prompts(self, group: ScoringGroup) -> list[tuple[range, list[int]]]:
         """The requests of a group on the pooling model: the candidates each
         scores and its prompt, by the packing rule's path for this mode."""
-        path = self._packing.path(self._mode, group)
+        # Brew's backend computes only what the layout lets each token see: no dense mask
+        path = self._packing.path(self._mode, group, dense_attention=False)
         if self.on_group_path is not None:
             self.on_group_path(path)
         if path is GroupPath.PER_CANDIDATE:

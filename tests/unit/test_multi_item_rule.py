@@ -37,6 +37,17 @@ def test_each_mode_on_each_shape(shape, auto):
     assert rule.path(MultiItemMode.ON, g) is (PER if row_tokens(g) > rule.max_row_tokens else PACKED)
 
 
+@pytest.mark.parametrize(("shape", "auto"), [
+    ((20, 50), PACKED),  # the candidates' share bounds only a dense kernel's waste
+    ((60, 70), PACKED),
+    ((300, 1), PER),  # still one candidate
+    ((9000, 20), PER),  # still longer than a row may be
+])
+def test_without_a_dense_kernel_the_share_does_not_apply(shape, auto):
+    """vLLM's multi-item backend computes only the visible parts of a packed row."""
+    assert PackingRule().path(MultiItemMode.AUTO, group(*shape), dense_attention=False) is auto
+
+
 def test_the_thresholds_are_the_settings():
     g = group(100, 8)  # candidates 80 of 180 tokens
     assert PackingRule(min_candidates=9).path(MultiItemMode.AUTO, g) is PER
