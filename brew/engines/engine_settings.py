@@ -45,8 +45,8 @@ class EngineSettings(Settings):
         MultiItemMode.AUTO, top_level=True,
         help="exact multi-item scoring, a member's candidates packed behind their shared context (torch: in few "
              "forward passes; vllm: one request per member and task), the same scores either way: on packs every "
-             "group that fits [packing] max_row_tokens, off none, auto each group whose shape gains from it on "
-             "torch and none on vllm (set on there for groups of many candidates)")
+             "group that fits [packing] max_row_tokens, off none, auto each group whose shape gains from it "
+             "([packing]; on vllm where its multi-item attention runs on vLLM's CPU kernel, else none there)")
     packing: PackingRule = section(PackingRule, help="which groups multi_item packs")
     vllm: VllmOptions = section(VllmOptions, help="how vLLM is started")
     torch: TorchOptions = section(TorchOptions, help="how the torch engine runs its forward passes")

@@ -26,7 +26,7 @@ def test_on_a_gpu_only_the_torch_engines_are_measured(monkeypatch):
     from loadtest.bench.scaling.command import gpu_engines_problem
 
     assert gpu_engines_problem("cpu", ("vllm", "torch")) is None
-    assert "leave vllm and vllm-mis out" in gpu_engines_problem("cuda", ("vllm", "torch"))
+    assert "leave vllm, vllm-mis and vllm-auto out" in gpu_engines_problem("cuda", ("vllm", "torch"))
     assert "leave vllm" in gpu_engines_problem("cuda", ("vllm-mis",))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert "no GPU" in gpu_engines_problem("cuda:0", ("naive", "torch", "torch-mis"))

@@ -32,7 +32,7 @@ def gpu_engines_problem(device: str, engines: tuple[str, ...]) -> str | None:
         return None
     if any(engine_variants()[name].kind is EngineKind.VLLM for name in engines):
         return ("--device cuda measures the torch engines (naive, torch, torch-mis, torch-auto); vLLM chooses its "
-                "own device (its GPU build runs on the GPU): leave vllm and vllm-mis out of --engines")
+                "own device (its GPU build runs on the GPU): leave vllm, vllm-mis and vllm-auto out of --engines")
     if not torch.cuda.is_available():
         return "--device cuda: torch sees no GPU here"
     return None
