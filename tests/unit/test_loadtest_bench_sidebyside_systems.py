@@ -28,6 +28,8 @@ def test_every_engine_kind_is_a_system_served_by_that_engine(tmp_path):
         # Brew renders with the run's prompts, as the load generator does for vLLM's server.
         assert command[command.index("--prompts") + 1] == str(tmp_path / "prompts")
         assert command[command.index("--multi-item") + 1] == variant.multi_item.value
+        # the capacity search counts a refusal as a failure, and vLLM's server refuses nothing
+        assert command[command.index("--admission-target") + 1] == "deadline"
 
 
 def test_multi_item_runs_as_its_own_system(tmp_path):

@@ -119,8 +119,11 @@ def server_command(system: str, endpoints: Endpoints, model: Path, prompts: Path
         return [*server_command(system.removesuffix(HTTP), endpoints, model, prompts),
                 "--http-port", str(endpoints.http_port)]
     variant = ENGINE_SYSTEMS[system]
+    # Admitted by their deadlines, as vLLM's server (which refuses nothing) is:
+    # the capacity search fails a window with any refused request, and admission
+    # by the SLO refuses early by design (BENCHMARKS.md, section 4, measures it).
     return [sys.executable, "-m", "brew.cli", "serve", "--engine", variant.kind.value, "--model", str(model),
-            "--prompts", str(prompts), "--multi-item", variant.multi_item.value,
+            "--prompts", str(prompts), "--multi-item", variant.multi_item.value, "--admission-target", "deadline",
             "--port", str(endpoints.port), "--metrics-port", str(endpoints.metrics_port), "--log-level", "warning"]
 
 
