@@ -206,6 +206,14 @@ class VllmEngine:
             raise
         return cls(llm, client, Path(model_dir).name, multi_item=multi_item, pooling=pooling, packing=packing)
 
+    def viewed_as(self, multi_item: MultiItemMode, packing: PackingRule | None = None) -> VllmEngine:
+        """This running engine under another mode and packing rule, sharing its
+        vLLM engine and prefix cache: benchmarks and tests compare the paths
+        of one pooling model side by side (with `off`, a pooling engine sends
+        every group as plain per-candidate requests). Closing either closes both."""
+        return VllmEngine(self._llm, self._client, self._model_name, multi_item=multi_item,
+                          pooling=self._pooling, packing=packing)
+
     @property
     def model_name(self) -> str:
         return self._model_name

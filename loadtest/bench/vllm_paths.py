@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import tempfile
 import time
@@ -33,6 +34,10 @@ from loadtest.bench.scaling.checkpoint import checkpoint_positions, write_checkp
 from loadtest.bench.scaling.points import SUFFIX_TOKENS, ScalingPoint, label_ids_for, make_group
 
 PATHS = ("vllm", "plain", "packed")
+
+
+def _vocab_size(model_dir: Path) -> int:
+    return int(json.loads((model_dir / "config.json").read_text())["vocab_size"])
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -46,23 +51,15 @@ def _spread(values: list[float]) -> str:
 async def measure(model_dir: Path, candidates: tuple[int, ...], history: tuple[int, ...], repeats: int,
                   suffix_tokens: int, seed: int) -> list[tuple[ScalingPoint, dict[str, list[float]]]]:
     """ms per candidate of every path at every point, the paths interleaved."""
-    from brew.engines import EngineKind, MultiItemMode, PackingRule, create_engine
-    from brew.engines.vllm_engine import VllmEngine
+    from brew.engines import EngineKind, MultiItemMode, create_engine
 
     own = await create_engine(EngineKind.VLLM, model_dir, multi_item=MultiItemMode.OFF)
     pooling = await create_engine(EngineKind.VLLM, model_dir, multi_item=MultiItemMode.ON)
     try:
-        # the pooling engine seen two ways: every group packed, or every group per candidate
-        rule = PackingRule()
-        engines = {
-            "vllm": own,
-            "plain": VllmEngine(pooling._llm, pooling._client, "plain", multi_item=MultiItemMode.OFF,
-                                pooling=True, packing=rule),
-            "packed": VllmEngine(pooling._llm, pooling._client, "packed", multi_item=MultiItemMode.ON,
-                                 pooling=True, packing=rule),
-        }
-        labels = label_ids_for(own._llm.model_config.get_vocab_size(), seed)
-        vocab = own._llm.model_config.get_vocab_size()
+        # the pooling engine seen two ways: every group per candidate, or every group packed
+        engines = {"vllm": own, "plain": pooling.viewed_as(MultiItemMode.OFF), "packed": pooling}
+        vocab = _vocab_size(model_dir)
+        labels = label_ids_for(vocab, seed)
         results = []
         for tokens in history:
             for count in candidates:

@@ -189,11 +189,8 @@ async def test_vllm_packs_the_groups_that_fit_a_row_and_sends_the_rest_per_candi
         vllm_multi_item_engine, reference):
     """multi_item on: a packed request for each group that fits the rule's
     row, one plain pooling request per candidate for a longer one; the same scores."""
-    from brew.engines.vllm_engine import VllmEngine
-
     rule = PackingRule(max_row_tokens=300)
-    engine = VllmEngine(vllm_multi_item_engine._llm, vllm_multi_item_engine._client, "on",
-                        multi_item=MultiItemMode.ON, pooling=True, packing=rule)
+    engine = vllm_multi_item_engine.viewed_as(MultiItemMode.ON, rule)
     paths = []
     engine.on_group_path = paths.append
     results = await engine.score(GROUPS)
@@ -210,12 +207,10 @@ async def test_vllm_auto_chooses_per_group_on_one_engine_with_the_same_scores(
     """multi_item auto: the packing rule's path for each group, packed or one
     plain pooling request per candidate, on the one pooling engine; a plain
     prompt whose ids happen to spell a packed layout still scores as itself."""
-    from brew.engines.vllm_engine import VllmEngine
     from brew.engines.vllm_multi_item.layout import pack
 
     rule = PackingRule(min_candidates=5)
-    engine = VllmEngine(vllm_multi_item_engine._llm, vllm_multi_item_engine._client, "auto",
-                        multi_item=MultiItemMode.AUTO, pooling=True, packing=rule)
+    engine = vllm_multi_item_engine.viewed_as(MultiItemMode.AUTO, rule)
     paths = []
     engine.on_group_path = paths.append
     results = await engine.score(GROUPS)
