@@ -93,7 +93,7 @@ def plain_prompt(group: ScoringGroup, index: int) -> list[int]:
     reads a prompt's layout from its ids alone, so it would read one there):
     then the packed prompt of that one candidate, which scores the same. So
     a plain prompt never reaches the worker looking packed, whatever its ids."""
-    ids = [*group.prefix_ids, *group.suffix_ids[index]]
+    ids = list(group.prompt_ids(index))
     try:
         parse(ids)
     except ValueError:
